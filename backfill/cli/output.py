@@ -1,0 +1,122 @@
+"""Shared output and error handling of the `backfill` command line.
+
+Invariants:
+- a `UserError` or a click usage error becomes ONE line `error: <message>` on
+  stderr and the exit code it carries (2: bad input), never a traceback;
+  anything else is a bug or an outage and keeps its traceback;
+- `--output json` writes JSON and nothing else on stdout; warnings always go
+  to stderr, so stdout stays machine-readable;
+- tables are rich Tables on a console that emits no escape codes unless stdout
+  is a terminal, and that never interprets user text (ids, reasons) as markup;
+  cells fold instead of being cut with an ellipsis, so no value is hidden.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from backfill.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_INTERRUPTED = 130
+PIPE_WIDTH = 160
+
+
+class OutputFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def output_option(fn: F) -> F:
+    """`--output table|json` on a command; the command receives an `OutputFormat`."""
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Choice([f.value for f in OutputFormat]),
+        default=OutputFormat.TABLE.value,
+        show_default=True,
+        callback=lambda _ctx, _param, value: OutputFormat(value),
+        help="Human-readable table or machine-readable JSON on stdout.",
+    )(fn)
+
+
+def console() -> Console:
+    """A console on the current stdout (click's test runner swaps it), created per use."""
+    out = Console(markup=False, highlight=False, emoji=False)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        # Piped or captured: rich would assume 80 columns; wider tables fold less.
+        out.width = PIPE_WIDTH
+    return out
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    tbl = Table(title=title, title_justify="left", header_style="bold")
+    for name in columns:
+        tbl.add_column(name, overflow="fold")
+    return tbl
+
+
+def emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _error(message: str) -> None:
+    # One line whatever the message: a newline would split what scripts grep.
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+
+
+class BackfillGroup(click.Group):
+    """The root group: turns user errors into one line and an exit code."""
+
+    def main(  # one signature for click's two overloads
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        code = self._run(
+            lambda: super(BackfillGroup, self).main(
+                args, prog_name, complete_var, standalone_mode=False, **extra
+            )
+        )
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, invoke: Callable[[], Any]) -> int:
+        try:
+            rv = invoke()
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `backfill` or a group alone: the help, as click would print it
+            return exc.exit_code
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            _error(exc.format_message() + hint)
+            return exc.exit_code
+        except click.ClickException as exc:
+            _error(exc.format_message())
+            return exc.exit_code
+        except UserError as exc:
+            _error(str(exc))
+            return exc.exit_code
+        except click.Abort:  # Ctrl-C; click raises it for KeyboardInterrupt too
+            _error("interrupted")
+            return EXIT_INTERRUPTED
+        # A command returns None (success) or the exit code of `ctx.exit(code)`.
+        return rv if isinstance(rv, int) else 0

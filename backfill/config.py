@@ -1,0 +1,94 @@
+"""Configuration from the environment (DESIGN section 4); CLI flags override.
+
+With nothing set, everything is embedded under `BACKFILL_HOME`: a SQLite
+database and kombu's `filesystem://` broker, so no server is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from backfill.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    home: Path
+    database_url: str
+    broker_url: str
+    dags_folder: Path
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 60.0
+    queued_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("BACKFILL_HOME") or ".backfill").absolute()
+        settings = cls(
+            home=home,
+            database_url=env.get("BACKFILL_DATABASE_URL") or f"sqlite:///{home / 'backfill.db'}",
+            broker_url=env.get("BACKFILL_BROKER_URL") or "filesystem://",
+            dags_folder=Path(env.get("BACKFILL_DAGS_FOLDER") or "dags").absolute(),
+            heartbeat_interval=_seconds(env, "BACKFILL_HEARTBEAT_INTERVAL", 5.0),
+            heartbeat_timeout=_seconds(env, "BACKFILL_HEARTBEAT_TIMEOUT", 60.0),
+            queued_timeout=_seconds(env, "BACKFILL_QUEUED_TIMEOUT", 120.0),
+        )
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        _check_url(settings.database_url)
+        if settings.heartbeat_interval >= settings.heartbeat_timeout:
+            raise ConfigError(
+                "BACKFILL_HEARTBEAT_INTERVAL must be smaller than BACKFILL_HEARTBEAT_TIMEOUT "
+                f"(got {settings.heartbeat_interval:g}s and {settings.heartbeat_timeout:g}s)"
+            )
+        return settings
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the embedded `filesystem://` transport keeps its messages."""
+        return self.home / "broker"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _check_url(url: str) -> None:
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"BACKFILL_DATABASE_URL is not a database URL: {redact(url)!r}; "
+            "expected e.g. postgresql://user@host/db or sqlite:///path/backfill.db"
+        ) from None
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by `***`, safe to print or log."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url.split("@", 1)[-1] if "@" in url else url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)

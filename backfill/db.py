@@ -1,0 +1,212 @@
+"""Engines and schema migrations for the metadata database.
+
+Invariants:
+- SQLite runs in WAL mode with a busy timeout and foreign keys on, and every
+  transaction starts with `BEGIN IMMEDIATE`: a writer takes the write lock
+  when it begins, so two writers queue on the busy timeout instead of
+  deadlocking on a read-to-write lock upgrade (SQLite answers such a deadlock
+  with "database is locked" at once, without waiting). A connection given the
+  execution option `sqlite_begin="DEFERRED"` begins a read-only snapshot
+  instead, which never waits for writers in WAL mode.
+- The schema is changed only by Alembic migrations (`migrations/`), never by
+  `metadata.create_all`. Only the embedded SQLite default migrates itself; any
+  other database must already be at the head revision (`backfill db migrate`).
+- Nothing here prints a URL with its password (`backfill.config.redact`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from backfill.config import Settings, redact
+from backfill.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for the lock before failing
+PG_CONNECT_TIMEOUT = 10  # seconds
+# Serializes concurrent `migrate` calls on PostgreSQL (an arbitrary constant key).
+_PG_MIGRATE_LOCK = 0x6261636B66696C6C  # "backfill"
+
+
+def create_engine_for(url: str) -> Engine:
+    """An engine for `url`, tuned for the backend (see the module invariants)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy 2.1 defaults to psycopg 3; the package ships psycopg2.
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+        return sa.create_engine(
+            parsed,
+            pool_pre_ping=True,  # survive a server restart or an idle-connection reaper
+            pool_size=5,
+            max_overflow=5,
+            connect_args={
+                "connect_timeout": PG_CONNECT_TIMEOUT,
+                "application_name": "backfill",
+            },
+        )
+    raise ConfigError(
+        f"unsupported database {redact(url)!r}: BACKFILL_DATABASE_URL must be a "
+        "postgresql:// or sqlite:// URL"
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    # sqlite3's `timeout` is SQLite's busy timeout: how long to wait for a lock.
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The PRAGMAs run outside any transaction, as journal_mode requires.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # Stop the sqlite3 driver from issuing its own (deferred) BEGIN; the
+        # "begin" listener below issues ours. Set on every checkout because
+        # returning a connection used with isolation_level="AUTOCOMMIT" to the
+        # pool resets the driver to its legacy mode.
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        options = connection.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # each statement commits on its own: no transaction to open
+        mode = options.get("sqlite_begin", "IMMEDIATE")
+        if mode not in ("IMMEDIATE", "DEFERRED"):
+            raise ValueError(f"sqlite_begin must be IMMEDIATE or DEFERRED, not {mode!r}")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """The Alembic configuration, built in code: the package ships no alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The revision the code expects the database to be at."""
+    head = _scripts().get_current_head()
+    if head is None:  # pragma: no cover - the package always ships migrations
+        raise RuntimeError(f"no migrations found in {MIGRATIONS}")
+    return head
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The database's current revision; None when it has no Backfill schema."""
+    with engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the head revision, in one transaction.
+
+    Idempotent, and safe to run from several processes at once: SQLite's
+    `BEGIN IMMEDIATE` and a PostgreSQL advisory lock serialize them, and each
+    later one finds the schema current and does nothing.
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATE_LOCK}
+            )
+        try:
+            command.upgrade(alembic_config(connection), "head")
+        except CommandError as exc:
+            # e.g. a newer backfill migrated it to a revision this code does not know.
+            raise ConfigError(
+                f"cannot migrate {_describe(engine)}: {exc}; is this backfill older than "
+                "the one that last migrated it?"
+            ) from None
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Raise `ConfigError` unless the database is at the head revision."""
+    current, expected = schema_revision(engine), head_revision()
+    if current == expected:
+        return
+    if current is None:
+        problem = "has no Backfill schema"
+    elif not _known(current):
+        raise ConfigError(
+            f"{_describe(engine)} is at schema revision {current!r}, which this version of "
+            f"backfill does not know (it expects {expected!r}); upgrade backfill"
+        )
+    else:
+        problem = f"is at schema revision {current!r}, expected {expected!r}"
+    raise ConfigError(f"{_describe(engine)} {problem}; run `backfill db migrate`")
+
+
+def _known(revision: str) -> bool:
+    try:
+        _scripts().get_revision(revision)
+    except CommandError:
+        return False
+    return True
+
+
+def open_engine(settings: Settings, *, create: bool) -> Engine | None:
+    """The engine of `settings.database_url`, with its schema checked.
+
+    The embedded SQLite database is created and migrated on first use when
+    `create` is true. With `create` false (read-only commands) a missing SQLite
+    file gives None and nothing is created, neither the file nor its folder.
+    Any other database is never migrated here: it must be current.
+    """
+    url = make_url(settings.database_url)
+    path = _sqlite_file(url)
+    if path is not None and not path.exists():
+        if not create:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine_for(settings.database_url)
+    try:
+        if create and url.get_backend_name() == "sqlite":
+            migrate(engine)
+        else:
+            require_current_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL; None for other backends and in-memory databases."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).absolute()
+
+
+def _describe(engine: Engine) -> str:
+    # Without the driver: the user wrote postgresql://, not postgresql+psycopg2://.
+    url = engine.url.set(drivername=engine.url.get_backend_name())
+    return f"the database at {redact(url.render_as_string(hide_password=False))}"

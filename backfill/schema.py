@@ -1,0 +1,213 @@
+"""The metadata tables, in SQLAlchemy Core. Alembic migrations create them.
+
+Invariants:
+- every `state` column has a CHECK constraint generated from its enum in
+  `backfill.states`, so the database refuses a state the code does not know;
+- one DAG run per (dag_id, logical_date) and one TI per (run, task);
+- timestamps are stored in UTC and read back timezone-aware (`UTCDateTime`);
+- `ti_transitions` is append-only and written by a trigger on
+  `task_instances` (`JOURNAL_TRIGGER`), so every state change is journaled in
+  its own statement's transaction whoever makes it; on PostgreSQL the same
+  trigger NOTIFYs `backfill_events` when a try ends, waking coordinators.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from backfill.states import BackfillState, RunState, TIState
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """An aware datetime stored in UTC; SQLite keeps no offset, so it is re-attached on load."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored; attach a timezone")
+        return value.astimezone(UTC).replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def state_check(enum_cls: type[enum.StrEnum], column: str = "state") -> sa.CheckConstraint:
+    values = ", ".join(f"'{member.value}'" for member in enum_cls)
+    return sa.CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
+
+
+def _timestamps() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+    ]
+
+
+backfills = sa.Table(
+    "backfills",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("dag_fingerprint", sa.String(64), nullable=False),
+    sa.Column("start", UTCDateTime, nullable=False),  # first logical date of the range
+    sa.Column("end", UTCDateTime, nullable=False),  # last one, inclusive
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),  # the frozen run options, as JSON
+    sa.Column("conf", sa.JSON, nullable=False),
+    # The coordinator lease: one driver at a time; safety never depends on it.
+    sa.Column("lease_owner", sa.String(250)),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_expires_at", UTCDateTime),
+    *_timestamps(),
+    state_check(BackfillState),
+    sa.Index(None, "dag_id", "state"),
+)
+
+dag_runs = sa.Table(
+    "dag_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("logical_date", UTCDateTime, nullable=False),
+    sa.Column("data_interval_start", UTCDateTime, nullable=False),
+    sa.Column("data_interval_end", UTCDateTime, nullable=False),
+    sa.Column("backfill_id", sa.Integer, sa.ForeignKey("backfills.id")),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("conf", sa.JSON, nullable=False),
+    sa.Column("start_date", UTCDateTime),
+    sa.Column("end_date", UTCDateTime),
+    *_timestamps(),
+    state_check(RunState),
+    sa.UniqueConstraint("dag_id", "logical_date"),
+    sa.UniqueConstraint("dag_id", "run_id"),
+    sa.Index(None, "backfill_id", "state"),
+)
+
+task_instances = sa.Table(
+    "task_instances",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_run_id", sa.Integer, sa.ForeignKey("dag_runs.id"), nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False, server_default=TIState.NONE.value),
+    # The try a queued/running TI is on (1 for the first); 0 before its first dispatch.
+    sa.Column("try_number", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_tries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("pool", sa.String(250), nullable=False),
+    sa.Column("pool_slots", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("queue", sa.String(250), nullable=False),
+    sa.Column("priority_weight", sa.Integer, nullable=False, server_default="1"),
+    # The claim: set atomically by the worker that won the try; every later
+    # write of that try is fenced on it.
+    sa.Column("claim_token", sa.String(64)),
+    sa.Column("claimant", sa.String(250)),  # hostname:pid of the claiming worker
+    sa.Column("hostname", sa.String(250)),
+    sa.Column("heartbeat_at", UTCDateTime),
+    sa.Column("queued_at", UTCDateTime),
+    sa.Column("start_date", UTCDateTime),
+    sa.Column("end_date", UTCDateTime),
+    sa.Column("next_try_at", UTCDateTime),  # when an up_for_retry/up_for_reschedule TI is due
+    sa.Column("last_error", sa.Text),  # why the last try failed, for reports
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Who made the last change; the journal trigger copies it as the actor.
+    sa.Column("updated_by", sa.String(250)),
+    state_check(TIState),
+    sa.CheckConstraint("try_number >= 0", name="try_number_non_negative"),
+    sa.CheckConstraint("pool_slots >= 1", name="pool_slots_positive"),
+    sa.UniqueConstraint("dag_run_id", "task_id"),
+    sa.Index(None, "state", "pool"),
+    sa.Index(None, "dag_id", "task_id", "state"),
+)
+
+pools = sa.Table(
+    "pools",
+    metadata,
+    sa.Column("name", sa.String(250), primary_key=True),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.CheckConstraint("slots >= -1", name="slots_valid"),  # -1: unlimited, as in Airflow
+)
+
+DEFAULT_POOL_SLOTS = 128
+
+ti_transitions = sa.Table(
+    "ti_transitions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_instance_id", sa.Integer, sa.ForeignKey("task_instances.id"), nullable=False),
+    sa.Column("from_state", sa.String(20), nullable=False),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("actor", sa.String(250), nullable=False),  # coordinator:<id> / worker:<host:pid>
+    sa.Column("at", UTCDateTime, nullable=False),
+    state_check(TIState, "from_state"),
+    state_check(TIState, "to_state"),
+    sa.Index(None, "task_instance_id"),
+)
+
+# The journal trigger, per dialect. Migration 0001 carries a frozen copy; a
+# test proves both write one journal row per state change.
+JOURNAL_CHANNEL = "backfill_events"
+JOURNAL_TRIGGER: dict[str, tuple[str, ...]] = {
+    "postgresql": (
+        f"""
+        CREATE FUNCTION ti_journal() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.state IS DISTINCT FROM OLD.state THEN
+                INSERT INTO ti_transitions
+                    (task_instance_id, from_state, to_state, try_number, actor, at)
+                VALUES (NEW.id, OLD.state, NEW.state, NEW.try_number,
+                        COALESCE(NEW.updated_by, 'unknown'), NEW.updated_at);
+                IF OLD.state = 'running' THEN
+                    PERFORM pg_notify('{JOURNAL_CHANNEL}', NEW.dag_id);
+                END IF;
+            END IF;
+            RETURN NULL;
+        END $$
+        """,
+        """
+        CREATE TRIGGER ti_journal AFTER UPDATE OF state ON task_instances
+        FOR EACH ROW EXECUTE FUNCTION ti_journal()
+        """,
+    ),
+    "sqlite": (
+        """
+        CREATE TRIGGER ti_journal AFTER UPDATE OF state ON task_instances
+        WHEN NEW.state IS NOT OLD.state
+        BEGIN
+            INSERT INTO ti_transitions
+                (task_instance_id, from_state, to_state, try_number, actor, at)
+            VALUES (NEW.id, OLD.state, NEW.state, NEW.try_number,
+                    COALESCE(NEW.updated_by, 'unknown'), NEW.updated_at);
+        END
+        """,
+    ),
+}
+
+for _dialect, _statements in JOURNAL_TRIGGER.items():
+    for _sql in _statements:
+        _ddl = sa.DDL(_sql)  # type: ignore[no-untyped-call]
+        sa.event.listen(ti_transitions, "after_create", _ddl.execute_if(dialect=_dialect))

@@ -1,0 +1,148 @@
+"""Database fixtures for every test module: real SQLite files and real PostgreSQL.
+
+- `backend`: "sqlite" or "postgresql"; a test taking `db_url`, `engine` or
+  `empty_db_url` runs once per backend (the PostgreSQL run is marked `postgres`).
+- `db_url`: the URL of a freshly migrated, empty database of its own.
+- `engine`: `backfill.db.create_engine_for(db_url)`, disposed after the test.
+- `empty_db_url`: a database of its own with no schema at all.
+- `pg_url`: like `db_url`, always PostgreSQL (for PostgreSQL-only tests).
+
+Each database is migrated once per session into a template (a file copied per
+test for SQLite; `CREATE DATABASE ... TEMPLATE` for PostgreSQL), so a fresh
+database costs milliseconds. PostgreSQL is reached through the admin URL in
+BACKFILL_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
+If it does not answer, its tests are skipped on a laptop but FAIL when the
+environment variable CI is set: CI never silently skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from backfill.config import redact
+from backfill.db import create_engine_for, migrate
+
+PG_ADMIN_URL = os.environ.get(
+    "BACKFILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `-m "not postgres"` must deselect every test that needs the server.
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated, empty database for this test alone."""
+    if backend == "sqlite":
+        target = tmp_path / "backfill.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
+        yield f"sqlite:///{target}"
+    else:
+        template = request.getfixturevalue("_pg_template")
+        yield from _pg_database(request.getfixturevalue("_pg_admin"), template)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on `db_url`, disposed after the test."""
+    eng = create_engine_for(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def empty_db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema (the SQLite file does not exist yet)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        yield from _pg_database(request.getfixturevalue("_pg_admin"), "template0")
+
+
+@pytest.fixture
+def pg_url(_pg_admin: Engine, _pg_template: str) -> Iterator[str]:
+    """A freshly migrated, empty PostgreSQL database for this test alone."""
+    yield from _pg_database(_pg_admin, _pg_template)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "backfill.db"
+    eng = create_engine_for(f"sqlite:///{path}")
+    migrate(eng)
+    eng.dispose()  # the last connection to close checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_admin() -> Iterator[Engine]:
+    eng = create_engine_for(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with eng.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        eng.dispose()
+        message = (
+            f"PostgreSQL at {redact(PG_ADMIN_URL)} does not answer ({_first_line(exc.orig)}); "
+            "start it or point BACKFILL_TEST_PG_URL at a server"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}. CI is set: PostgreSQL tests must not be skipped", False)
+        pytest.skip(message)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def _pg_template(_pg_admin: Engine) -> Iterator[str]:
+    name = f"backfill_tmpl_{uuid.uuid4().hex[:12]}"
+    _admin_execute(_pg_admin, f'CREATE DATABASE "{name}"')
+    try:
+        eng = create_engine_for(_pg_url_of(name).render_as_string(hide_password=False))
+        migrate(eng)
+        eng.dispose()  # a template must have no open connection when it is copied
+        yield name
+    finally:
+        _admin_execute(_pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_database(admin: Engine, template: str) -> Iterator[str]:
+    name = f"backfill_test_{uuid.uuid4().hex[:12]}"
+    _admin_execute(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield _pg_url_of(name).render_as_string(hide_password=False)
+    finally:
+        # FORCE: a test that leaked a connection must not leak its database too.
+        _admin_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if error else "no answer"
+
+
+def _pg_url_of(database: str) -> URL:
+    return make_url(PG_ADMIN_URL).set(database=database)
+
+
+def _admin_execute(admin: Engine, sql: str) -> None:
+    # The admin engine is in AUTOCOMMIT: CREATE/DROP DATABASE refuse a transaction.
+    with admin.connect() as conn:
+        conn.exec_driver_sql(sql)

@@ -1,0 +1,564 @@
+"""The `backfill` command line: output, exit codes, and bad input that writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+from sqlalchemy.engine import make_url
+
+from backfill.cli import main
+from backfill.db import create_engine_for, head_revision
+from backfill.errors import BadConf, UserError
+from backfill.options import MAX_CONF_BYTES, ReprocessPolicy, RunOptions, parse_conf
+from backfill.schema import dag_runs, task_instances
+
+REPO_DAGS = Path(__file__).parent.parent / "dags"
+TEST_DAGS = Path(__file__).parent / "dags"
+BASH_TASKS = [
+    "runme_0",
+    "runme_1",
+    "runme_2",
+    "run_after_loop",
+    "also_run_this",
+    "run_this_last",
+]
+FAILED_AND_AFTER = ["run_after_loop", "run_this_last"]  # what the seeded failed run reruns
+DRY_RUN = ["run", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-02", "--dry-run"]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """BACKFILL_HOME; not created: commands that must write nothing must leave it so."""
+    return tmp_path / "home"
+
+
+def invoke(home: Path, *args: str, dags: Path = REPO_DAGS, db_url: str | None = None) -> Result:
+    env = {
+        "BACKFILL_HOME": str(home),
+        "BACKFILL_DAGS_FOLDER": str(dags),
+        "BACKFILL_DATABASE_URL": db_url,
+        "COLUMNS": "200",
+    }
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def assert_user_error(result: Result, *fragments: str) -> None:
+    """Exit 2, one line `error: ...` naming the problem on stderr, nothing on stdout."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def cells(line: str) -> list[str]:
+    """The cells of one line of a rich table."""
+    return [c.strip() for c in line.strip("│ ").split("│")]
+
+
+# --- dags -----------------------------------------------------------------------------
+
+
+def test_dags_list_table(home: Path) -> None:
+    result = invoke(home, "dags", "list")
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.stdout.splitlines() if "example_bash_operator" in ln)
+    for cell in ("@daily", "UTC", " 6 ", "example_bash_operator.py"):
+        assert cell in line
+    assert "\x1b" not in result.stdout  # not a terminal: no escape codes
+    assert result.stderr == ""
+
+
+def test_dags_list_json(home: Path) -> None:
+    result = invoke(home, "dags", "list", "--output", "json", dags=TEST_DAGS)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == [
+        {"dag_id": "every_minute", "schedule": "* * * * *", "timezone": "UTC", "tasks": 1,
+         "file": "paris.py"},
+        {"dag_id": "linear", "schedule": "@daily", "timezone": "UTC", "tasks": 3,
+         "file": "linear.py"},
+        {"dag_id": "paris_hourly", "schedule": "@hourly", "timezone": "Europe/Paris", "tasks": 1,
+         "file": "paris.py"},
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def broken_dags(tmp_path: Path) -> Path:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "good.py").write_text((TEST_DAGS / "linear.py").read_text())
+    (folder / "syntax.py").write_text("def broken(:\n")
+    (folder / "bad_option.py").write_text(
+        textwrap.dedent(
+            """
+            import pendulum
+            from backfill import DAG
+            dag = DAG("x", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
+            @dag.task(retries=-1)
+            def t(ctx):
+                pass
+            """
+        )
+    )
+    return folder
+
+
+def test_dags_list_warns_about_broken_files_on_stderr(home: Path, broken_dags: Path) -> None:
+    result = invoke(home, "dags", "list", "-o", "json", dags=broken_dags)
+    assert result.exit_code == 0
+    assert [d["dag_id"] for d in json.loads(result.stdout)] == ["linear"]
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: bad_option.py failed to import: DagDefinitionError:")
+    assert "'retries' must be a non-negative integer" in warnings[0]
+    assert warnings[1].startswith("warning: syntax.py failed to import: SyntaxError:")
+
+
+def test_dags_check_lists_every_broken_file_and_exits_1(home: Path, broken_dags: Path) -> None:
+    result = invoke(home, "dags", "check", dags=broken_dags)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("bad_option.py: DagDefinitionError: ")
+    assert lines[1].startswith("syntax.py: SyntaxError: ")
+    assert lines[2] == "2 of 3 DAG files failed to import"
+    as_json = json.loads(invoke(home, "dags", "check", "-o", "json", dags=broken_dags).stdout)
+    assert (as_json["dags"], as_json["files"]) == (1, 3)
+    assert [e["file"] for e in as_json["errors"]] == ["bad_option.py", "syntax.py"]
+    assert "Traceback" in as_json["errors"][0]["detail"]
+
+
+def test_dags_check_ok(home: Path) -> None:
+    result = invoke(home, "dags", "check", dags=TEST_DAGS)
+    assert result.exit_code == 0
+    assert result.stdout == "OK: 3 DAGs in 2 files, no errors\n"
+
+
+def test_dags_show_example_bash_operator(home: Path) -> None:
+    result = invoke(home, "dags", "show", "example_bash_operator")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    tasks = out[out.index("Tasks") : out.index("Edges:")]
+    rows = [cells(ln) for ln in tasks.splitlines() if ln.startswith("│")]
+    assert [(r[1], r[2]) for r in rows] == [
+        ("runme_0", "-"),
+        ("runme_1", "-"),
+        ("runme_2", "-"),
+        ("run_after_loop", "runme_0, runme_1, runme_2"),
+        ("also_run_this", "-"),
+        ("run_this_last", "also_run_this, run_after_loop"),
+    ]
+    edges = out[out.index("Edges:") :].splitlines()[1:]
+    assert [e.strip() for e in edges] == [
+        "runme_0 -> run_after_loop",
+        "runme_1 -> run_after_loop",
+        "runme_2 -> run_after_loop",
+        "run_after_loop -> run_this_last",
+        "also_run_this -> run_this_last",
+    ]
+    for fact in ("@daily", "UTC", "max_active_runs", "16"):
+        assert fact in out
+
+
+def test_dags_show_non_default_options(home: Path) -> None:
+    out = invoke(home, "dags", "show", "linear", dags=TEST_DAGS).stdout
+    tasks = out[out.index("Tasks") : out.index("Edges:")]
+    rows = {r[1]: r[3] for r in map(cells, tasks.splitlines()) if len(r) == 4 and r[0].isdigit()}
+    assert rows == {
+        "extract": "retries=2, pool=db",
+        "transform": "-",
+        "load": "trigger_rule=all_done",
+    }
+
+
+def test_dags_show_json_is_describe(home: Path) -> None:
+    from backfill.discovery import load_dags
+
+    result = invoke(home, "dags", "show", "example_bash_operator", "-o", "json")
+    assert json.loads(result.stdout) == load_dags(REPO_DAGS).get("example_bash_operator").describe()
+
+
+def test_dags_show_unknown_dag(home: Path) -> None:
+    result = invoke(home, "dags", "show", "example_bash_operatr")
+    assert_user_error(
+        result, "DAG 'example_bash_operatr' not found", "Did you mean 'example_bash_operator'?"
+    )
+
+
+def test_missing_dags_folder(home: Path, tmp_path: Path) -> None:
+    result = invoke(home, "dags", "list", dags=tmp_path / "nowhere")
+    assert_user_error(result, "BACKFILL_DAGS_FOLDER", "does not exist")
+
+
+# --- run --dry-run --------------------------------------------------------------------
+
+
+def test_dry_run_acceptance_json(home: Path) -> None:
+    result = invoke(home, *DRY_RUN, "--output", "json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["dag_id"] == "example_bash_operator"
+    assert [(r["logical_date"], r["action"], r["reason"], r["task_ids"]) for r in plan["runs"]] == [
+        ("2016-01-01T00:00:00+00:00", "run", "no run exists", BASH_TASKS),
+        ("2016-01-02T00:00:00+00:00", "run", "no run exists", BASH_TASKS),
+    ]
+    assert plan["totals"] == {
+        "run": 2, "skip": 0, "reprocess": 0, "runs": 2, "task_instances": 12,
+    }  # fmt: skip
+    assert plan["options"] == {"reprocess": "none", "conf": {}, "max_active_runs": None}
+    assert not home.exists()
+
+
+def test_dry_run_acceptance_table(home: Path) -> None:
+    result = invoke(home, *DRY_RUN)
+    assert result.exit_code == 0, result.output
+    rows = [ln for ln in result.stdout.splitlines() if "no run exists" in ln]
+    assert len(rows) == 2
+    assert "2016-01-01 00:00:00+00:00" in rows[0]
+    assert "2016-01-02 00:00:00+00:00" in rows[1]
+    for row in rows:
+        assert "6: " + ", ".join(BASH_TASKS) in row
+    assert "2 runs: 2 to run, 0 to reprocess, 0 to skip; 12 task instances to run." in result.stdout
+    assert "\x1b" not in result.stdout
+    assert not home.exists()
+
+
+def test_dry_run_shows_local_and_utc_dates_across_dst(home: Path) -> None:
+    # Paris springs forward at 02:00 on 2024-03-31: 01:00 CET is followed by 03:00 CEST.
+    args = ["run", "paris_hourly", "-s", "2024-03-31T01:00", "-e", "2024-03-31T03:00", "--dry-run"]
+    plan = json.loads(invoke(home, *args, "-o", "json", dags=TEST_DAGS).stdout)
+    assert [(r["logical_date_local"], r["logical_date"]) for r in plan["runs"]] == [
+        ("2024-03-31T01:00:00+01:00", "2024-03-31T00:00:00+00:00"),
+        ("2024-03-31T03:00:00+02:00", "2024-03-31T01:00:00+00:00"),
+    ]
+    table = invoke(home, *args, dags=TEST_DAGS).stdout
+    assert "logical date (Europe/Paris)" in table
+    rows = [cells(ln)[:3] for ln in table.splitlines() if "no run exists" in ln]
+    assert rows == [
+        ["2024-03-31 01:00:00+01:00", "2024-03-31 00:00:00+00:00", "run"],
+        ["2024-03-31 03:00:00+02:00", "2024-03-31 01:00:00+00:00", "run"],
+    ]
+
+
+def test_dry_run_echoes_the_options(home: Path) -> None:
+    args = [*DRY_RUN, "--conf", '{"k": [1, 2]}', "--max-active-runs", "3", "--reprocess", "failed"]
+    out = invoke(home, *args).stdout
+    assert 'reprocess=failed, max_active_runs=3, conf={"k": [1, 2]}' in out
+    plan = json.loads(invoke(home, *args, "-o", "json").stdout)
+    assert plan["options"] == {"reprocess": "failed", "conf": {"k": [1, 2]}, "max_active_runs": 3}
+
+
+# --- bad input: exit 2, one line, nothing written -------------------------------------
+
+
+def run_args(start: str, end: str, *extra: str, dag: str = "example_bash_operator") -> list[str]:
+    return ["run", dag, "-s", start, "-e", end, *extra]
+
+
+BAD_INPUT = [
+    (run_args("2016-01-01", "2016-01-02", "--dry-run", dag="nope"), ["DAG 'nope' not found"]),
+    (
+        run_args("2016-01-03", "2016-01-02", "--dry-run"),
+        ["--start-date 2016-01-03T00:00:00+00:00 is after --end-date"],
+    ),
+    (
+        run_args("2016-01-01T01:00", "2016-01-01T23:00", "--dry-run"),
+        ["no logical date of DAG 'example_bash_operator'", "widen the range"],
+    ),
+    (
+        run_args("yesterday", "2016-01-02", "--dry-run"),
+        ["--start-date", "'yesterday' is not a date"],
+    ),
+    (
+        run_args("2016-01-01", "2016-13-45", "--dry-run"),
+        ["--end-date", "'2016-13-45' is not a date"],
+    ),
+    ([*DRY_RUN, "--conf", '{"a": 1'], ["--conf is not valid JSON", "line 1 column 8"]),
+    ([*DRY_RUN, "--conf", "[1, 2]"], ["--conf must be a JSON object", "got an array"]),
+    ([*DRY_RUN, "--conf", '{"a": NaN}'], ["--conf is not valid JSON: NaN"]),
+    (
+        [*DRY_RUN, "--conf", json.dumps({"x": "y" * MAX_CONF_BYTES})],
+        ["--conf is 65545 bytes", "at most 65536 bytes (64 KiB)"],
+    ),
+    ([*DRY_RUN, "--max-active-runs", "0"], ["--max-active-runs must be an integer >= 1, got 0"]),
+    ([*DRY_RUN, "--max-active-runs", "x"], ["'--max-active-runs'", "'x' is not a valid integer"]),
+    ([*DRY_RUN, "--reprocess", "all"], ["'--reprocess'", "'all' is not one of"]),
+    ([*DRY_RUN, "--output", "yaml"], ["'--output'", "'yaml' is not one of"]),
+    (
+        ["run", "example_bash_operator", "-e", "2016-01-02"],
+        ["Missing option '-s' / '--start-date'"],
+    ),
+    (
+        run_args("2016-01-01", "2016-01-02"),
+        ["`backfill run` without --dry-run is not available yet"],
+    ),
+    (
+        run_args("2016-01-01", "2400-01-01", "--dry-run"),
+        ["holds more than 100000 runs of DAG 'example_bash_operator'", "split it"],
+    ),
+    (["dags", "nothing"], ["No such command 'nothing'"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), BAD_INPUT)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    home: Path, args: list[str], fragments: list[str]
+) -> None:
+    assert_user_error(invoke(home, *args), *fragments)
+    assert not home.exists()
+
+
+def test_bad_database_url_is_a_user_error(home: Path) -> None:
+    result = invoke(home, *DRY_RUN, db_url="not a url")
+    assert_user_error(result, "BACKFILL_DATABASE_URL is not a database URL")
+    assert not home.exists()
+
+
+def test_too_many_runs_of_a_minutely_dag(home: Path) -> None:
+    args = ["run", "every_minute", "-s", "2024-01-01", "-e", "2024-03-11", "--dry-run"]
+    assert_user_error(invoke(home, *args, dags=TEST_DAGS), "more than 100000 runs")
+    assert not home.exists()
+
+
+# --- options ---------------------------------------------------------------------------
+
+
+def test_parse_conf_accepts_an_object_up_to_the_limit() -> None:
+    assert parse_conf('{"a": {"b": [1, null, "é"]}}') == {"a": {"b": [1, None, "é"]}}
+    exactly = '{"x": "' + "y" * (MAX_CONF_BYTES - 9) + '"}'
+    assert len(exactly.encode()) == MAX_CONF_BYTES
+    assert parse_conf(exactly)["x"].startswith("y")
+    with pytest.raises(BadConf, match="65537 bytes"):
+        parse_conf(exactly[:-2] + 'y"}')
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "not valid JSON: Expecting value at line 1 column 1"),
+        ('"text"', "got a string"),
+        ("3", "got a number"),
+        ("null", "got null"),
+        ("true", "got a boolean"),
+        ("{'a': 1}", "Expecting property name enclosed in double quotes"),
+        ('{"a": Infinity}', "Infinity is not a JSON value"),
+    ],
+)
+def test_parse_conf_refuses(text: str, problem: str) -> None:
+    with pytest.raises(BadConf, match=problem) as info:
+        parse_conf(text)
+    assert str(info.value).startswith("--conf ")
+
+
+def test_run_options_validate_when_built() -> None:
+    assert RunOptions().as_json() == {"reprocess": "none", "conf": {}, "max_active_runs": None}
+    options = RunOptions(reprocess=ReprocessPolicy.FAILED, conf={"a": 1}, max_active_runs=2)
+    assert RunOptions.from_json(options.as_json()) == options
+    with pytest.raises(UserError, match="--max-active-runs"):
+        RunOptions(max_active_runs=True)
+    with pytest.raises(BadConf, match="must be a JSON object"):
+        RunOptions(conf=[1])  # type: ignore[arg-type]
+    with pytest.raises(BadConf, match="plain JSON data"):
+        RunOptions(conf={"when": datetime(2024, 1, 1, tzinfo=UTC)})
+    with pytest.raises(UserError, match="--reprocess must be one of none, failed, completed"):
+        RunOptions.from_json({"reprocess": "all"})
+    with pytest.raises(AttributeError):
+        options.max_active_runs = 3  # type: ignore[misc]
+
+
+# --- dry run against an existing database (both backends) ------------------------------
+
+
+def seed(db_url: str) -> None:
+    """Day 1 succeeded, day 2 failed at run_after_loop, day 3 is running, day 4 absent."""
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    engine = create_engine_for(db_url)
+    day = datetime(2016, 1, 1, tzinfo=UTC)
+    failed_at = {"run_after_loop": "failed", "run_this_last": "upstream_failed"}
+    runs = [
+        (day, "success", dict.fromkeys(BASH_TASKS, "success")),
+        (day + timedelta(days=1), "failed", {t: failed_at.get(t, "success") for t in BASH_TASKS}),
+        (day + timedelta(days=2), "running", {"runme_0": "running"}),
+    ]
+    with engine.begin() as conn:
+        for when, state, tis in runs:
+            pk = conn.execute(
+                sa.insert(dag_runs)
+                .values(
+                    dag_id="example_bash_operator",
+                    run_id=f"manual__{when.date()}",
+                    logical_date=when,
+                    data_interval_start=when,
+                    data_interval_end=when + timedelta(days=1),
+                    state=state,
+                    conf={},
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(dag_runs.c.id)
+            ).scalar_one()
+            for task_id, ti_state in tis.items():
+                conn.execute(
+                    sa.insert(task_instances).values(
+                        dag_run_id=pk, dag_id="example_bash_operator", task_id=task_id,
+                        state=ti_state, pool="default_pool", queue="default", updated_at=now,
+                    )
+                )  # fmt: skip
+    engine.dispose()
+
+
+def row_counts(db_url: str) -> tuple[int, int]:
+    engine = create_engine_for(db_url)
+    with engine.connect() as conn:
+        counts = tuple(
+            conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in (dag_runs, task_instances)
+        )
+    engine.dispose()
+    return counts  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (
+            "none",
+            [
+                ("skip", "already exists: run is success", []),
+                ("skip", "already exists: run is failed", []),
+                ("skip", "in flight: run is running", []),
+                ("run", "no run exists", BASH_TASKS),
+            ],
+        ),
+        (
+            "failed",
+            [
+                ("skip", "already exists: run is success", []),
+                ("reprocess", "run is failed; --reprocess failed", FAILED_AND_AFTER),
+                ("skip", "in flight: run is running", []),
+                ("run", "no run exists", BASH_TASKS),
+            ],
+        ),
+        (
+            "completed",
+            [
+                ("reprocess", "run is success; --reprocess completed", BASH_TASKS),
+                ("reprocess", "run is failed; --reprocess completed", BASH_TASKS),
+                ("skip", "in flight: run is running", []),
+                ("run", "no run exists", BASH_TASKS),
+            ],
+        ),
+    ],
+)  # fmt: skip
+def test_dry_run_against_existing_runs(
+    home: Path, db_url: str, policy: str, expected: list[tuple[str, str, list[str]]]
+) -> None:
+    seed(db_url)
+    before = row_counts(db_url)
+    args = ["run", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-04", "--dry-run"]
+    result = invoke(home, *args, "--reprocess", policy, "-o", "json", db_url=db_url)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert [(r["action"], r["reason"], r["task_ids"]) for r in plan["runs"]] == expected
+    assert [r["run_id"] for r in plan["runs"]] == [
+        "manual__2016-01-01", "manual__2016-01-02", "manual__2016-01-03", None,
+    ]  # fmt: skip
+    assert row_counts(db_url) == before
+    assert not home.exists()
+
+
+def test_dry_run_without_a_schema(home: Path, backend: str, empty_db_url: str) -> None:
+    """SQLite: no file yet means no runs, and none is created; PostgreSQL: say to migrate."""
+    result = invoke(home, *DRY_RUN, "-o", "json", db_url=empty_db_url)
+    if backend == "sqlite":
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.stdout)["runs"]) == 2
+        database = make_url(empty_db_url).database
+        assert database is not None
+        assert not Path(database).exists()
+    else:
+        assert_user_error(result, "has no Backfill schema", "run `backfill db migrate`")
+
+
+# --- db migrate ------------------------------------------------------------------------
+
+
+def test_db_migrate_embedded_creates_home(home: Path) -> None:
+    result = invoke(home, "db", "migrate")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"database sqlite:///{home / 'backfill.db'} is at revision {head_revision()} (head)\n"
+    )
+    assert (home / "backfill.db").exists()
+    again = invoke(home, "db", "migrate")
+    assert again.exit_code == 0
+    assert again.stdout == result.stdout
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_db_migrate_postgres_hides_the_password(home: Path, empty_db_url: str) -> None:
+    # The test server trusts local connections, so any password is accepted and never needed.
+    url = make_url(empty_db_url).set(password="s3cret").render_as_string(hide_password=False)
+    result = invoke(home, "db", "migrate", db_url=url)
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output
+    assert ":***@" in result.stdout
+    assert result.stdout.endswith(f"is at revision {head_revision()} (head)\n")
+    # Now current: a dry run reads it instead of asking for a migration.
+    assert invoke(home, *DRY_RUN, db_url=url).exit_code == 0
+    assert not home.exists()
+
+
+# --- the real console script ------------------------------------------------------------
+
+
+def run_script(home: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_")}
+    env |= {"BACKFILL_HOME": str(home), "BACKFILL_DAGS_FOLDER": str(REPO_DAGS)}
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_installed_console_script(home: Path) -> None:
+    script = Path(sys.executable).with_name("backfill")
+    assert script.exists(), "the package's console script is not installed in this venv"
+    shown = run_script(home, str(script), "dags", "show", "example_bash_operator")
+    assert shown.returncode == 0, shown.stderr
+    assert "run_after_loop -> run_this_last" in shown.stdout
+    assert "\x1b" not in shown.stdout
+    planned = run_script(home, str(script), *DRY_RUN, "-o", "json")
+    assert planned.returncode == 0, planned.stderr
+    assert [len(r["task_ids"]) for r in json.loads(planned.stdout)["runs"]] == [6, 6]
+    bad = run_script(home, str(script), *DRY_RUN, "--conf", "{")
+    assert bad.returncode == 2
+    assert bad.stdout == ""
+    assert bad.stderr.startswith("error: --conf is not valid JSON")
+    assert bad.stderr.count("\n") == 1
+    assert not home.exists()
+
+
+def test_python_dash_m(home: Path) -> None:
+    done = run_script(home, sys.executable, "-m", "backfill.cli", "dags", "list", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert "example_bash_operator" in [d["dag_id"] for d in json.loads(done.stdout)]
+
+
+def test_help_and_version(home: Path) -> None:
+    assert "dags" in invoke(home, "--help").stdout
+    result = invoke(home, "--version")
+    assert result.exit_code == 0
+    assert "0.1.0" in result.stdout
