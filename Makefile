@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/backfill dags show example_bash_operator
-	$(BIN)/backfill run example_bash_operator -s 2016-01-01 -e 2016-01-02 --dry-run
+	$(BIN)/backfill run example_bash_operator -s 2016-01-01 -e 2016-01-03 --reprocess completed
 
 test: install
 	$(BIN)/pytest

@@ -26,8 +26,8 @@ from backfill.dag import DAG
 from backfill.errors import BadRange
 from backfill.options import ReprocessPolicy, RunOptions
 from backfill.schedule import DataInterval
+from backfill.snapshot import ExistingRun
 from backfill.states import SUCCEEDED, RunState
-from backfill.store import ExistingRun
 
 MAX_RUNS = 100_000
 

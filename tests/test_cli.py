@@ -300,10 +300,6 @@ BAD_INPUT = [
         ["Missing option '-s' / '--start-date'"],
     ),
     (
-        run_args("2016-01-01", "2016-01-02"),
-        ["`backfill run` without --dry-run is not available yet"],
-    ),
-    (
         run_args("2016-01-01", "2400-01-01", "--dry-run"),
         ["holds more than 100000 runs of DAG 'example_bash_operator'", "split it"],
     ),

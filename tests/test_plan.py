@@ -17,8 +17,9 @@ from backfill.errors import BadRange
 from backfill.options import ReprocessPolicy, RunOptions
 from backfill.plan import Action, expand_range, plan_backfill
 from backfill.schema import dag_runs, task_instances
+from backfill.snapshot import ExistingRun
 from backfill.states import RunState, TIState
-from backfill.store import ExistingRun, existing_runs, reading
+from backfill.store.reads import existing_runs, reading
 
 NONE, FAILED, COMPLETED = ReprocessPolicy.NONE, ReprocessPolicy.FAILED, ReprocessPolicy.COMPLETED
 T0 = pendulum.datetime(2024, 1, 1, tz="UTC")

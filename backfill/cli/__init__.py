@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import click
 
+from backfill.cli.control import cancel_command, pause_command
 from backfill.cli.dags import dags_group
 from backfill.cli.db import db_group
+from backfill.cli.drive import resume_command
+from backfill.cli.fleet import coordinator_command, worker_command
 from backfill.cli.output import BackfillGroup
-from backfill.cli.run import run_command
+from backfill.cli.pools import pools_group
+from backfill.cli.run import create_command, run_command
+from backfill.cli.status import list_command, status_command, tasks_command
 
 
 @click.group(cls=BackfillGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,5 +30,15 @@ def main() -> None:
 main.add_command(db_group)
 main.add_command(dags_group)
 main.add_command(run_command)
+main.add_command(status_command)
+main.add_command(list_command)
+main.add_command(tasks_command)
+main.add_command(pause_command)
+main.add_command(cancel_command)
+main.add_command(pools_group)
+main.add_command(create_command)
+main.add_command(resume_command)
+main.add_command(coordinator_command)
+main.add_command(worker_command)
 
 __all__ = ["main"]

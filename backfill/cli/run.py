@@ -1,8 +1,11 @@
-"""`backfill run DAG_ID -s START -e END [options]`.
+"""`backfill run DAG_ID -s START -e END [options]` and `backfill create ...`.
 
 Every input is validated before anything is read or written: options, then
-the DAG, then the range. `--dry-run` only reads (an embedded database that
-does not exist yet means "no existing runs" and is not created).
+the DAG, then the range; bad input exits 2 having written nothing.
+`--dry-run` only reads (an embedded database that does not exist yet means
+"no existing runs" and is not created). Otherwise the backfill is created in
+one transaction (`backfill.create`); `run` then drives it here to its end
+(`backfill.cli.drive`), `create` leaves it to a `backfill coordinator`.
 """
 
 from __future__ import annotations
@@ -11,20 +14,26 @@ import functools
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+import pendulum
 
-from backfill import db, store
+from backfill import db
+from backfill.cli.drive import drive_foreground, local_workers_option
 from backfill.cli.output import OutputFormat, console, emit_json, output_option, table
 from backfill.config import Settings
+from backfill.create import create_backfill
 from backfill.dag import DAG
 from backfill.discovery import load_dags
-from backfill.errors import UserError
 from backfill.options import ReprocessPolicy, RunOptions, parse_conf
 from backfill.plan import BackfillPlan, PlannedRun, expand_range, plan_backfill
 from backfill.schedule import DataInterval, parse_cli_date
-from backfill.store import ExistingRun
+from backfill.snapshot import ExistingRun
+from backfill.store import reads
+
+if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
+    from sqlalchemy.engine import Engine
 
 _CONF_SHOWN = 200  # characters of --conf echoed in the table header
 
@@ -72,37 +81,128 @@ def resolve_range(dag: DAG, start: str, end: str) -> list[DataInterval]:
     return expand_range(dag, first, last)
 
 
+def backfill_arguments(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """DAG_ID, -s, -e, the run options and --dry-run: what `run` and `create` share."""
+    decorators = (
+        click.argument("dag_id"),
+        click.option(
+            "-s",
+            "--start-date",
+            "start",
+            required=True,
+            metavar="DATE",
+            help="First date (YYYY-MM-DD or ISO 8601).",
+        ),
+        click.option(
+            "-e", "--end-date", "end", required=True, metavar="DATE", help="Last date, inclusive."
+        ),
+        run_options,
+        click.option("--dry-run", is_flag=True, help="Print the plan; write nothing."),
+    )
+    for decorate in reversed(decorators):
+        fn = decorate(fn)
+    return fn
+
+
 @click.command("run")
-@click.argument("dag_id")
-@click.option(
-    "-s",
-    "--start-date",
-    "start",
-    required=True,
-    metavar="DATE",
-    help="First date (YYYY-MM-DD or ISO 8601).",
-)
-@click.option(
-    "-e", "--end-date", "end", required=True, metavar="DATE", help="Last date, inclusive."
-)
-@run_options
-@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@backfill_arguments
+@local_workers_option
 @output_option
 def run_command(
+    *,
+    dag_id: str,
+    start: str,
+    end: str,
+    options: RunOptions,
+    dry_run: bool,
+    local_workers: int | None,
+    output: OutputFormat,
+) -> int | None:
+    """Backfill DAG_ID for every logical date in [START, END], driven here to the end."""
+    settings, dag, intervals = _validated(dag_id, start, end)
+    if dry_run:
+        _dry_run(settings, dag, intervals, options, output)
+        return None
+    engine = _engine(settings)
+    try:
+        backfill_id, plan = _create(engine, dag, intervals, options)
+        _say_created(backfill_id, plan, driver="driving it here")
+        return drive_foreground(
+            settings, engine, dag, backfill_id, local_workers=local_workers, output=output
+        )
+    finally:
+        engine.dispose()
+
+
+@click.command("create")
+@backfill_arguments
+@output_option
+def create_command(
     *, dag_id: str, start: str, end: str, options: RunOptions, dry_run: bool, output: OutputFormat
 ) -> None:
-    """Backfill DAG_ID for every logical date in [START, END]."""
+    """Create a backfill of DAG_ID over [START, END] for a `backfill coordinator`; print its id."""
+    settings, dag, intervals = _validated(dag_id, start, end)
+    if dry_run:
+        _dry_run(settings, dag, intervals, options, output)
+        return
+    engine = _engine(settings)
+    try:
+        backfill_id, plan = _create(engine, dag, intervals, options)
+    finally:
+        engine.dispose()
+    _say_created(backfill_id, plan, driver="a `backfill coordinator` drives it")
+    if output is OutputFormat.JSON:
+        emit_json({"id": backfill_id})
+    else:
+        click.echo(backfill_id)
+
+
+def _validated(dag_id: str, start: str, end: str) -> tuple[Settings, DAG, list[DataInterval]]:
+    """Settings, the DAG and its intervals, or a `UserError`: before anything is written."""
     settings = Settings.from_env()
     dag = load_dags(settings.dags_folder).get(dag_id)
-    intervals = resolve_range(dag, start, end)
-    if not dry_run:
-        raise UserError("`backfill run` without --dry-run is not available yet")
-    existing = _existing_runs(settings, dag, intervals)
-    plan = plan_backfill(dag, intervals, existing, options)
+    return settings, dag, resolve_range(dag, start, end)
+
+
+def _dry_run(
+    settings: Settings,
+    dag: DAG,
+    intervals: list[DataInterval],
+    options: RunOptions,
+    output: OutputFormat,
+) -> None:
+    plan = plan_backfill(dag, intervals, _existing_runs(settings, dag, intervals), options)
     if output is OutputFormat.JSON:
         emit_json(plan_json(plan, dag))
     else:
         print_plan(plan, dag)
+
+
+def _engine(settings: Settings) -> Engine:
+    # The embedded database is created on first use; any other must be current.
+    engine = db.open_engine(settings, create=True)
+    assert engine is not None  # create=True always gives an engine
+    return engine
+
+
+def _create(
+    engine: Engine, dag: DAG, intervals: list[DataInterval], options: RunOptions
+) -> tuple[int, BackfillPlan]:
+    with reads.reading(engine) as conn:
+        existing = reads.existing_runs(conn, dag.dag_id, [i.logical_date for i in intervals])
+    plan = plan_backfill(dag, intervals, existing, options)
+    return create_backfill(engine, dag, plan, now=pendulum.now("UTC")), plan
+
+
+def _say_created(backfill_id: int, plan: BackfillPlan, *, driver: str) -> None:
+    totals = plan.totals()
+    todo = totals["run"] + totals["reprocess"]
+    what = (
+        f"{_count(todo, 'run')} and {_count(totals['task_instances'], 'task instance')} to run"
+        if todo
+        else "nothing to run (every date is skipped; see --dry-run)"
+    )
+    click.echo(f"backfill {backfill_id} of {plan.dag_id} created: {what}; {driver}", err=True)
 
 
 def _existing_runs(
@@ -113,8 +213,8 @@ def _existing_runs(
     if engine is None:
         return {}
     try:
-        with store.reading(engine) as conn:
-            return store.existing_runs(conn, dag.dag_id, [i.logical_date for i in intervals])
+        with reads.reading(engine) as conn:
+            return reads.existing_runs(conn, dag.dag_id, [i.logical_date for i in intervals])
     finally:
         engine.dispose()
 

@@ -1,4 +1,4 @@
-"""Every SQL statement of the coordinator lives here (SQLAlchemy Core only).
+"""Reads for planning and reporting (store).
 
 Contract of every function:
 - it takes an explicit `Connection`; the caller owns the transaction (begin,
@@ -14,15 +14,15 @@ Timestamps go in and come out as timezone-aware UTC datetimes (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from backfill.schema import dag_runs, task_instances
+from backfill.snapshot import ExistingRun
 from backfill.states import RunState, TIState
 
 
@@ -32,15 +32,6 @@ def reading(engine: Engine) -> Iterator[Connection]:
     `backfill.db`): a reader takes no write lock and never waits for a writer."""
     with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn, conn.begin():
         yield conn
-
-
-@dataclass(frozen=True)
-class ExistingRun:
-    """A DAG run already in the database, with the state of each of its TIs."""
-
-    run_id: str
-    state: RunState
-    ti_states: Mapping[str, TIState]  # task_id -> state
 
 
 def existing_runs(

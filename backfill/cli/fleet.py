@@ -1,0 +1,210 @@
+"""`backfill coordinator` and `backfill worker`: the long-running processes of a fleet.
+
+Invariants:
+- a coordinator drives every backfill that needs a driver: running (or
+  queued) ones, and cancelled ones whose runs were never wound down. One
+  thread per backfill, each with its own `Coordinator`; a thread first waits
+  for the backfill's lease, so of several coordinators (HA) one drives and
+  the others stand by until its lease lapses. Safety never depends on it;
+- a paused backfill is left to `backfill resume`, which drives it itself;
+- `--once` drives the backfills that need it now to their end, then exits;
+- Ctrl-C (or SIGTERM) stops every thread after its current pass; everything
+  stays as it is, resumable by any coordinator. Exit 130 on Ctrl-C, 0 on
+  SIGTERM (a supervisor asking for a clean stop);
+- a thread that fails is logged; its backfill is tried again after a delay
+  (with `--once`, the exit code is then 1);
+- `backfill worker` replaces its own process with `celery -A workers worker`
+  and the options given, so signals reach Celery exactly as they would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import click
+
+from backfill import db
+from backfill.cli.output import EXIT_INTERRUPTED
+from backfill.config import Settings
+from backfill.coordinator import Coordinator
+from backfill.discovery import DagBag, load_dags
+from backfill.errors import BackfillError
+from backfill.states import BackfillState
+from backfill.store import reads, status
+
+if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger("backfill.coordinator")
+
+SCAN_INTERVAL = 2.0  # seconds between looks for backfills that need a driver
+RETRY_AFTER = 30.0  # seconds before a backfill whose thread failed is tried again
+_ACTIVE = (BackfillState.RUNNING, BackfillState.QUEUED)
+
+
+@contextmanager
+def _stopping(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGINT and SIGTERM set `stop`; yields the signals received."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Drivers:
+    """One thread per backfill being driven by this process."""
+
+    def __init__(self, engine: Engine, settings: Settings, stop: threading.Event) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._stop = stop
+        self._threads: dict[int, threading.Thread] = {}
+        self._not_before: dict[int, float] = {}  # backfill id -> monotonic time
+        self.failed: set[int] = set()  # backfills whose thread ended in an error
+
+    def needing_a_driver(self) -> dict[int, str]:
+        """Backfill id -> dag_id of every backfill that needs a driver now."""
+        with reads.reading(self._engine) as conn:
+            listed = status.list_backfills(conn)
+        return {
+            b.id: b.dag_id
+            for b in listed
+            if b.state in _ACTIVE
+            or (b.state is BackfillState.CANCELLED and b.runs_finished < b.runs_total)
+        }
+
+    def start_new(self, wanted: dict[int, str]) -> int:
+        """Start a thread for each wanted backfill not driven yet; how many started."""
+        now = time.monotonic()
+        new = [
+            bid
+            for bid in wanted
+            if bid not in self._threads and self._not_before.get(bid, 0.0) <= now
+        ]
+        if not new:
+            return 0
+        dags = load_dags(self._settings.dags_folder)  # once per scan that needs it
+        for bid in new:
+            thread = threading.Thread(
+                target=self._drive, args=(bid, wanted[bid], dags), name=f"backfill-{bid}"
+            )
+            self._threads[bid] = thread
+            thread.start()
+        return len(new)
+
+    def reap(self) -> int:
+        """Forget finished threads; how many are still running."""
+        for bid, thread in list(self._threads.items()):
+            if not thread.is_alive():
+                thread.join()
+                del self._threads[bid]
+        return len(self._threads)
+
+    def join(self) -> None:
+        for thread in self._threads.values():
+            thread.join()
+        self._threads.clear()
+
+    def _drive(self, backfill_id: int, dag_id: str, dags: DagBag) -> None:
+        coordinator: Coordinator | None = None
+        try:
+            coordinator = Coordinator(self._engine, self._settings, dags.get(dag_id))
+
+            holders: set[str] = set()
+
+            def on_wait(owner: str, until: datetime) -> None:
+                if owner not in holders:  # once per holder: a standby waits quietly
+                    holders.add(owner)
+                    log.info("backfill %s: standing by, %s holds its lease", backfill_id, owner)
+
+            coordinator.wait_for_lease(backfill_id, on_wait=on_wait, stop=self._stop)
+            if self._stop.is_set():
+                return
+            log.info("backfill %s (%s): driving it", backfill_id, dag_id)
+            outcome = coordinator.drive(backfill_id, stop=self._stop)
+            log.info("backfill %s (%s): %s", backfill_id, dag_id, outcome.state.value)
+        except BackfillError as exc:  # e.g. the DAG file changed or is gone
+            log.error("backfill %s (%s): %s", backfill_id, dag_id, exc)
+            self._failed(backfill_id)
+        except Exception:  # a thread's edge: log it, keep the other backfills going
+            log.exception("backfill %s (%s): coordinator error", backfill_id, dag_id)
+            self._failed(backfill_id)
+        finally:
+            if coordinator is not None:
+                coordinator.close()
+
+    def _failed(self, backfill_id: int) -> None:
+        self.failed.add(backfill_id)
+        self._not_before[backfill_id] = time.monotonic() + RETRY_AFTER  # then try again
+
+
+@click.command("coordinator")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Drive the backfills that need a driver now to their end, then exit.",
+)
+def coordinator_command(once: bool) -> int:
+    """Drive every created or orphaned backfill (run several for high availability)."""
+    settings = Settings.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    engine = db.open_engine(settings, create=True)
+    assert engine is not None  # create=True always gives an engine
+    stop = threading.Event()
+    try:
+        with _stopping(stop) as received:
+            drivers = _Drivers(engine, settings, stop)
+            _loop(drivers, stop, once=once)
+            drivers.join()
+    finally:
+        engine.dispose()
+    if signal.SIGINT in received:
+        return EXIT_INTERRUPTED
+    return 1 if once and drivers.failed else 0
+
+
+def _loop(drivers: _Drivers, stop: threading.Event, *, once: bool) -> None:
+    if once:
+        drivers.start_new(drivers.needing_a_driver())
+        while drivers.reap() and not stop.wait(0.2):
+            pass
+        return
+    while not stop.is_set():
+        try:
+            drivers.reap()
+            drivers.start_new(drivers.needing_a_driver())
+        except Exception:  # the service's edge: e.g. the database is down for a while
+            log.exception("looking for backfills to drive failed; trying again")
+        stop.wait(SCAN_INTERVAL)
+
+
+@click.command(
+    "worker",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker_command(celery_args: tuple[str, ...]) -> None:
+    """A Celery worker for this app: `celery -A workers worker [CELERY_ARGS]` (try --help)."""
+    Settings.from_env()  # a bad variable is one line and exit 2 here, not a Celery traceback
+    argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", *celery_args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)

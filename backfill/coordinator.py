@@ -1,0 +1,266 @@
+"""The coordinator: drives one backfill to its end, pass after pass.
+
+A pass (`backfill.passes`) runs in ONE transaction and, once committed,
+publishes one Celery message per TI try it queued or found lost. A pass that
+may decide more at once (it started runs, or ended TIs without running them)
+is followed at once by another; otherwise the coordinator waits for a
+wake-up (`backfill.wakeup`: a worker's finish NOTIFYs on PostgreSQL; a short
+poll on SQLite), never past the earliest due retry.
+
+Invariants:
+- safety never depends on the lease: passes over one backfill serialise on
+  its row lock, and every transition is compare-and-set; the lease (renewed
+  about once a second, lapsing after `heartbeat_timeout`) only says who is
+  expected to drive, so that `backfill resume` waits for a dead driver's lease;
+- a paused backfill is not dispatched (the coordinator waits for resume or
+  cancel); a cancelled one is wound down once and `drive` returns;
+- `drive` returns when the backfill ends, or when `stop` is set: then it
+  releases the lease and leaves everything else as it is, resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pendulum
+
+from backfill.config import Settings
+from backfill.dag import DAG
+from backfill.dispatch import Dispatcher, DispatchError, Publisher
+from backfill.passes import Applied, PassConfig, execute
+from backfill.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
+from backfill.states import BACKFILL_FINISHED
+from backfill.store import adopt, reads, runs, status
+from backfill.store.status import BackfillNotFound
+from backfill.wakeup import Waker, open_waker
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["Coordinator", "Outcome", "PassResult", "Progress", "TIKey"]
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 1.0  # seconds: on_progress is called at least this often
+PROGRESS_MIN_GAP = 0.1  # seconds: and at most this often for passes that changed something
+POLL_POSTGRESQL = 1.0  # seconds: the fallback when no notification comes
+POLL_SQLITE = 0.2  # seconds: SQLite has no notifications
+HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals and recovery
+
+
+class Coordinator:
+    """Drives backfills of one DAG. Not thread-safe: one driving thread per instance."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        dag: DAG,
+        *,
+        owner: str | None = None,
+        publisher: Publisher | None = None,
+        poll_interval: float | None = None,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._dag = dag
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._publisher = publisher
+        postgres = engine.dialect.name == "postgresql"
+        self._poll = poll_interval or (POLL_POSTGRESQL if postgres else POLL_SQLITE)
+        # Lease renewal and recovery (reaping, lost messages) run at most this
+        # often: they act on a scale of seconds, while busy passes take milliseconds.
+        self._housekeeping_every = timedelta(
+            seconds=min(HOUSEKEEPING_EVERY, settings.heartbeat_timeout / 4)
+        )
+        self._housekept: dict[int, datetime] = {}
+        self._config = PassConfig(
+            dag=dag,
+            fingerprint=dag.fingerprint,
+            owner=self.owner,
+            actor=f"coordinator:{self.owner}",
+            heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout),
+            queued_timeout=timedelta(seconds=settings.queued_timeout),
+        )
+
+    def run_pass(self, backfill_id: int, *, now: datetime) -> PassResult:
+        """One pass in one transaction, then publish its messages."""
+        last = self._housekept.get(backfill_id)
+        due = last is None or not last <= now < last + self._housekeeping_every
+        with self._engine.begin() as conn:
+            applied = execute(conn, backfill_id, self._config, now=now, housekeeping=due)
+        if due:
+            self._housekept[backfill_id] = now
+        dispatched = self._publish(applied)
+        return self._result(applied, dispatched, now)
+
+    def drive(
+        self,
+        backfill_id: int,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> Outcome:
+        """Pass after pass until the backfill ends or `stop` is set (see the module doc)."""
+        stop = stop or threading.Event()
+        waker = open_waker(self._engine)
+        try:
+            result = self._loop(backfill_id, waker, on_progress, stop)
+        except BaseException:
+            with contextlib.suppress(Exception):  # best effort: the original error matters
+                self._release(backfill_id)
+            raise
+        finally:
+            waker.close()
+        self._release(backfill_id)
+        return self.outcome(backfill_id, result)
+
+    def _loop(
+        self,
+        backfill_id: int,
+        waker: Waker,
+        on_progress: Callable[[Progress], None] | None,
+        stop: threading.Event,
+    ) -> PassResult:
+        reported = float("-inf")
+        while True:
+            now = pendulum.now("UTC")
+            result = self.run_pass(backfill_id, now=now)
+            done = result.state in BACKFILL_FINISHED
+            since = time.monotonic() - reported
+            if on_progress and (
+                done or since >= PROGRESS_EVERY or (result.changed and since >= PROGRESS_MIN_GAP)
+            ):
+                on_progress(self.progress(backfill_id))
+                reported = time.monotonic()
+            if done or stop.is_set():
+                return result
+            if not result.again:
+                waker.wait(self._timeout(result, now, on_progress is not None), stop)
+                if stop.is_set():  # no further pass: it could queue tries nobody will run
+                    return result
+
+    def _timeout(self, result: PassResult, now: datetime, reporting: bool) -> float:
+        timeout = self._poll
+        if reporting:
+            timeout = min(timeout, PROGRESS_EVERY)
+        if result.next_due is not None:
+            timeout = min(timeout, max(0.0, (result.next_due - now).total_seconds()))
+        return timeout
+
+    def wait_for_lease(
+        self,
+        backfill_id: int,
+        *,
+        on_wait: Callable[[str, datetime], None],
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Block until this coordinator holds the backfill's lease (or `stop` is set)."""
+        stop = stop or threading.Event()
+        ttl = timedelta(seconds=self._settings.heartbeat_timeout)
+        while not stop.is_set():
+            now = pendulum.now("UTC")
+            with self._engine.begin() as conn:
+                row = runs.lock_backfill(conn, backfill_id)
+                if row is None:
+                    raise BackfillNotFound(backfill_id)
+                epoch = runs.acquire_lease(conn, backfill_id, owner=self.owner, now=now, ttl=ttl)
+            if epoch is not None:
+                return
+            expires = row.lease_expires_at or now
+            on_wait(row.lease_owner or "?", expires)
+            stop.wait(min(1.0, max(0.05, (expires - now).total_seconds() + 0.05)))
+
+    def progress(self, backfill_id: int) -> Progress:
+        with reads.reading(self._engine) as conn:
+            summary = status.summary(conn, backfill_id)
+        if summary is None:
+            raise BackfillNotFound(backfill_id)
+        return Progress(
+            backfill_id=backfill_id,
+            state=summary.state,
+            runs=summary.runs,
+            task_instances=summary.task_instances,
+        )
+
+    def outcome(self, backfill_id: int, last: PassResult | None = None) -> Outcome:
+        """The backfill's outcome now; deadlock and waiting come from `last`, the last pass."""
+        with reads.reading(self._engine) as conn:
+            summary = status.summary(conn, backfill_id)
+            failed = adopt.failed_tis(conn, backfill_id)
+        if summary is None:
+            raise BackfillNotFound(backfill_id)
+        return Outcome(
+            state=summary.state,
+            deadlock=last.deadlock if last else None,
+            failed=tuple(
+                (
+                    TIKey(
+                        dag_id=f.dag_id,
+                        task_id=f.task_id,
+                        run_id=f.run_id,
+                        logical_date=f.logical_date,
+                        try_number=f.try_number,
+                    ),
+                    f.last_error,
+                )
+                for f in failed
+            ),
+            waiting=last.waiting if last else {},
+        )
+
+    def close(self) -> None:
+        """Release the broker connections of the default publisher."""
+        if isinstance(self._publisher, Dispatcher):
+            self._publisher.close()
+
+    def _publish(self, applied: Applied) -> int:
+        if not applied.messages:
+            return 0
+        try:
+            self._get_publisher().publish(applied.messages)
+        except DispatchError as exc:
+            # Committed as queued: re-dispatched after BACKFILL_QUEUED_TIMEOUT.
+            log.warning("%s; re-sent after the queued timeout", exc)
+            return 0
+        return len(applied.messages)
+
+    def _get_publisher(self) -> Publisher:
+        if self._publisher is None:
+            from workers.app import make_app  # the worker package's app, same settings
+
+            self._publisher = Dispatcher(make_app(self._settings))
+        return self._publisher
+
+    def _release(self, backfill_id: int) -> None:
+        with self._engine.begin() as conn:
+            runs.release_lease(conn, backfill_id, owner=self.owner)
+
+    def _result(self, applied: Applied, dispatched: int, now: datetime) -> PassResult:
+        snapshot, decisions = applied.snapshot, applied.decisions
+        keys = Keys(snapshot, self._dag.dag_id) if snapshot else None
+        return PassResult(
+            state=applied.state,
+            changed=applied.changed,
+            again=applied.again,
+            dispatched=dispatched,
+            reaped=applied.reaped,
+            redispatched=applied.redispatched,
+            lease_held=applied.lease_epoch is not None,
+            waiting=keys.by_reason(decisions.waiting) if keys and decisions else {},
+            deadlock=(
+                keys.by_reason(decisions.deadlock)
+                if keys and decisions and decisions.deadlock is not None
+                else None
+            ),
+            next_due=next_due(snapshot, now),
+        )

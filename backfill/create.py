@@ -1,0 +1,179 @@
+"""Write a planned backfill to the database, in ONE transaction.
+
+Invariants:
+- all or nothing: the backfill row, its new runs with one TI per task, and
+  the runs it adopts for reprocessing are written together or not at all;
+- the backfill starts `running` when a date is to run or reprocess (a
+  coordinator picks it up), `success` when every date is skipped;
+- new runs are `queued` (the coordinator starts them in a rolling window)
+  with run id `backfill__<logical date ISO>`; a TI's `max_tries` is its
+  task's `retries`;
+- a reprocessed run is taken over in place only if it is still finished, and
+  only the TIs the plan names are cleared (`max_tries = try_number +
+  retries`, Airflow's clear); its other TIs keep their outcome;
+- a plan made from a stale read (someone created or took over a run for one
+  of its dates meanwhile) writes nothing and raises `RunChangedMeanwhile`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from backfill.dag import DAG
+from backfill.errors import UserError
+from backfill.plan import Action, BackfillPlan, PlannedRun
+from backfill.states import BackfillState
+from backfill.store import adopt, reads, runs
+from backfill.store.runs import NewRun, TaskSpec
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+CREATOR = "coordinator:create"  # the journal's actor for TIs cleared at creation
+
+
+class RunChangedMeanwhile(UserError):
+    """Another backfill or run was created for one of the dates after the plan was made."""
+
+
+def create_backfill(engine: Engine, dag: DAG, plan: BackfillPlan, *, now: datetime) -> int:
+    """Write `plan` as a new backfill of `dag`; its id."""
+    if not plan.runs:
+        raise ValueError("a backfill plan has at least one logical date")
+    todo = [r for r in plan.runs if r.action is not Action.SKIP]
+    dates = [r.logical_date for r in plan.runs]
+    options = plan.options
+    try:
+        with engine.begin() as conn:
+            backfill_id = runs.insert_backfill(
+                conn,
+                dag_id=dag.dag_id,
+                fingerprint=dag.fingerprint,
+                start=min(dates),
+                end=max(dates),
+                options=options.as_json(),
+                conf=options.conf,
+                now=now,
+            )
+            state = BackfillState.RUNNING if todo else BackfillState.SUCCESS
+            runs.set_backfill_state(
+                conn, backfill_id, state, expected=[BackfillState.QUEUED], now=now
+            )
+            with adopt.unique_conflicts():
+                _insert_new(conn, backfill_id, dag, plan, now=now)
+                _adopt(conn, backfill_id, dag, plan, now=now)
+    except adopt.RunConflict as conflict:
+        when = conflict.logical_date or _first_existing(engine, dag, todo)
+        shown = f" for {when.astimezone(dag.timezone).isoformat()}" if when else ""
+        raise RunChangedMeanwhile(
+            f"a run{shown} was created meanwhile; re-run the command"
+        ) from None
+    return backfill_id
+
+
+def task_specs(dag: DAG) -> dict[str, TaskSpec]:
+    """What each TI copies from its task's options, by task id."""
+    return {
+        tid: TaskSpec(
+            task_id=tid,
+            pool=task.options.pool,
+            pool_slots=task.options.pool_slots,
+            queue=task.options.queue,
+            priority_weight=task.options.priority_weight,
+            max_tries=task.options.retries,
+        )
+        for tid, task in dag.tasks.items()
+    }
+
+
+def run_id_for(logical_date: datetime) -> str:
+    return f"backfill__{logical_date.isoformat()}"
+
+
+def _insert_new(
+    conn: Connection, backfill_id: int, dag: DAG, plan: BackfillPlan, *, now: datetime
+) -> None:
+    new = [
+        NewRun(
+            run_id=run_id_for(r.logical_date),
+            logical_date=r.logical_date,
+            data_interval_start=r.interval.start,
+            data_interval_end=r.interval.end,
+        )
+        for r in plan.runs
+        if r.action is Action.RUN
+    ]
+    specs = task_specs(dag)
+    runs.insert_runs(
+        conn,
+        backfill_id=backfill_id,
+        dag_id=dag.dag_id,
+        runs=new,
+        tasks=[specs[tid] for tid in dag.topological_order()],
+        conf=plan.options.conf,
+        now=now,
+    )
+
+
+def _adopt(
+    conn: Connection, backfill_id: int, dag: DAG, plan: BackfillPlan, *, now: datetime
+) -> None:
+    """Take over the runs to reprocess and clear the TIs the plan runs again."""
+    wanted = {r.run_id: r for r in plan.runs if r.action is Action.REPROCESS and r.run_id}
+    if not wanted:
+        return
+    adopted = adopt.adopt_runs(
+        conn,
+        backfill_id=backfill_id,
+        dag_id=dag.dag_id,
+        run_ids=sorted(wanted),
+        conf=plan.options.conf,
+        now=now,
+    )
+    for run_id, planned in wanted.items():
+        if run_id not in adopted:  # no longer finished: another backfill took it
+            raise adopt.RunConflict(planned.logical_date)
+    specs = task_specs(dag)
+    targets = [(adopted[rid], tid) for rid, r in wanted.items() for tid in r.task_ids]
+    reset = adopt.reset_tis(conn, targets=targets, specs=specs, actor=CREATOR, now=now)
+    dates = {adopted[rid]: r.logical_date for rid, r in wanted.items()}
+    missing = [t for t in targets if t not in reset]
+    _insert_missing(conn, dag, missing, specs=specs, dates=dates, now=now)
+    adopt.remove_unknown_tis(
+        conn, dag_run_ids=sorted(dates), known_task_ids=list(specs), actor=CREATOR, now=now
+    )
+
+
+def _insert_missing(
+    conn: Connection,
+    dag: DAG,
+    targets: Sequence[tuple[int, str]],
+    *,
+    specs: Mapping[str, TaskSpec],
+    dates: Mapping[int, datetime],
+    now: datetime,
+) -> None:
+    """TIs for tasks added to the DAG since the run was made.
+
+    A target that has a TI which could not be reset (it is not finished:
+    someone else is running it) makes the insert fail: a conflict on that date.
+    """
+    by_run: dict[int, list[TaskSpec]] = {}
+    for pk, tid in targets:
+        by_run.setdefault(pk, []).append(specs[tid])
+    for pk, tasks in by_run.items():
+        try:
+            with adopt.unique_conflicts():
+                runs.insert_tis(conn, dag_id=dag.dag_id, run_ids=[pk], tasks=tasks, now=now)
+        except adopt.RunConflict:
+            raise adopt.RunConflict(dates[pk]) from None
+
+
+def _first_existing(engine: Engine, dag: DAG, todo: Sequence[PlannedRun]) -> datetime | None:
+    """The first date planned as a new run that has a run now."""
+    dates = [r.logical_date for r in todo if r.action is Action.RUN]
+    with reads.reading(engine) as conn:
+        found = reads.existing_runs(conn, dag.dag_id, dates)
+    return next((d for d in dates if d in found), None)

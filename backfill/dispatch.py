@@ -1,0 +1,62 @@
+"""Publishing Celery messages: ring the doorbell for TI tries the coordinator queued.
+
+Invariants:
+- publishing happens only after the transaction that queued the TIs has
+  committed, so a worker never receives a message for a try the database
+  does not show as queued;
+- a batch goes out over ONE producer connection (`app.producer_or_acquire`),
+  one message per (TI, try) to the TI's own queue, readable in Flower
+  (`argsrepr` = `TaskMessage.describe()`);
+- a message that is lost (broker down, publisher crash) is harmless: the
+  coordinator re-publishes a TI left queued longer than
+  `BACKFILL_QUEUED_TIMEOUT`, and duplicate messages lose the claim race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from backfill.errors import BackfillError
+from backfill.messages import TASK_NAME, TaskMessage
+
+
+class DispatchError(BackfillError):
+    """The broker refused or could not take a batch of messages."""
+
+
+class Publisher(Protocol):
+    def publish(self, messages: Sequence[tuple[TaskMessage, str]]) -> None: ...
+
+
+class Dispatcher:
+    """Publishes TI-try messages through a Celery app (`workers.app.make_app`)."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def publish(self, messages: Sequence[tuple[TaskMessage, str]]) -> None:
+        """Send each (message, queue); `DispatchError` if the broker cannot be reached."""
+        if not messages:
+            return
+        try:
+            with self._app.producer_or_acquire() as producer:
+                for message, queue in messages:
+                    self._app.send_task(
+                        TASK_NAME,
+                        kwargs=message.kwargs(),
+                        queue=queue,
+                        producer=producer,
+                        argsrepr=message.describe(),
+                    )
+        except OperationalError as exc:
+            raise DispatchError(
+                f"could not publish {len(messages)} message(s) to the broker: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """Release the app's broker connections."""
+        self._app.close()

@@ -1,0 +1,51 @@
+"""The Celery message that asks a worker to run one TI try: the doorbell.
+
+A message says which try to run, nothing more: the database is the truth,
+so a forged, stale or duplicated message can at worst lose a claim race and
+be acknowledged as a no-op. Messages are JSON (pickle is never accepted);
+`from_kwargs` refuses anything that is not exactly this shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from backfill.errors import BackfillError
+
+TASK_NAME = "backfill.run_task_instance"
+
+
+class BadMessage(BackfillError):
+    """A message that is not a well-formed TI-try request."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskMessage:
+    ti_id: int
+    try_number: int
+    backfill_id: int
+    dag_id: str
+    task_id: str
+    logical_date: str  # ISO 8601, UTC; for people reading Flower and logs
+
+    def kwargs(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """How Flower and the logs show this task: `dag/task/2016-01-01T00:00:00+00:00 try 1`."""
+        return f"{self.dag_id}/{self.task_id}/{self.logical_date} try {self.try_number}"
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> TaskMessage:
+        expected = {f.name: f.type for f in fields(cls)}
+        if set(kwargs) != set(expected):
+            raise BadMessage(f"expected keys {sorted(expected)}, got {sorted(kwargs)}")
+        for name, kind in expected.items():
+            value = kwargs[name]
+            if kind == "str":
+                if not isinstance(value, str):
+                    raise BadMessage(f"{name} must be a string, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise BadMessage(f"{name} must be an integer >= 0, got {value!r}")
+        return cls(**kwargs)

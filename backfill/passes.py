@@ -1,0 +1,267 @@
+"""One coordinator pass over one backfill, inside the caller's transaction.
+
+The order is the engine contract: lock the backfill row -> (if running)
+renew the lease -> reap stale running TIs -> find lost messages -> count
+limits -> read ONE snapshot -> plan (pure) -> apply the decisions as
+compare-and-set statements -> finish and start runs -> conclude the
+backfill. The caller commits, then publishes `Applied.messages`. Lease
+renewal and recovery (reap, lost messages) are "housekeeping": the caller
+asks for them about once a second, not in every millisecond-scale pass.
+
+Invariants:
+- every decision comes from the one snapshot of this pass; a row that
+  changed since is not touched by its conditional statement and is decided
+  again next pass;
+- TIs are queued only after `lock_limits` and a recount under that lock, so
+  pools and concurrency limits hold across coordinators and backfills;
+- with stop-on-failure no run starts once any TI of the backfill has failed
+  (the planner sees failures of finished runs in `Snapshot.earlier_failures`);
+  the runs already running are driven to their end, then the backfill ends
+  `failed` and the runs that never started are marked failed too;
+- a backfill ends exactly once, by the pass that sees its last run finish
+  (or a deadlock): `success` only if no TI failed;
+- a `cancelled` backfill is wound down: queued TIs back to `scheduled`
+  (their messages lose the claim race), unfinished runs `failed`; running
+  TIs finish and their outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from backfill import planner
+from backfill.dag import DAG
+from backfill.errors import UserError
+from backfill.limits import admit
+from backfill.messages import TaskMessage
+from backfill.options import RunOptions
+from backfill.planner import Decisions, Policy
+from backfill.snapshot import Snapshot, TIRow
+from backfill.states import BackfillState, TIState
+from backfill.store import adopt, runs, tis
+from backfill.store.runs import BackfillRow
+from backfill.store.status import BackfillNotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+log = logging.getLogger(__name__)
+_B = BackfillState
+
+
+class DagChanged(UserError):
+    """The DAG file no longer matches the DAG the backfill was planned with."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassConfig:
+    dag: DAG
+    fingerprint: str  # the DAG's, computed once: it hashes every task's options
+    owner: str  # lease owner
+    actor: str  # the journal's actor for the pass's transitions
+    heartbeat_timeout: timedelta
+    queued_timeout: timedelta
+
+
+@dataclass(frozen=True, kw_only=True)
+class Applied:
+    """What a pass did; `messages` are to be published once it has committed."""
+
+    state: BackfillState
+    changed: bool = False
+    # Worth another pass at once: it started runs (their TIs are not planned
+    # yet) or decided TIs without running them (a deadlock shows only once
+    # nothing changes). Queueing alone is not: nothing moves until a try ends.
+    again: bool = False
+    messages: tuple[tuple[TaskMessage, str], ...] = ()
+    reaped: int = 0
+    redispatched: int = 0
+    lease_epoch: int | None = None
+    snapshot: Snapshot | None = None
+    decisions: Decisions | None = None
+
+
+def execute(
+    conn: Connection, backfill_id: int, cfg: PassConfig, *, now: datetime, housekeeping: bool
+) -> Applied:
+    """One pass. Without `housekeeping` it neither renews a lease it holds nor looks
+    for stale or lost TIs: both work at a scale of seconds, passes at milliseconds."""
+    row = runs.lock_backfill(conn, backfill_id)
+    if row is None:
+        raise BackfillNotFound(backfill_id)
+    if row.state is _B.CANCELLED:
+        return _wind_down(conn, row, cfg, now=now)
+    if row.state is _B.QUEUED:  # created but never picked up: this coordinator starts it
+        runs.set_backfill_state(conn, row.id, _B.RUNNING, expected=[_B.QUEUED], now=now)
+        row = replace(row, state=_B.RUNNING)
+    epoch = None
+    if row.state in (_B.RUNNING, _B.PAUSED):  # a paused backfill keeps its driver
+        epoch = _lease(conn, row, cfg, now=now, renew=housekeeping)
+    if row.state is not _B.RUNNING:
+        return Applied(state=row.state, lease_epoch=epoch)
+    _check_dag(row, cfg)
+    return _run(conn, row, cfg, epoch, now=now, housekeeping=housekeeping)
+
+
+def _lease(
+    conn: Connection, row: BackfillRow, cfg: PassConfig, *, now: datetime, renew: bool
+) -> int | None:
+    """The lease epoch if this coordinator holds the lease (taking or renewing it), else None."""
+    expires = row.lease_expires_at
+    if not renew and row.lease_owner == cfg.owner and expires is not None and expires > now:
+        return row.lease_epoch
+    ttl = cfg.heartbeat_timeout
+    return runs.acquire_lease(conn, row.id, owner=cfg.owner, now=now, ttl=ttl)
+
+
+def policy_for(row: BackfillRow, dag: DAG) -> Policy:
+    options = RunOptions.from_json(row.options)
+    return Policy(max_active_runs=options.max_active_runs or dag.max_active_runs)
+
+
+def _check_dag(row: BackfillRow, cfg: PassConfig) -> None:
+    dag = cfg.dag
+    if row.dag_id != dag.dag_id:
+        raise UserError(f"backfill {row.id} is of DAG {row.dag_id!r}, not {dag.dag_id!r}")
+    if row.dag_fingerprint != cfg.fingerprint:
+        raise DagChanged(
+            f"DAG {dag.dag_id!r} changed since backfill {row.id} was created (fingerprint "
+            f"{row.dag_fingerprint}, now {cfg.fingerprint}); restore the DAG file it was "
+            f"planned with, or cancel it: backfill cancel {row.id}"
+        )
+
+
+def _run(
+    conn: Connection,
+    row: BackfillRow,
+    cfg: PassConfig,
+    epoch: int | None,
+    *,
+    now: datetime,
+    housekeeping: bool,
+) -> Applied:
+    reaped, lost = _recover(conn, row, cfg, now=now) if housekeeping else ([], [])
+    snapshot = runs.read_snapshot(conn, row.id, tis.limit_counts(conn, row.dag_id))
+    policy = policy_for(row, cfg.dag)
+    decisions = planner.plan(snapshot, cfg.dag, policy, now)
+    ended = _apply_terminal(conn, decisions, actor=cfg.actor, now=now)
+    queued = _queue(conn, decisions.to_queue, cfg.dag, actor=cfg.actor, now=now)
+    outcomes = [(run.id, state) for run, state in decisions.finished_runs]
+    finished = runs.finish_runs(conn, outcomes, now=now)
+    started = runs.start_runs(conn, row.id, decisions.runs_to_start, backwards=False, now=now)
+    running_left = len(snapshot.runs) - finished + started
+    state = _conclude(
+        conn, row, snapshot, decisions, running_left=running_left, policy=policy, now=now
+    )
+    return Applied(
+        state=state,
+        changed=bool(reaped or ended or queued or finished or started or state is not _B.RUNNING),
+        again=bool((reaped or ended or started) and state is _B.RUNNING),
+        messages=_messages(row, snapshot, [*lost, *queued]),
+        reaped=len(reaped),
+        redispatched=len(lost),
+        lease_epoch=epoch,
+        snapshot=snapshot,
+        decisions=decisions,
+    )
+
+
+def _recover(
+    conn: Connection, row: BackfillRow, cfg: PassConfig, *, now: datetime
+) -> tuple[list[int], list[tis.Queued]]:
+    """Reap running TIs whose heartbeat is stale; find queued TIs whose message was lost."""
+    reaped = tis.reap_stale(
+        conn,
+        backfill_id=row.id,
+        cutoff=now - cfg.heartbeat_timeout,
+        retry_delays={tid: task.options.retry_delay for tid, task in cfg.dag.tasks.items()},
+        actor=cfg.actor,
+        now=now,
+    )
+    lost = tis.redispatch_lost(conn, backfill_id=row.id, cutoff=now - cfg.queued_timeout, now=now)
+    return reaped, lost
+
+
+def _apply_terminal(conn: Connection, decisions: Decisions, *, actor: str, now: datetime) -> int:
+    """TIs decided without running: upstream_failed, skipped, failed (retries disabled)."""
+    changed = 0
+    for tis_, state in (
+        (decisions.upstream_failed, TIState.UPSTREAM_FAILED),
+        (decisions.skipped, TIState.SKIPPED),
+        (decisions.retries_exhausted, TIState.FAILED),
+    ):
+        changed += len(tis.set_state(conn, tis_, state, actor=actor, now=now))
+    return changed
+
+
+def _queue(
+    conn: Connection, candidates: Sequence[TIRow], dag: DAG, *, actor: str, now: datetime
+) -> list[tis.Queued]:
+    """Queue the planner's choice, re-admitted under the limit locks (the authoritative check)."""
+    if not candidates:
+        return []
+    tis.lock_limits(conn, dag.dag_id, sorted({t.pool for t in candidates}))
+    admission = admit(candidates, dag, tis.limit_counts(conn, dag.dag_id))
+    return tis.queue(conn, admission.admitted, actor=actor, now=now)
+
+
+def _conclude(
+    conn: Connection,
+    row: BackfillRow,
+    snapshot: Snapshot,
+    decisions: Decisions,
+    *,
+    running_left: int,
+    policy: Policy,
+    now: datetime,
+) -> BackfillState:
+    """The backfill's state after this pass; ends it when nothing is left to drive."""
+    if decisions.deadlock is not None:
+        return _end(conn, row, _B.FAILED, now=now)
+    if running_left:
+        return _B.RUNNING
+    failed = adopt.has_failures(conn, row.id)
+    if snapshot.queued_runs and not (policy.stop_on_failure and failed):
+        return _B.RUNNING  # runs will start next pass
+    return _end(conn, row, _B.FAILED if failed or snapshot.queued_runs else _B.SUCCESS, now=now)
+
+
+def _end(
+    conn: Connection, row: BackfillRow, state: BackfillState, *, now: datetime
+) -> BackfillState:
+    runs.set_backfill_state(conn, row.id, state, expected=[_B.RUNNING], now=now)
+    adopt.fail_unfinished_runs(conn, row.id, now=now)
+    return state
+
+
+def _wind_down(conn: Connection, row: BackfillRow, cfg: PassConfig, *, now: datetime) -> Applied:
+    unqueued = adopt.unqueue(conn, row.id, actor=cfg.actor, now=now)
+    failed = adopt.fail_unfinished_runs(conn, row.id, now=now)
+    return Applied(state=row.state, changed=bool(unqueued or failed))
+
+
+def _messages(
+    row: BackfillRow, snapshot: Snapshot, queued: Sequence[tis.Queued]
+) -> tuple[tuple[TaskMessage, str], ...]:
+    """One message per queued try. Every queued TI is in a running run, hence in the snapshot."""
+    run_of = {t.id: t.run_id for t in snapshot.tis}
+    dates = {r.id: r.logical_date for r in snapshot.runs}
+    out = []
+    for q in queued:
+        if q.id not in run_of:  # pragma: no cover - the invariant above
+            log.error("queued TI %s is not in a running run; not dispatched", q.id)
+            continue
+        message = TaskMessage(
+            ti_id=q.id,
+            try_number=q.try_number,
+            backfill_id=row.id,
+            dag_id=row.dag_id,
+            task_id=q.task_id,
+            logical_date=dates[run_of[q.id]].isoformat(),
+        )
+        out.append((message, q.queue))
+    return tuple(out)

@@ -1,0 +1,294 @@
+"""Progress of a backfill driven in the foreground: the live display and the final report.
+
+Invariants:
+- a display only renders what it is given (counts by state, and the reasons
+  TIs were held back); it reads nothing and decides nothing;
+- `--output json`: nothing is displayed (`QuietDisplay`); the caller prints
+  the final JSON alone, so stdout stays machine-readable;
+- not a terminal (`LineDisplay`): one plain line at most every `interval`
+  seconds, and at once whenever a run finishes; the last state is always
+  printed when the display closes;
+- a terminal (`LiveDisplay`): a rich Live panel redrawn in place;
+- the rate is TIs finished per second over a sliding window, and the ETA the
+  TIs left at that rate; neither is shown before there is a rate to show;
+- the final report names every failed TI grouped by its error, and every
+  deadlocked TI grouped by the reason it cannot run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from backfill.states import FINISHED, RUN_FINISHED, TIState
+
+Clock = Callable[[], float]
+_RATE_WINDOW = 30.0  # seconds of history the rate is computed over
+_MIN_RATE_SPAN = 1.0  # seconds: a shorter history gives a meaningless rate
+_TI_ORDER = {state.value: i for i, state in enumerate(TIState)}
+_FINISHED = frozenset(s.value for s in FINISHED)
+_RUNS_FINISHED = frozenset(s.value for s in RUN_FINISHED)
+
+
+class TIKeyLike(Protocol):
+    """What a report needs of a TI's key (`backfill.coordinator.TIKey` has it)."""
+
+    @property
+    def dag_id(self) -> str: ...
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def logical_date(self) -> datetime: ...
+    @property
+    def try_number(self) -> int: ...
+
+
+def describe_ti(key: TIKeyLike) -> str:
+    """`dag/task/2016-01-01T00:00:00+00:00 try 1`, as workers log it and Flower shows it."""
+    what = f"{key.dag_id}/{key.task_id}/{key.logical_date.isoformat()}"
+    return f"{what} try {key.try_number}" if key.try_number else f"{what} (never ran)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tally:
+    """One moment of a backfill, as displayed."""
+
+    runs_done: int
+    runs_total: int
+    task_instances: Mapping[str, int]  # state -> count, lifecycle order, zeros dropped
+    rate: float | None  # TIs finished per second
+    eta: float | None  # seconds until every TI is finished at `rate`
+    waiting: Mapping[str, int] = field(default_factory=dict)  # reason -> TIs held back
+
+
+@dataclass
+class Meter:
+    """Turns successive counts into a `Tally`, with a rate over a sliding window."""
+
+    clock: Clock = time.monotonic
+    window: float = _RATE_WINDOW
+    _samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def tally(
+        self,
+        runs: Mapping[str, int],
+        task_instances: Mapping[str, int],
+        waiting: Mapping[str, int] | None = None,
+    ) -> Tally:
+        now = self.clock()
+        finished = sum(n for state, n in task_instances.items() if state in _FINISHED)
+        self._samples.append((now, finished))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+            self._samples.popleft()  # keep one sample at least `window` old
+        start, done_then = self._samples[0]
+        rate = None
+        if now - start >= _MIN_RATE_SPAN:
+            rate = (finished - done_then) / (now - start)
+        left = sum(task_instances.values()) - finished
+        eta = left / rate if rate else None
+        return Tally(
+            runs_done=sum(n for state, n in runs.items() if state in _RUNS_FINISHED),
+            runs_total=sum(runs.values()),
+            task_instances=_ordered(task_instances),
+            rate=rate,
+            eta=eta if left else 0.0,
+            waiting=dict(waiting or {}),
+        )
+
+
+def _ordered(counts: Mapping[str, int]) -> dict[str, int]:
+    kept = [(state, n) for state, n in counts.items() if n]
+    return dict(sorted(kept, key=lambda item: _TI_ORDER.get(item[0], len(_TI_ORDER))))
+
+
+def format_duration(seconds: float) -> str:
+    """12s, 3m04s, 2h05m."""
+    total = round(seconds)
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{state} {n}" for state, n in counts.items() if n) or "none"
+
+
+def format_line(tally: Tally) -> str:
+    """`runs 3/10 done, TIs: success 18, running 2; 4.1 TI/s, ETA 12s`."""
+    line = f"runs {tally.runs_done}/{tally.runs_total} done, TIs: "
+    line += format_counts(tally.task_instances)
+    speed = []
+    if tally.rate is not None:
+        speed.append(f"{tally.rate:.1f} TI/s")
+    if tally.eta is not None:
+        speed.append(f"ETA {format_duration(tally.eta)}")
+    if speed:
+        line += "; " + ", ".join(speed)
+    if tally.waiting:
+        held = "; ".join(f"{reason} ({n})" for reason, n in tally.waiting.items())
+        line += f"; held back: {held}"
+    return line
+
+
+class Display(Protocol):
+    def update(
+        self,
+        runs: Mapping[str, int],
+        task_instances: Mapping[str, int],
+        waiting: Mapping[str, int] | None = None,
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class QuietDisplay:
+    """`--output json`: the final JSON is all there is."""
+
+    def update(
+        self,
+        runs: Mapping[str, int],
+        task_instances: Mapping[str, int],
+        waiting: Mapping[str, int] | None = None,
+    ) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class LineDisplay:
+    """Plain lines for logs and pipes (see the module invariants)."""
+
+    def __init__(
+        self, write: Callable[[str], None], *, interval: float = 5.0, clock: Clock = time.monotonic
+    ) -> None:
+        self._write = write
+        self._interval = interval
+        self._clock = clock
+        self._meter = Meter(clock=clock)
+        self._last: Tally | None = None
+        self._printed: Tally | None = None
+        self._printed_at = float("-inf")
+
+    def update(
+        self,
+        runs: Mapping[str, int],
+        task_instances: Mapping[str, int],
+        waiting: Mapping[str, int] | None = None,
+    ) -> None:
+        tally = self._meter.tally(runs, task_instances, waiting)
+        self._last = tally
+        run_finished = self._printed is not None and tally.runs_done > self._printed.runs_done
+        if run_finished or self._clock() - self._printed_at >= self._interval:
+            self._print(tally)
+
+    def close(self) -> None:
+        if self._last is not None and self._last is not self._printed:
+            self._print(self._last)
+
+    def _print(self, tally: Tally) -> None:
+        self._write(format_line(tally))
+        self._printed = tally
+        self._printed_at = self._clock()
+
+
+class LiveDisplay:
+    """A panel redrawn in place on a terminal."""
+
+    def __init__(self, console: Console, *, title: str, clock: Clock = time.monotonic) -> None:
+        self._title = title
+        self._clock = clock
+        self._started = clock()
+        self._meter = Meter(clock=clock)
+        self._tally: Tally | None = None
+        self._live = Live(
+            get_renderable=self._render, console=console, refresh_per_second=4, transient=False
+        )
+        self._live.start()
+
+    def update(
+        self,
+        runs: Mapping[str, int],
+        task_instances: Mapping[str, int],
+        waiting: Mapping[str, int] | None = None,
+    ) -> None:
+        self._tally = self._meter.tally(runs, task_instances, waiting)
+
+    def close(self) -> None:
+        self._live.stop()
+
+    def _render(self) -> Group:
+        elapsed = format_duration(self._clock() - self._started)
+        head = Text(f"{self._title} · {elapsed}", style="bold")
+        tally = self._tally
+        if tally is None:
+            return Group(head, Text("starting..."))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold")
+        grid.add_column()
+        runs = Table.grid(padding=(0, 1))
+        runs.add_row(
+            ProgressBar(total=max(tally.runs_total, 1), completed=tally.runs_done, width=30),
+            f"{tally.runs_done}/{tally.runs_total} done",
+        )
+        grid.add_row("runs", runs)
+        grid.add_row("TIs", format_counts(tally.task_instances))
+        rate = "-" if tally.rate is None else f"{tally.rate:.1f} TI/s"
+        eta = "-" if tally.eta is None else format_duration(tally.eta)
+        grid.add_row("rate", f"{rate}, ETA {eta}")
+        for reason, n in tally.waiting.items():
+            grid.add_row("held", f"{n} TI{'s' if n != 1 else ''}: {reason}")
+        return Group(head, grid)
+
+
+def make_display(console: Console, *, quiet: bool, title: str) -> Display:
+    """Quiet for JSON, live on a terminal, plain lines otherwise."""
+    if quiet:
+        return QuietDisplay()
+    if console.is_terminal:
+        return LiveDisplay(console, title=title)
+    return LineDisplay(lambda line: console.print(line, soft_wrap=True))
+
+
+# --- the final report --------------------------------------------------------------------
+
+
+def group_failed(
+    failed: Sequence[tuple[TIKeyLike, str | None]], *, no_error: str
+) -> dict[str, list[TIKeyLike]]:
+    """Failed TIs grouped by their error, first seen first; those without one last (`no_error`)."""
+    groups: dict[str, list[TIKeyLike]] = {}
+    for key, error in failed:
+        if error:
+            groups.setdefault(error, []).append(key)
+    without = [key for key, error in failed if not error]
+    if without:
+        groups[no_error] = without
+    return groups
+
+
+def print_groups(
+    console: Console, heading: str, groups: Mapping[str, Sequence[TIKeyLike]], *, limit: int = 50
+) -> None:
+    """`heading`, then each reason with the TIs it holds (at most `limit` named per reason)."""
+    console.print(heading)
+    for reason, keys in groups.items():
+        console.print(f"  {reason} ({len(keys)}):", soft_wrap=True)
+        for key in keys[:limit]:
+            console.print(f"    {describe_ti(key)}", soft_wrap=True)
+        if len(keys) > limit:
+            console.print(f"    ... and {len(keys) - limit} more (see `backfill tasks`)")

@@ -1,0 +1,82 @@
+"""What a coordinator reports: TI keys, progress, a pass's result, a backfill's outcome.
+
+Plain frozen data, importable without a database or a broker (the CLI's
+display and reports use them). `backfill.coordinator` re-exports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from backfill.snapshot import Snapshot, TIRow
+from backfill.states import BackfillState
+
+
+@dataclass(frozen=True, kw_only=True)
+class TIKey:
+    dag_id: str
+    task_id: str
+    run_id: str
+    logical_date: datetime
+    try_number: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    backfill_id: int
+    state: BackfillState
+    runs: Mapping[str, int]  # run state -> count, including runs not started yet (queued)
+    task_instances: Mapping[str, int]  # TI state -> count
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    state: BackfillState
+    deadlock: Mapping[str, tuple[TIKey, ...]] | None  # reason -> blocked TIs
+    failed: tuple[tuple[TIKey, str | None], ...]  # failed/upstream_failed TIs, last_error
+    waiting: Mapping[str, tuple[TIKey, ...]]  # the last pass's held-back TIs, by reason
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassResult:
+    state: BackfillState  # the backfill's state after the pass
+    changed: bool  # anything changed
+    again: bool  # another pass may decide more at once (else: wait for a wake-up)
+    dispatched: int  # messages published (newly queued plus re-dispatched)
+    reaped: int  # stale running TIs reaped
+    redispatched: int  # queued TIs whose message was lost, published again
+    lease_held: bool
+    waiting: Mapping[str, tuple[TIKey, ...]]
+    deadlock: Mapping[str, tuple[TIKey, ...]] | None
+    next_due: datetime | None  # the earliest retry/reschedule due after this pass
+
+
+class Keys:
+    """Turns the snapshot's TI rows into TIKeys."""
+
+    def __init__(self, snapshot: Snapshot, dag_id: str) -> None:
+        self._runs = {r.id: r for r in snapshot.runs}
+        self._dag_id = dag_id
+
+    def key(self, ti: TIRow) -> TIKey:
+        run = self._runs[ti.run_id]
+        return TIKey(
+            dag_id=self._dag_id,
+            task_id=ti.task_id,
+            run_id=run.run_id,
+            logical_date=run.logical_date,
+            try_number=ti.try_number,
+        )
+
+    def by_reason(self, groups: Mapping[str, Iterable[TIRow]]) -> dict[str, tuple[TIKey, ...]]:
+        return {reason: tuple(self.key(t) for t in tis) for reason, tis in groups.items()}
+
+
+def next_due(snapshot: Snapshot | None, now: datetime) -> datetime | None:
+    """The earliest future next_try_at of a waiting TI: the longest an idle wait may last."""
+    if snapshot is None:
+        return None
+    due = [t.next_try_at for t in snapshot.tis if t.next_try_at is not None and t.next_try_at > now]
+    return min(due, default=None)

@@ -1,0 +1,14 @@
+"""Every SQL statement of Backfill lives in this package (SQLAlchemy Core only).
+
+Modules by concern: `reads` (planning and reporting), `runs` (backfills,
+DAG runs, snapshot, lease), `tis` (coordinator-side TI transitions and
+limits), `claims` (worker-side claim, heartbeat, finish), `pools`.
+
+Contract of every function:
+- it takes an explicit `Connection`; the caller owns the transaction and
+  decides what must be read or changed together;
+- a read is one statement (or a fixed, small number), never one per row;
+- a transition is ONE conditional statement naming the states it may come
+  from and returning what it changed; a miss is reported, never ignored;
+- timestamps go in and come out as timezone-aware UTC datetimes.
+"""

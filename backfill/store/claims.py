@@ -1,0 +1,152 @@
+"""Worker-side statements: claim a try, heartbeat it, write its outcome. (store)
+
+The claim is the double-run fix (DESIGN 1.2): ONE conditional UPDATE from
+`queued` at the message's try number sets a fresh claim token; of any number
+of concurrent claimants exactly one gets a row back. Every later write of the
+try is fenced on (id, state='running', try_number, claim_token): a worker
+whose claim was taken away (reaped, cleared, cancelled) matches no row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from backfill.schema import backfills, dag_runs, task_instances
+from backfill.states import TIState
+
+ti, run, bf = task_instances, dag_runs, backfills
+_S = TIState
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A won try, with everything the worker needs to build the task's Context."""
+
+    ti_id: int
+    try_number: int
+    max_tries: int
+    token: str
+    dag_id: str
+    task_id: str
+    run_id: str
+    logical_date: datetime
+    data_interval_start: datetime
+    data_interval_end: datetime
+    conf: dict[str, Any]
+    dag_fingerprint: str
+
+
+def claim(
+    conn: Connection,
+    *,
+    ti_id: int,
+    try_number: int,
+    token: str,
+    claimant: str,
+    hostname: str,
+    now: datetime,
+) -> Claim | None:
+    """Win try `try_number` of TI `ti_id`, or None if it is not queued for that try.
+
+    Two statements: the claim itself (the one that decides the race), then a
+    read of the won try's run and backfill. SQLite cannot RETURNING columns of
+    the other tables of an UPDATE ... FROM, so the context is read separately.
+    """
+    won = (
+        sa.update(ti)
+        .where(ti.c.id == ti_id, ti.c.state == _S.QUEUED.value, ti.c.try_number == try_number)
+        .values(
+            state=_S.RUNNING.value,
+            claim_token=token,
+            claimant=claimant,
+            hostname=hostname,
+            start_date=now,
+            end_date=None,
+            heartbeat_at=now,
+            updated_at=now,
+            updated_by=f"worker:{claimant}",
+        )
+        .returning(ti.c.id)
+    )
+    if conn.execute(won).one_or_none() is None:
+        return None
+    context = (
+        sa.select(
+            ti.c.max_tries,
+            ti.c.dag_id,
+            ti.c.task_id,
+            run.c.run_id,
+            run.c.logical_date,
+            run.c.data_interval_start,
+            run.c.data_interval_end,
+            run.c.conf,
+            bf.c.dag_fingerprint,
+        )
+        .select_from(
+            ti.join(run, run.c.id == ti.c.dag_run_id).join(bf, bf.c.id == run.c.backfill_id)
+        )
+        .where(ti.c.id == ti_id)
+    )
+    row = conn.execute(context).one()
+    return Claim(
+        ti_id=ti_id,
+        try_number=try_number,
+        max_tries=row.max_tries,
+        token=token,
+        dag_id=row.dag_id,
+        task_id=row.task_id,
+        run_id=row.run_id,
+        logical_date=row.logical_date,
+        data_interval_start=row.data_interval_start,
+        data_interval_end=row.data_interval_end,
+        conf=row.conf,
+        dag_fingerprint=row.dag_fingerprint,
+    )
+
+
+def _fenced(claim: Claim) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        ti.c.id == claim.ti_id,
+        ti.c.state == _S.RUNNING.value,
+        ti.c.try_number == claim.try_number,
+        ti.c.claim_token == claim.token,
+    )
+
+
+def heartbeat(conn: Connection, claim: Claim, *, now: datetime) -> bool:
+    """Record that the try is alive; False: the claim is lost, stop the task."""
+    stmt = sa.update(ti).where(_fenced(claim)).values(heartbeat_at=now)
+    return conn.execute(stmt).rowcount == 1
+
+
+def finish(
+    conn: Connection,
+    claim: Claim,
+    outcome: TIState,
+    *,
+    actor: str,
+    now: datetime,
+    next_try_at: datetime | None = None,
+    error: str | None = None,
+) -> bool:
+    """Write the try's outcome; False: the claim was lost and the outcome is discarded."""
+    if outcome not in {_S.SUCCESS, _S.FAILED, _S.SKIPPED, _S.UP_FOR_RETRY, _S.UP_FOR_RESCHEDULE}:
+        raise ValueError(f"{outcome} is not an outcome of a try")
+    stmt = (
+        sa.update(ti)
+        .where(_fenced(claim))
+        .values(
+            state=outcome.value,
+            end_date=now,
+            next_try_at=next_try_at,
+            last_error=error,
+            updated_at=now,
+            updated_by=actor,
+        )
+    )
+    return conn.execute(stmt).rowcount == 1

@@ -1,0 +1,123 @@
+"""Operator control of a backfill: pause and cancel (store).
+
+Invariants:
+- each change of a backfill's state is ONE conditional UPDATE naming the
+  states it may come from (compare-and-set); a miss is explained by raising
+  a `UserError` naming the state the backfill is actually in, never ignored;
+- the backfill row is changed FIRST in the transaction: on PostgreSQL that
+  waits for a coordinator pass holding the row (`store.runs.lock_backfill`)
+  to commit, so the TI statement that follows sees every TI that pass
+  queued; on SQLite BEGIN IMMEDIATE serialises the two anyway;
+- cancelling sends the backfill's `queued` TIs back to `scheduled` in the
+  same transaction: the messages already published for them then match no
+  claim (a claim needs `queued` at the message's try), so no new try starts.
+  Running tries finish normally, fenced on their own claims as always.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import NoReturn
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from backfill import db
+from backfill.config import Settings
+from backfill.errors import UserError
+from backfill.schema import backfills, dag_runs, task_instances
+from backfill.states import BACKFILL_FINISHED, BackfillState, TIState
+from backfill.store.status import BackfillNotFound
+
+ti, run, bf = task_instances, dag_runs, backfills
+_B = BackfillState
+
+PAUSABLE: frozenset[BackfillState] = frozenset({_B.RUNNING})
+CANCELLABLE: frozenset[BackfillState] = frozenset({_B.QUEUED, _B.RUNNING, _B.PAUSED})
+
+
+class BackfillStateConflict(UserError):
+    """The backfill is not in a state the requested change may come from."""
+
+
+@contextmanager
+def writing(settings: Settings, *, create: bool) -> Iterator[Connection | None]:
+    """One transaction, committed if the block succeeds; None if the embedded DB is absent.
+
+    `create` makes the embedded SQLite database on first use, for a write that
+    makes sense on an empty database (`pools set`); without it a command that
+    can only fail on an empty database writes nothing, not even the file.
+    """
+    engine = db.open_engine(settings, create=create)
+    if engine is None:
+        yield None
+        return
+    try:
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def pause(conn: Connection, backfill_id: int, *, now: datetime) -> None:
+    """running -> paused: coordinators stop dispatching; queued and running TIs go on."""
+    if not _compare_and_set(conn, backfill_id, _B.PAUSED, PAUSABLE, now=now):
+        _refuse(conn, backfill_id, "pause")
+
+
+def cancel(conn: Connection, backfill_id: int, *, actor: str, now: datetime) -> int:
+    """queued/running/paused -> cancelled, and its queued TIs back to scheduled.
+
+    Returns how many queued TIs were withdrawn.
+    """
+    if not _compare_and_set(conn, backfill_id, _B.CANCELLED, CANCELLABLE, now=now):
+        _refuse(conn, backfill_id, "cancel")
+    stmt = (
+        sa.update(ti)
+        .where(
+            ti.c.state == TIState.QUEUED.value,
+            ti.c.dag_run_id.in_(sa.select(run.c.id).where(run.c.backfill_id == backfill_id)),
+        )
+        .values(
+            state=TIState.SCHEDULED.value,
+            queued_at=None,
+            claim_token=None,
+            updated_at=now,
+            updated_by=actor,
+        )
+    )
+    return conn.execute(stmt).rowcount
+
+
+def _compare_and_set(
+    conn: Connection,
+    backfill_id: int,
+    state: BackfillState,
+    expected: frozenset[BackfillState],
+    *,
+    now: datetime,
+) -> bool:
+    stmt = (
+        sa.update(bf)
+        .where(bf.c.id == backfill_id, bf.c.state.in_(sorted(s.value for s in expected)))
+        .values(state=state.value, updated_at=now)
+        .returning(bf.c.id)
+    )
+    return conn.execute(stmt).one_or_none() is not None
+
+
+def _refuse(conn: Connection, backfill_id: int, verb: str) -> NoReturn:
+    """Explain a compare-and-set miss: the backfill is unknown or in the wrong state."""
+    found = conn.execute(sa.select(bf.c.state).where(bf.c.id == backfill_id)).scalar()
+    if found is None:
+        raise BackfillNotFound(backfill_id)
+    state = BackfillState(found)
+    if state in BACKFILL_FINISHED or (verb == "pause" and state is _B.PAUSED):
+        raise BackfillStateConflict(f"backfill {backfill_id} is already {state}")
+    # Only `pause` of a queued backfill gets here: no coordinator has started it.
+    raise BackfillStateConflict(
+        f"backfill {backfill_id} is {state}: only a running backfill can be paused; "
+        f"cancel it with `backfill cancel {backfill_id}`"
+    )

@@ -1,0 +1,134 @@
+"""How an idle coordinator learns that there is work: LISTEN/NOTIFY, or a poll.
+
+On PostgreSQL the journal trigger NOTIFYs `schema.JOURNAL_CHANNEL` when a
+try leaves `running` (schema.py). A `Listener` holds one dedicated
+connection LISTENing on it and select()s on its socket, so a coordinator
+runs its next pass within milliseconds of a worker's finish, not a poll
+interval later. SQLite has no notifications: `Poller` only sleeps.
+
+Invariants:
+- LISTEN is issued when the waker is opened, before the first pass, so a
+  notification sent while a pass runs is kept by the server and ends the
+  next wait at once: a wake-up can be early, never lost;
+- every wait is bounded by its timeout (the poll fallback), so a lost or
+  broken listener connection degrades to polling; it is re-opened later;
+- `wait` returns early when the caller's stop event is set;
+- the connection string (with its password) is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import psycopg2  # type: ignore[import-untyped]  # no stubs in the dev extra
+import psycopg2.extensions  # type: ignore[import-untyped]
+
+from backfill.schema import JOURNAL_CHANNEL
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+STOP_CHECK = 0.1  # seconds: how often a wait on a socket looks at the stop event
+RECONNECT_AFTER = 5.0  # seconds between attempts to re-open a broken listener
+CONNECT_TIMEOUT = 10  # seconds
+
+
+class Waker(Protocol):
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        """Block up to `timeout` s; True if woken by a notification."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_waker(engine: Engine) -> Waker:
+    """A `Listener` on PostgreSQL, a `Poller` anywhere else."""
+    if engine.dialect.name == "postgresql":
+        # The engine's own URL names the psycopg2 driver; libpq wants plain postgresql://.
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return Listener(dsn, JOURNAL_CHANNEL)
+    return Poller()
+
+
+class Poller:
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        stop.wait(max(0.0, timeout))
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class Listener:
+    """LISTEN on `channel` over a dedicated autocommit psycopg2 connection."""
+
+    def __init__(self, dsn: str, channel: str) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._conn: Any = None
+        self._failed_at: float | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        try:
+            conn = psycopg2.connect(
+                self._dsn, connect_timeout=CONNECT_TIMEOUT, application_name="backfill-listener"
+            )
+            conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+            with conn.cursor() as cursor:
+                cursor.execute(f"LISTEN {self._channel}")
+        except psycopg2.Error as exc:
+            self._broken(exc)
+            return
+        self._conn, self._failed_at = conn, None
+
+    def _broken(self, exc: BaseException) -> None:
+        # psycopg2's message names host and database, never the password.
+        log.warning("LISTEN connection unavailable, polling instead: %s", str(exc).strip())
+        self.close()
+        self._failed_at = time.monotonic()
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        if self._conn is None and (
+            self._failed_at is None or time.monotonic() - self._failed_at >= RECONNECT_AFTER
+        ):
+            self._connect()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._conn is None:
+                stop.wait(min(remaining, STOP_CHECK))
+                continue
+            if self._poll(min(remaining, STOP_CHECK)):
+                return True
+        return False
+
+    def _poll(self, timeout: float) -> bool:
+        """Wait up to `timeout` for notifications; drain them all; True if any came."""
+        try:
+            if not self._conn.notifies:
+                readable, _, _ = select.select([self._conn], [], [], timeout)
+                if not readable:
+                    return False
+                self._conn.poll()
+            woken = bool(self._conn.notifies)
+            self._conn.notifies.clear()
+            return woken
+        except (psycopg2.Error, OSError) as exc:
+            self._broken(exc)
+            return False
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg2.Error):  # already broken: nothing to release
+                conn.close()

@@ -1,0 +1,1 @@
+"""Integration tests: real workers, coordinators, Redis and databases prove DESIGN 5."""

@@ -1,0 +1,116 @@
+"""Fixtures of the integration tests: real Redis, real `celery worker`
+processes, real coordinators, and an execution ledger (see `stack.py`,
+`processes.py`, `checks.py`).
+
+- `broker`: a Redis DB index private to the test module, empty at the start
+  and end of each test. Redis missing: skipped on a laptop, failed in CI.
+- `pg_stack` / `stack`: a `Stack` on a fresh PostgreSQL database (`pg_url`) /
+  on a fresh database of each backend (`db_url`).
+- `workers`, `coordinators`: every process they start is killed at teardown.
+- `engine_of(stack)`: an engine on the stack's database, disposed at teardown.
+
+Request the stack fixture BEFORE `workers` / `coordinators`: fixtures are torn
+down in reverse order, so processes die before their database is dropped.
+Every test here is marked `slow` (it starts processes); all run in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy.engine import Engine
+
+from backfill.db import create_engine_for
+
+from .processes import Coordinators, WorkerPool
+from .stack import REDIS_URL, PrivateRedis, Stack, release_redis_db, take_redis_db
+
+HERE = Path(__file__).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: starts real worker processes (seconds, not ms)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def _redis_db() -> Iterator[PrivateRedis]:
+    try:
+        redis.Redis.from_url(f"{REDIS_URL}/0").ping()
+    except redis.RedisError as exc:
+        message = f"Redis at {REDIS_URL} does not answer ({exc}); start it"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}. CI is set: Redis tests must not be skipped", False)
+        pytest.skip(message)
+    private = take_redis_db()
+    if private is None:
+        pytest.fail("no empty Redis DB index (1-15) is free for the integration tests", False)
+    try:
+        yield private
+    finally:
+        release_redis_db(private)
+
+
+@pytest.fixture
+def broker(_redis_db: PrivateRedis) -> Iterator[PrivateRedis]:
+    """The module's private Redis DB, empty at the start and the end of the test."""
+    _redis_db.clear()
+    yield _redis_db
+    _redis_db.clear()
+
+
+@pytest.fixture
+def pg_stack(pg_url: str, broker: PrivateRedis, tmp_path: Path) -> Stack:
+    """A Stack on a fresh PostgreSQL database and the module's Redis DB."""
+    return Stack.create(pg_url, broker, tmp_path)
+
+
+@pytest.fixture
+def stack(db_url: str, broker: PrivateRedis, tmp_path: Path) -> Stack:
+    """A Stack on a fresh database of each backend (SQLite, PostgreSQL) and Redis."""
+    return Stack.create(db_url, broker, tmp_path)
+
+
+@pytest.fixture
+def engine_of() -> Iterator[Callable[[Stack], Engine]]:
+    made: list[Engine] = []
+
+    def make(stack: Stack) -> Engine:
+        made.append(create_engine_for(stack.db_url))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[WorkerPool]:
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    pool = WorkerPool(logs)
+    try:
+        yield pool
+    finally:
+        pool.kill_all()
+        print(pool.logs_tail())  # shown by pytest when the test failed
+
+
+@pytest.fixture
+def coordinators(tmp_path: Path) -> Iterator[Coordinators]:
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    registry = Coordinators(logs)
+    try:
+        yield registry
+    finally:
+        registry.close()

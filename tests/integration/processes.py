@@ -1,0 +1,241 @@
+"""The real processes of an integration test, and how a test controls them.
+
+- `WorkerPool.start`: `celery -A workers worker -c 1` processes, each in a
+  session of its own (so a whole worker, main process and pool child, is one
+  process group to SIGKILL / SIGSTOP / SIGCONT), returned once each has
+  logged Celery's "ready." line.
+- `Coordinators`: coordinator threads (`Coordinator(...).drive` in this
+  process, each with its own engine) and `python -m backfill.cli ...`
+  subprocesses.
+
+Every process started here is killed by the owning fixture's teardown, by its
+own process group id; a stopped one is sent SIGCONT first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backfill.coordinator import Coordinator
+from backfill.dag import DAG
+from backfill.db import create_engine_for
+
+from .stack import PROJECT, Stack, wait_until
+
+READY_TIMEOUT = 60.0  # seconds a starting worker may take on a loaded CI machine
+LOG_TAIL = 40
+
+
+def tail(path: Path, lines: int = LOG_TAIL) -> str:
+    if not path.exists():
+        return f"({path.name}: no output)"
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return f"--- last lines of {path.name} ---\n" + "\n".join(text)
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        # A session of its own: one process group to signal as a whole, and no
+        # terminal signal reaches it by accident.
+        return subprocess.Popen(
+            args, env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        for sig in (signal.SIGCONT, signal.SIGKILL):  # a stopped group must not linger
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+    process.wait(timeout=30)
+
+
+# --- workers ---------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """One `celery -A workers worker -c 1` process and its pool child."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Signal the whole worker: the main process and its pool child."""
+        os.killpg(self.process.pid, sig)
+
+    def owns(self, pid: int) -> bool:
+        """Whether process `pid` (e.g. a ledger line's) belongs to this worker."""
+        try:
+            return os.getpgid(pid) == self.process.pid
+        except ProcessLookupError:
+            return False
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def is_ready(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"worker {self.name} exited ({self.process.returncode})\n{tail(self.log)}")
+        return " ready." in self.output()
+
+    def received(self) -> int:
+        """Task messages this worker received (Celery's own INFO line per message)."""
+        return self._count(" received")
+
+    def finished(self) -> int:
+        """Task executions this worker ended, returned or raised (Celery's own lines)."""
+        return self._count(" succeeded in ") + self._count(" raised ")
+
+    def _count(self, marker: str) -> int:
+        return sum(
+            1
+            for line in self.output().splitlines()
+            if "backfill.run_task_instance[" in line and marker in line
+        )
+
+
+class WorkerPool:
+    """Real worker processes of one test; every one is killed at teardown."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: list[Worker] = []
+
+    def start(self, stack: Stack, count: int) -> list[Worker]:
+        """Start `count` workers (-c 1 each) and wait until every one is ready."""
+        batch = []
+        for _ in range(count):
+            name = f"it{len(self.started)}-{uuid.uuid4().hex[:6]}"
+            args = [
+                sys.executable, "-m", "celery", "-A", "workers", "worker",
+                "-c", "1", "-n", f"{name}@%h", "-l", "INFO",
+                "--without-mingle", "--without-gossip",
+            ]  # fmt: skip
+            log = self.logs / f"worker-{name}.log"
+            worker = Worker(name, spawn(args, stack.env(), log), log)
+            self.started.append(worker)
+            batch.append(worker)
+        wait_until(
+            lambda: all(w.is_ready() for w in batch),
+            timeout=READY_TIMEOUT,
+            what=f"{count} worker(s) to log ready",
+            interval=0.1,
+            explain=lambda: "\n".join(tail(w.log) for w in batch),
+        )
+        return batch
+
+    def owner_of(self, pid: int) -> Worker:
+        for worker in self.started:
+            if worker.owns(pid):
+                return worker
+        pytest.fail(f"process {pid} belongs to no worker of this test")
+
+    def logs_tail(self) -> str:
+        return "\n".join(tail(w.log) for w in self.started)
+
+    def kill_all(self) -> None:
+        for worker in self.started:
+            kill_group(worker.process)
+
+
+# --- coordinators ----------------------------------------------------------------------
+
+
+@dataclass
+class CliProcess:
+    """A `python -m backfill.cli ...` subprocess (a coordinator for `run` / `resume`)."""
+
+    args: tuple[str, ...]
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            command = " ".join(self.args)
+            pytest.fail(f"`backfill {command}` still running after {timeout:g}s\n{tail(self.log)}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class CoordinatorThread(threading.Thread):
+    """`Coordinator(engine, settings, dag).drive(backfill_id, stop=...)` in a thread."""
+
+    def __init__(self, stack: Stack, dag: DAG, backfill_id: int, **kwargs: Any) -> None:
+        super().__init__(name=f"coordinator-{backfill_id}", daemon=True)
+        self.stack, self.dag, self.backfill_id, self.kwargs = stack, dag, backfill_id, kwargs
+        self.stop = threading.Event()
+        self.outcome: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        engine = create_engine_for(self.stack.db_url)
+        try:
+            coordinator = Coordinator(engine, self.stack.settings(), self.dag, **self.kwargs)
+            try:
+                self.outcome = coordinator.drive(self.backfill_id, stop=self.stop)
+            finally:
+                coordinator.close()
+        except BaseException as exc:  # re-raised in the test's thread by result()
+            self.error = exc
+        finally:
+            engine.dispose()
+
+    def result(self, timeout: float) -> Any:
+        """Wait for `drive` to return; its outcome (re-raising what it raised)."""
+        self.join(timeout)
+        if self.is_alive():
+            self.stop.set()
+            pytest.fail(
+                f"the coordinator of backfill {self.backfill_id} still drives after {timeout:g}s"
+            )
+        if self.error is not None:
+            raise self.error
+        return self.outcome
+
+
+class Coordinators:
+    """Coordinator threads and CLI subprocesses of one test, all stopped at teardown."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.threads: list[CoordinatorThread] = []
+        self.processes: list[CliProcess] = []
+
+    def thread(self, stack: Stack, dag: DAG, backfill_id: int, **kwargs: Any) -> CoordinatorThread:
+        coordinator = CoordinatorThread(stack, dag, backfill_id, **kwargs)
+        coordinator.start()
+        self.threads.append(coordinator)
+        return coordinator
+
+    def cli(self, stack: Stack, *args: str) -> CliProcess:
+        log = self.logs / f"cli-{len(self.processes)}-{args[0]}.log"
+        process = spawn([sys.executable, "-m", "backfill.cli", *args], stack.env(), log)
+        self.processes.append(CliProcess(args, process, log))
+        return self.processes[-1]
+
+    def close(self) -> None:
+        for coordinator in self.threads:
+            coordinator.stop.set()
+        for cli in self.processes:
+            kill_group(cli.process)
+        for coordinator in self.threads:
+            coordinator.join(timeout=30)
+        for cli in self.processes:
+            print(tail(cli.log))  # shown by pytest when the test failed

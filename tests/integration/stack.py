@@ -1,0 +1,258 @@
+"""What the processes of one integration test share, and how the test observes them.
+
+- `Stack`: database URL, private Redis DB, DAGs folder, timeouts, ledger and
+  gates; `env()` for subprocesses, `settings()` for in-process coordinators.
+- `PrivateRedis`: one Redis DB index owned by a test module (an owner key
+  marks it taken), emptied by deleting its own keys: never FLUSHALL.
+- `Ledger`: the execution ledger the integration DAGs append to (format and
+  atomicity in tests/dags_integration/_support.py).
+- `wait_until`: every wait of these tests is a condition polled against a
+  deadline, never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import pendulum
+import pytest
+import redis
+
+from backfill.config import Settings
+from backfill.dag import DAG
+from backfill.discovery import load_dags
+
+T = TypeVar("T")
+
+PROJECT = Path(__file__).resolve().parents[2]
+DAGS = PROJECT / "tests" / "dags_integration"
+REDIS_URL = os.environ.get("BACKFILL_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+OWNER_KEY = "backfill-it:owner"  # marks a Redis DB index as taken by one test module
+
+
+def _load_support() -> ModuleType:
+    # The DAG files' helper, loaded by path exactly as they load it: one definition.
+    name = "backfill_it_support"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, DAGS / "_support.py")
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {DAGS / '_support.py'}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+support: Any = _load_support()
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    explain: Callable[[], str] | None = None,
+) -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f"\n{explain()}" if explain else ""
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}{detail}", False)
+        time.sleep(interval)
+
+
+def utc(day: str) -> pendulum.DateTime:
+    parsed = pendulum.parse(day, tz="UTC")
+    assert isinstance(parsed, pendulum.DateTime)
+    return parsed
+
+
+# --- Redis -----------------------------------------------------------------------------
+
+
+@dataclass
+class PrivateRedis:
+    """One Redis DB index owned by this test module."""
+
+    index: int
+    client: redis.Redis
+    token: str
+
+    @property
+    def url(self) -> str:
+        return f"{REDIS_URL}/{self.index}"
+
+    def owned(self) -> bool:
+        return bool(self.client.get(OWNER_KEY) == self.token.encode())
+
+    def clear(self) -> None:
+        """Delete every key of this DB but the owner mark (the DB is ours alone)."""
+        if not self.owned():
+            pytest.fail(f"Redis DB {self.index} lost its owner mark: another run is using it")
+        for key in self.client.scan_iter(count=500):
+            if key != OWNER_KEY.encode():
+                self.client.delete(key)
+
+    def queue_keys(self, queue: str) -> list[str]:
+        # kombu's Redis transport keeps a list per priority step; priority 0 is the bare name.
+        return [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]
+
+    def queue_length(self, queue: str) -> int:
+        return sum(int(self.client.llen(k)) for k in self.queue_keys(queue))
+
+
+def take_redis_db() -> PrivateRedis | None:
+    """An empty Redis DB index marked as ours, or None when all 15 are in use."""
+    token = os.urandom(16).hex()
+    # High indexes first: DB 0 is what everything else uses by default.
+    for index in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{REDIS_URL}/{index}")
+        if client.dbsize() == 0 and client.set(OWNER_KEY, token, nx=True, ex=3600):
+            return PrivateRedis(index, client, token)
+        client.close()
+    return None
+
+
+def release_redis_db(private: PrivateRedis) -> None:
+    if private.owned():
+        private.clear()
+        private.client.delete(OWNER_KEY)
+    private.client.close()
+
+
+# --- ledger ----------------------------------------------------------------------------
+
+Key = tuple[str, str, datetime, int]  # (dag_id, task_id, logical_date, try_number)
+
+
+@dataclass(frozen=True)
+class Entry:
+    event: str  # start / end / after
+    dag_id: str
+    task_id: str
+    logical_date: datetime
+    try_number: int
+    pid: int
+    at: float  # time.monotonic() in the worker: one clock for every process
+
+    @property
+    def key(self) -> Key:
+        return (self.dag_id, self.task_id, self.logical_date, self.try_number)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The execution ledger of one test: one line per callable start / end."""
+
+    path: Path
+
+    def entries(self, event: str | None = None) -> list[Entry]:
+        if not self.path.exists():
+            return []
+        # A line is complete once its newline is in; a reader polling while a
+        # worker appends may see the start of a line: it is read next time.
+        *lines, _partial = self.path.read_text().split("\n")
+        out = []
+        for line in lines:
+            raw = json.loads(line)
+            entry = Entry(
+                event=raw["event"],
+                dag_id=raw["dag_id"],
+                task_id=raw["task_id"],
+                logical_date=datetime.fromisoformat(raw["logical_date"]),
+                try_number=raw["try_number"],
+                pid=raw["pid"],
+                at=raw["at"],
+            )
+            if event is None or entry.event == event:
+                out.append(entry)
+        return out
+
+    def starts(self) -> Counter[Key]:
+        """How many times each try's callable started."""
+        return Counter(e.key for e in self.entries("start"))
+
+    def spans(self) -> dict[Key, tuple[float, float]]:
+        """(start, end) of every try whose callable ran to its end."""
+        starts = {e.key: e.at for e in self.entries("start")}
+        return {e.key: (starts[e.key], e.at) for e in self.entries("end") if e.key in starts}
+
+    def first(self, event: str, key: Key) -> Entry | None:
+        return next((e for e in self.entries(event) if e.key == key), None)
+
+
+# --- the stack -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Everything the processes of one test share: database, broker, DAGs, timeouts."""
+
+    db_url: str
+    redis: PrivateRedis
+    home: Path
+    ledger: Ledger
+    gates: Path
+    heartbeat_interval: float = 0.5
+    heartbeat_timeout: float = 30.0
+    queued_timeout: float = 60.0
+
+    @classmethod
+    def create(cls, db_url: str, private: PrivateRedis, folder: Path) -> Stack:
+        home, gates = folder / "home", folder / "gates"
+        home.mkdir()
+        gates.mkdir()
+        return cls(
+            db_url=db_url, redis=private, home=home, ledger=Ledger(folder / "ledger"), gates=gates
+        )
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis.url
+
+    def with_timeouts(self, **timeouts: float) -> Stack:
+        return dataclasses.replace(self, **timeouts)  # type: ignore[arg-type]
+
+    def env(self) -> dict[str, str]:
+        """The environment of every subprocess (workers, CLI, Flower)."""
+        return {
+            **os.environ,
+            "BACKFILL_HOME": str(self.home),
+            "BACKFILL_DATABASE_URL": self.db_url,
+            "BACKFILL_BROKER_URL": self.broker_url,
+            "BACKFILL_DAGS_FOLDER": str(DAGS),
+            "BACKFILL_HEARTBEAT_INTERVAL": repr(self.heartbeat_interval),
+            "BACKFILL_HEARTBEAT_TIMEOUT": repr(self.heartbeat_timeout),
+            "BACKFILL_QUEUED_TIMEOUT": repr(self.queued_timeout),
+            support.LEDGER_ENV: str(self.ledger.path),
+            support.GATES_ENV: str(self.gates),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env())
+
+    def dag(self, dag_id: str) -> DAG:
+        return load_dags(DAGS).get(dag_id)
+
+    def open_gate(self, key: Key) -> None:
+        dag_id, task_id, logical_date, try_number = key
+        name = support.gate_name(dag_id, task_id, logical_date.isoformat(), try_number)
+        (self.gates / name).touch()

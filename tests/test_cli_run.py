@@ -1,0 +1,692 @@
+"""`backfill run`, `create`, `resume`, `coordinator`, `worker` end to end, and the progress display.
+
+The end-to-end tests run the real console script in a subprocess with a
+BACKFILL_HOME of their own and the DAG files below, written next to a ledger
+each task appends to on every execution (no unique constraint: a double run
+would show as two lines). Waits are on conditions with deadlines; teardown
+kills every process still carrying the test's BACKFILL_HOME.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+from rich.console import Console
+
+from backfill.cli.report import print_report
+from backfill.config import Settings
+from backfill.coordinator import Outcome, Progress, TIKey
+from backfill.db import create_engine_for
+from backfill.local_workers import LocalWorkers
+from backfill.progress import (
+    LineDisplay,
+    LiveDisplay,
+    Meter,
+    describe_ti,
+    format_duration,
+    format_line,
+    group_failed,
+    print_groups,
+)
+from backfill.states import BackfillState, RunState, TIState
+from backfill.store import reads, runs, status
+
+T = TypeVar("T")
+REPO = Path(__file__).parent.parent
+SCRIPT = Path(sys.executable).with_name("backfill")
+REDIS_URL = os.environ.get("BACKFILL_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+OWNER_KEY = "backfill-it:owner"  # marks a Redis DB index as taken (as tests/integration do)
+
+LEDGER_DAG = """
+import os, time
+from pathlib import Path
+import pendulum
+from backfill import DAG, Context
+
+LEDGER = Path(__file__).with_name("ledger.txt")
+SLEEP = float(os.environ.get("BACKFILL_TEST_TASK_SLEEP", "0"))
+
+dag = DAG("ledger", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+
+
+def record(ctx: Context) -> None:
+    time.sleep(SLEEP)
+    with LEDGER.open("a") as ledger:  # one line per execution, appended
+        ledger.write(f"{ctx.task_id} {ctx.ds} {ctx.try_number}\\n")
+
+
+a, b, c, d = (dag.add_task(t, record, queue=QUEUE) for t in "abcd")
+a >> b >> d
+a >> c >> d
+"""
+
+FAILING_DAG = """
+import pendulum
+from backfill import DAG, Context
+
+dag = DAG("failing", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+
+
+@dag.task
+def ok(ctx: Context) -> None: ...
+
+
+@dag.task
+def boom(ctx: Context) -> None:
+    raise ValueError(f"boom on {ctx.ds}")
+
+
+@dag.task
+def after(ctx: Context) -> None: ...
+
+
+ok >> boom >> after
+"""
+
+POOLED_DAG = """
+import pendulum
+from backfill import DAG, Context
+
+dag = DAG("pooled", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+
+
+@dag.task
+def first(ctx: Context) -> None: ...
+
+
+@dag.task(pool="nope")
+def needs_pool(ctx: Context) -> None: ...
+
+
+first >> needs_pool
+"""
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting until {what}")
+        time.sleep(0.1)
+
+
+def processes_of(home: Path) -> list[int]:
+    """Live processes whose environment names `home` as BACKFILL_HOME."""
+    marker = f"BACKFILL_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if stat.rpartition(")")[2].split()[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:  # it exited meanwhile
+        return b""
+
+
+@dataclass
+class Harness:
+    """A BACKFILL_HOME, a DAGs folder with the test DAGs, and the processes started on them."""
+
+    home: Path
+    dags: Path
+    env: dict[str, str]
+    started: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def ledger(self) -> Path:
+        return self.dags / "ledger.txt"
+
+    def executions(self) -> Counter[tuple[str, str, int]]:
+        if not self.ledger.exists():
+            return Counter()
+        lines = self.ledger.read_text().splitlines()
+        return Counter((t, ds, int(n)) for t, ds, n in (line.split() for line in lines))
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SCRIPT), *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [str(SCRIPT), *args],
+            env=self.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.started.append(proc)
+        return proc
+
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    def summary(self, backfill_id: int) -> status.Summary:
+        engine = create_engine_for(self.settings().database_url)
+        try:
+            with reads.reading(engine) as conn:
+                found = status.summary(conn, backfill_id)
+        finally:
+            engine.dispose()
+        assert found is not None
+        return found
+
+    def cleanup(self) -> None:
+        for proc in self.started:
+            proc.kill()
+            proc.communicate(timeout=30)
+        for pid in processes_of(self.home):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "BACKFILL_HOME": str(home),
+        "BACKFILL_DAGS_FOLDER": str(dags),
+        "BACKFILL_HEARTBEAT_INTERVAL": "0.5",
+        "BACKFILL_HEARTBEAT_TIMEOUT": "10",
+        # kombu's filesystem transport can lose a message under load (a consumer
+        # may take a file still being written): bound the re-dispatch wait.
+        "BACKFILL_QUEUED_TIMEOUT": "15",
+        "COLUMNS": "200",
+    }
+    for name in ("BACKFILL_DATABASE_URL", "BACKFILL_BROKER_URL", "BACKFILL_TEST_TASK_SLEEP"):
+        env.pop(name, None)
+    h = Harness(home=home, dags=dags, env=env)
+    write_dags(h, queue="default")
+    yield h
+    h.cleanup()
+
+
+def write_dags(h: Harness, *, queue: str) -> None:
+    (h.dags / "ledger_dag.py").write_text(f"QUEUE = {queue!r}\n{LEDGER_DAG}")
+    (h.dags / "failing_dag.py").write_text(FAILING_DAG)
+    (h.dags / "pooled_dag.py").write_text(POOLED_DAG)
+
+
+def every_ti_once(h: Harness, days: list[str]) -> None:
+    expected = Counter((t, ds, 1) for t in "abcd" for ds in days)
+    assert h.executions() == expected
+
+
+def all_states(counts: dict[str, int], states: Any) -> dict[str, int]:
+    return {s.value: counts.get(s.value, 0) for s in states}
+
+
+# --- run on the embedded default ------------------------------------------------------------
+
+
+def test_run_embedded_end_to_end(harness: Harness) -> None:
+    broker = harness.home / "broker"
+    stale = [broker / "queue" / "1_x.gone@vm.celery.pidbox.msg", broker / "processed" / "2_y.msg"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    done = harness.cli("run", "ledger", "-s", "2024-01-01", "-e", "2024-01-03", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)  # the final JSON and nothing else
+    assert result == {
+        "id": 1,
+        "dag_id": "ledger",
+        "state": "success",
+        "runs": all_states({"success": 3}, RunState),
+        "task_instances": all_states({"success": 12}, TIState),
+        "failed": [],
+        "deadlock": {},
+    }
+    every_ti_once(harness, ["2024-01-01", "2024-01-02", "2024-01-03"])
+    assert "backfill 1 of ledger created: 3 runs and 12 task instances" in done.stderr
+    assert "starting 2 local worker(s)" in done.stderr
+    assert len(list((harness.home / "logs").glob("local*.log"))) == 2
+    assert not any(path.exists() for path in stale)
+    assert processes_of(harness.home) == []  # the local workers and their pool children
+
+
+def test_run_table_output_shows_progress_and_report(harness: Harness) -> None:
+    done = harness.cli(
+        "run", "ledger", "-s", "2024-01-01", "-e", "2024-01-02", "--local-workers", "1"
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("runs 0/2 done, TIs: ")
+    assert any(line.startswith("runs 2/2 done, TIs: success 8") for line in lines)
+    assert "backfill 1 of ledger: success" in lines
+    assert "task instances: success 8" in lines
+    assert "starting 1 local worker(s)" in done.stderr
+    every_ti_once(harness, ["2024-01-01", "2024-01-02"])
+    assert processes_of(harness.home) == []
+
+
+def test_a_failing_task_exits_1_with_a_report_by_error(harness: Harness) -> None:
+    done = harness.cli("run", "failing", "-s", "2024-01-01", "-e", "2024-01-02")
+    assert done.returncode == 1, done.stderr
+    out = done.stdout
+    assert "backfill 1 of failing: failed" in out
+    assert "failed task instances, by error:" in out
+    assert (
+        "  ValueError: boom on 2024-01-01 (1):\n    failing/boom/2024-01-01T00:00:00+00:00 try 1"
+        in out
+    )
+    assert "  ValueError: boom on 2024-01-02 (1):" in out
+    assert "an upstream task failed (no error of its own) (2):" in out
+    assert "failing/after/2024-01-02T00:00:00+00:00 (never ran)" in out
+    assert processes_of(harness.home) == []
+
+
+def test_a_deadlock_exits_1_naming_the_tis_and_what_to_do(harness: Harness) -> None:
+    done = harness.cli("run", "pooled", "-s", "2024-01-01", "-e", "2024-01-02", "-o", "json")
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert result["state"] == "failed"
+    assert result["failed"] == []
+    reason = "pool 'nope' does not exist; create it: backfill pools set nope SLOTS"
+    assert list(result["deadlock"]) == [reason]
+    assert [(t["task_id"], t["logical_date"]) for t in result["deadlock"][reason]] == [
+        ("needs_pool", "2024-01-01T00:00:00+00:00"),
+        ("needs_pool", "2024-01-02T00:00:00+00:00"),
+    ]
+
+
+# --- on PostgreSQL + Redis ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_db() -> Iterator[str]:
+    """A Redis DB index of our own (empty, marked), cleared afterwards."""
+    token = uuid.uuid4().hex
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.ConnectionError as exc:
+        message = f"Redis at {REDIS_URL} does not answer ({exc}); start it"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}. CI is set: Redis tests must not be skipped")
+        pytest.skip(message)
+    for index in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{REDIS_URL}/{index}")
+        if client.dbsize() == 0 and client.set(OWNER_KEY, token, nx=True, ex=3600):
+            break
+        client.close()
+    else:
+        pytest.skip("every Redis DB index is in use")
+    try:
+        yield f"{REDIS_URL}/{index}"
+    finally:
+        if client.get(OWNER_KEY) == token.encode():
+            for key in client.scan_iter(count=500):
+                client.delete(key)
+        client.close()
+
+
+def test_run_on_postgres_and_redis(harness: Harness, pg_url: str, redis_db: str) -> None:
+    queue = f"q_{uuid.uuid4().hex[:8]}"  # nobody else's worker can take these messages
+    write_dags(harness, queue=queue)
+    harness.env |= {"BACKFILL_DATABASE_URL": pg_url, "BACKFILL_BROKER_URL": redis_db}
+    args = ["run", "ledger", "-s", "2024-01-01", "-e", "2024-01-03", "--local-workers", "2"]
+    done = harness.cli(*args, "-o", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["state"] == "success"
+    assert result["task_instances"]["success"] == 12
+    every_ti_once(harness, ["2024-01-01", "2024-01-02", "2024-01-03"])
+    assert f"for queue(s) {queue}" in done.stderr
+    assert not (harness.home / "backfill.db").exists()
+    assert processes_of(harness.home) == []
+
+
+# --- Ctrl-C and resume -----------------------------------------------------------------------
+
+
+def test_ctrl_c_keeps_state_and_resume_finishes_without_rerunning(harness: Harness) -> None:
+    harness.env["BACKFILL_TEST_TASK_SLEEP"] = "0.4"
+    days = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+    run = harness.popen("run", "ledger", "-s", days[0], "-e", days[-1], "--max-active-runs", "2")
+    wait_until(lambda: sum(harness.executions().values()) >= 2, timeout=120, what="2 TIs ran")
+    assert len(processes_of(harness.home)) >= 5  # run + 2 workers and their pool children
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert "backfill 1 is resumable: backfill resume 1" in err
+    assert "backfill 1 of ledger: running" in out
+    assert processes_of(harness.home) == []
+    halted = harness.summary(1)
+    assert halted.state is BackfillState.RUNNING
+    ran = harness.executions()
+    assert all(n == 1 for n in ran.values())
+    # Warm shutdown: every try that started was recorded, none is left running.
+    assert halted.task_instances.get("running", 0) == 0
+    assert halted.task_instances.get("success", 0) == sum(ran.values()) < 16
+
+    resumed = harness.cli("resume", "1", "-o", "json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["task_instances"]["success"] == 16
+    every_ti_once(harness, days)
+    assert processes_of(harness.home) == []
+
+
+def test_a_run_whose_local_workers_all_died_stops_and_says_so(harness: Harness) -> None:
+    harness.env["BACKFILL_TEST_TASK_SLEEP"] = "0.5"
+    run = harness.popen(
+        "run", "ledger", "-s", "2024-01-01", "-e", "2024-01-03", "--local-workers=1"
+    )
+    wait_until(harness.executions, timeout=120, what="a TI ran")
+    workers = [pid for pid in processes_of(harness.home) if b"celery" in cmdline(pid)]
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 1, err
+    assert "warning: local worker local0-" in err
+    assert "error: every local worker has exited; see their logs in " in err
+    assert "backfill 1 is resumable: backfill resume 1" in err
+    assert harness.summary(1).state is BackfillState.RUNNING
+
+
+def test_without_workers_the_run_says_it_waits(harness: Harness) -> None:
+    run = harness.popen(
+        "run", "ledger", "-s", "2024-01-01", "-e", "2024-01-01", "--local-workers", "0"
+    )
+    assert run.stderr is not None
+    seen = [run.stderr.readline(), run.stderr.readline()]
+    assert "no local workers: task instances go to queue(s) default" in seen[1]
+    assert "this backfill waits (start one: backfill worker -Q default)" in seen[1]
+    wait_until(lambda: harness.summary(1).task_instances.get("queued"), timeout=60, what="queued")
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert "backfill resume 1" in err
+    assert harness.executions() == Counter()
+
+
+def test_resume_unpauses_and_waits_for_a_dead_drivers_lease(harness: Harness) -> None:
+    created = harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-02", "-o", "json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout) == {"id": 1}
+    paused = harness.cli("pause", "1")
+    assert paused.returncode == 0, paused.stderr
+    engine = create_engine_for(harness.settings().database_url)
+    try:  # a driver that died holding the lease, which lapses in 3 s
+        with engine.begin() as conn:
+            now = datetime.now(UTC)
+            ttl = timedelta(seconds=3)
+            assert runs.acquire_lease(conn, 1, owner="ghost:1", now=now, ttl=ttl) is not None
+    finally:
+        engine.dispose()
+    resumed = harness.cli("resume", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "backfill 1 un-paused" in resumed.stderr
+    assert "waiting for coordinator ghost:1's lease to lapse (until " in resumed.stderr
+    assert "backfill 1 of ledger: success" in resumed.stdout
+    every_ti_once(harness, ["2024-01-01", "2024-01-02"])
+
+
+def test_resume_refuses_unknown_and_finished_backfills(harness: Harness) -> None:
+    unknown = harness.cli("resume", "7")
+    assert unknown.returncode == 2
+    assert unknown.stderr == "error: no backfill with id 7; see `backfill list`\n"
+    assert not harness.home.exists()
+    assert harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-01").returncode == 0
+    assert harness.cli("cancel", "1").returncode == 0
+    finished = harness.cli("resume", "1")
+    assert finished.returncode == 2
+    assert "backfill 1 has already ended (cancelled); nothing to resume" in finished.stderr
+    assert harness.summary(1).state is BackfillState.CANCELLED
+
+
+# --- create + coordinator ---------------------------------------------------------------------
+
+
+def test_create_then_coordinator_once_finishes_it(harness: Harness) -> None:
+    planned = harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-02", "--dry-run")
+    assert planned.returncode == 0
+    assert "nothing written" in planned.stdout
+    assert not harness.home.exists()
+    created = harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-02")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == "1\n"
+    assert "a `backfill coordinator` drives it" in created.stderr
+    assert harness.executions() == Counter()
+    with LocalWorkers(harness.settings(), 2):
+        once = harness.cli("coordinator", "--once")
+    assert once.returncode == 0, once.stderr
+    assert "backfill 1 (ledger): driving it" in once.stderr
+    assert "backfill 1 (ledger): success" in once.stderr
+    every_ti_once(harness, ["2024-01-01", "2024-01-02"])
+
+
+def test_coordinator_once_exits_1_when_it_cannot_drive_a_backfill(harness: Harness) -> None:
+    assert harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-01").returncode == 0
+    (harness.dags / "ledger_dag.py").unlink()
+    once = harness.cli("coordinator", "--once")
+    assert once.returncode == 1
+    assert "backfill 1 (ledger): DAG 'ledger' not found" in once.stderr
+    assert harness.summary(1).state is BackfillState.RUNNING
+
+
+def test_a_coordinator_service_drives_what_is_created_and_stops_on_ctrl_c(
+    harness: Harness,
+) -> None:
+    with LocalWorkers(harness.settings(), 2):
+        service = harness.popen("coordinator")
+        created = harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-03")
+        assert created.returncode == 0, created.stderr
+        wait_until(
+            lambda: harness.summary(1).state is BackfillState.SUCCESS,
+            timeout=120,
+            what="the coordinator finished backfill 1",
+        )
+        service.send_signal(signal.SIGINT)
+        _, err = service.communicate(timeout=60)
+    assert service.returncode == 130, err
+    assert "backfill 1 (ledger): success" in err
+    every_ti_once(harness, ["2024-01-01", "2024-01-02", "2024-01-03"])
+
+
+def test_worker_hands_its_options_to_celery(harness: Harness) -> None:
+    shown = harness.cli("worker", "--help", timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "--concurrency" in shown.stdout  # celery worker's own help
+    harness.env["BACKFILL_HEARTBEAT_INTERVAL"] = "often"
+    bad = harness.cli("worker", "-l", "INFO", timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: BACKFILL_HEARTBEAT_INTERVAL must be a number")
+
+
+# --- the progress display and report (pure) ---------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_meter_rate_and_eta_over_a_sliding_window() -> None:
+    clock = FakeClock()
+    meter = Meter(clock=clock, window=10.0)
+    first = meter.tally({"running": 2}, {"none": 10, "queued": 2})
+    assert (first.rate, first.eta, first.runs_done, first.runs_total) == (None, None, 0, 2)
+    clock.now += 2
+    second = meter.tally({"success": 1, "running": 1}, {"success": 4, "none": 8})
+    assert second.rate == 2.0
+    assert second.eta == 4.0
+    assert second.runs_done == 1
+    assert list(second.task_instances) == ["none", "success"]  # lifecycle order, no zeros
+    clock.now += 20  # the old samples leave the window: the rate is recent
+    third = meter.tally({"success": 2}, {"success": 6, "none": 6})
+    assert third.rate == pytest.approx(2 / 20)
+    last = meter.tally({"success": 2}, {"success": 12})
+    assert last.eta == 0.0
+
+
+def test_line_display_throttles_but_prints_every_finished_run() -> None:
+    clock = FakeClock()
+    lines: list[str] = []
+    display = LineDisplay(lines.append, interval=5.0, clock=clock)
+    display.update({"running": 2}, {"none": 4})
+    display.update({"running": 2}, {"none": 3, "running": 1})  # too soon: not printed
+    clock.now += 1
+    display.update({"success": 1, "running": 1}, {"success": 2, "none": 2})  # a run finished
+    clock.now += 5
+    display.update({"success": 1, "running": 1}, {"success": 3, "none": 1})  # interval passed
+    display.update({"success": 1, "running": 1}, {"success": 3, "running": 1})
+    display.close()  # the last state is always shown
+    assert lines == [
+        "runs 0/2 done, TIs: none 4",
+        "runs 1/2 done, TIs: none 2, success 2; 2.0 TI/s, ETA 1s",
+        "runs 1/2 done, TIs: none 1, success 3; 0.5 TI/s, ETA 2s",
+        "runs 1/2 done, TIs: running 1, success 3; 0.5 TI/s, ETA 2s",
+    ]
+
+
+def test_format_line_with_waiting_reasons_and_durations() -> None:
+    clock = FakeClock()
+    tally = Meter(clock=clock).tally({"running": 1}, {"none": 2}, {"pool 'db' is full": 2})
+    assert format_line(tally) == "runs 0/1 done, TIs: none 2; held back: pool 'db' is full (2)"
+    assert [format_duration(s) for s in (0.4, 59, 64, 3599, 7500)] == [
+        "0s",
+        "59s",
+        "1m04s",
+        "59m59s",
+        "2h05m",
+    ]
+
+
+def test_live_display_renders_runs_tis_rate_and_eta() -> None:
+    clock = FakeClock()
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    display = LiveDisplay(console, title="backfill 3 of ledger", clock=clock)
+    display.update({"running": 10}, {"none": 40})
+    clock.now += 4
+    display.update({"success": 3, "running": 7}, {"success": 12, "none": 28}, {"pool full": 3})
+    display.close()
+    text = out.getvalue()
+    assert "backfill 3 of ledger · 4s" in text
+    assert "3/10 done" in text
+    assert "none 28, success 12" in text
+    assert "3.0 TI/s, ETA 9s" in text
+    assert "3 TIs: pool full" in text
+
+
+def key(task: str, day: int, try_number: int) -> TIKey:
+    return TIKey(
+        dag_id="d",
+        task_id=task,
+        run_id=f"backfill__{day}",
+        logical_date=datetime(2024, 1, day, tzinfo=UTC),
+        try_number=try_number,
+    )
+
+
+def test_failed_tis_are_grouped_by_error_and_listed() -> None:
+    failed = [
+        (key("a", 1, 1), "ValueError: x"),
+        (key("b", 1, 0), None),
+        (key("a", 2, 2), "ValueError: x"),
+        (key("c", 2, 1), "KeyError: 'k'"),
+    ]
+    groups = group_failed(failed, no_error="upstream")
+    assert list(groups) == ["ValueError: x", "KeyError: 'k'", "upstream"]
+    assert [k.task_id for k in groups["ValueError: x"]] == ["a", "a"]
+    assert describe_ti(key("a", 2, 2)) == "d/a/2024-01-02T00:00:00+00:00 try 2"
+    assert describe_ti(key("b", 1, 0)) == "d/b/2024-01-01T00:00:00+00:00 (never ran)"
+    out = io.StringIO()
+    print_groups(Console(file=out, width=200), "failed:", groups, limit=1)
+    assert out.getvalue().splitlines() == [
+        "failed:",
+        "  ValueError: x (2):",
+        "    d/a/2024-01-01T00:00:00+00:00 try 1",
+        "    ... and 1 more (see `backfill tasks`)",
+        "  KeyError: 'k' (1):",
+        "    d/c/2024-01-02T00:00:00+00:00 try 1",
+        "  upstream (1):",
+        "    d/b/2024-01-01T00:00:00+00:00 (never ran)",
+    ]
+
+
+def test_the_report_names_failed_deadlocked_and_held_back_tis() -> None:
+    final = Progress(
+        backfill_id=4,
+        state=BackfillState.FAILED,
+        runs={"failed": 2},
+        task_instances={"success": 3, "failed": 1, "none": 1},
+    )
+    reason = "pool 'p' does not exist; create it: backfill pools set p SLOTS"
+    outcome = Outcome(
+        state=BackfillState.FAILED,
+        deadlock={reason: (key("x", 2, 0),)},
+        failed=((key("a", 1, 1), "ValueError: x"),),
+        waiting={},
+    )
+    out = io.StringIO()
+    print_report(Console(file=out, width=200), 4, "d", outcome, final)
+    assert out.getvalue().splitlines() == [
+        "backfill 4 of d: failed",
+        "runs: failed 2",
+        "task instances: success 3, failed 1, none 1",
+        "failed task instances, by error:",
+        "  ValueError: x (1):",
+        "    d/a/2024-01-01T00:00:00+00:00 try 1",
+        "deadlocked: these task instances can never run, by reason:",
+        f"  {reason} (1):",
+        "    d/x/2024-01-02T00:00:00+00:00 (never ran)",
+        "nothing was left to run, so the backfill has failed; fix the cause above, then run these "
+        "dates again with --reprocess failed",
+    ]
+    interrupted = Outcome(
+        state=BackfillState.RUNNING,
+        deadlock=None,
+        failed=(),
+        waiting={"pool 'db' is full (1 slots)": (key("y", 3, 0),)},
+    )
+    out = io.StringIO()
+    print_report(Console(file=out, width=200), 4, "d", interrupted, final)
+    assert out.getvalue().splitlines()[3:] == [
+        "held back at the last pass, by reason:",
+        "  pool 'db' is full (1 slots) (1):",
+        "    d/y/2024-01-03T00:00:00+00:00 (never ran)",
+    ]

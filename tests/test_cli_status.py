@@ -1,0 +1,493 @@
+"""`backfill status / list / tasks / pause / cancel` through the CLI, on both backends.
+
+Backfills are seeded with the store's insert functions and moved along with
+plain Core updates, so every count and order below is known in advance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+from sqlalchemy.engine import Connection, Engine
+
+from backfill.cli import main
+from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
+from backfill.store import claims, runs
+from backfill.store.runs import NewRun, TaskSpec
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+# Not alphabetical: `tasks` must keep creation (topological) order within a date.
+TASK_IDS = ["extract", "clean", "aggregate"]
+TASKS = [
+    TaskSpec(
+        task_id=t,
+        pool="default_pool",
+        pool_slots=1,
+        queue="default",
+        priority_weight=1,
+        max_tries=2,
+    )
+    for t in TASK_IDS
+]
+ALL_TI_STATES = [
+    "none", "scheduled", "queued", "running", "success", "failed", "skipped", "up_for_retry",
+    "up_for_reschedule", "upstream_failed", "removed",
+]  # fmt: skip
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def invoke(home: Path, *args: str, db_url: str | None = None) -> Result:
+    env = {"BACKFILL_HOME": str(home), "BACKFILL_DATABASE_URL": db_url, "COLUMNS": "200"}
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def assert_user_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def seed(
+    conn: Connection, dag_id: str, days: int, *, created: datetime, state: str = "queued"
+) -> int:
+    """A backfill of `days` daily runs from T0, runs inserted newest first (so run and TI
+    ids do not follow logical dates), three TIs each."""
+    backfill_id = runs.insert_backfill(
+        conn,
+        dag_id=dag_id,
+        fingerprint="f" * 64,
+        start=T0,
+        end=T0 + (days - 1) * DAY,
+        options={"reprocess": "none"},
+        conf={"source": dag_id},
+        now=created,
+    )
+    new_runs = [
+        NewRun(run_id=f"backfill__{T0 + d * DAY:%Y-%m-%d}", logical_date=T0 + d * DAY,
+               data_interval_start=T0 + d * DAY, data_interval_end=T0 + (d + 1) * DAY)
+        for d in reversed(range(days))
+    ]  # fmt: skip
+    runs.insert_runs(
+        conn,
+        backfill_id=backfill_id,
+        dag_id=dag_id,
+        runs=new_runs,
+        tasks=TASKS,
+        conf={"source": dag_id},
+        now=created,
+    )
+    conn.execute(sa.update(backfills).where(backfills.c.id == backfill_id).values(state=state))
+    return backfill_id
+
+
+def set_run(conn: Connection, backfill_id: int, day: int, state: str) -> None:
+    conn.execute(
+        sa.update(dag_runs)
+        .where(dag_runs.c.backfill_id == backfill_id, dag_runs.c.logical_date == T0 + day * DAY)
+        .values(state=state)
+    )
+
+
+def set_ti(conn: Connection, backfill_id: int, day: int, task_id: str, **values: Any) -> None:
+    run = sa.select(dag_runs.c.id).where(
+        dag_runs.c.backfill_id == backfill_id, dag_runs.c.logical_date == T0 + day * DAY
+    )
+    stmt = (
+        sa.update(task_instances)
+        .where(task_instances.c.dag_run_id.in_(run), task_instances.c.task_id == task_id)
+        .values(updated_at=T0, updated_by="test", **values)
+    )
+    assert conn.execute(stmt).rowcount == 1
+
+
+@dataclass(frozen=True)
+class Seeded:
+    etl: int  # running: day 0 success, day 1 running, day 2 queued
+    other: int  # queued, created an hour later, one run
+    empty: int  # failed, no runs at all, created two hours later
+
+
+DONE = {
+    "state": "success",
+    "try_number": 1,
+    "hostname": "w1",
+    "start_date": T0 + timedelta(minutes=1),
+    "end_date": T0 + timedelta(minutes=2),
+}
+RUNNING = {
+    "state": "running",
+    "try_number": 2,
+    "hostname": "w2",
+    "start_date": T0 + timedelta(minutes=3),
+    "last_error": "ValueError: boom",
+}
+
+
+@pytest.fixture
+def seeded(engine: Engine) -> Seeded:
+    with engine.begin() as conn:
+        etl = seed(conn, "etl", 3, created=T0, state="running")
+        set_run(conn, etl, 0, "success")
+        for task_id in TASK_IDS:
+            set_ti(conn, etl, 0, task_id, **DONE)
+        set_run(conn, etl, 1, "running")
+        set_ti(conn, etl, 1, "extract", **DONE)
+        set_ti(conn, etl, 1, "clean", **RUNNING)
+        other = seed(conn, "other", 1, created=T0 + timedelta(hours=1))
+        empty = runs.insert_backfill(
+            conn, dag_id="empty", fingerprint="e" * 64, start=T0, end=T0, options={}, conf={},
+            now=T0 + timedelta(hours=2),
+        )  # fmt: skip
+        conn.execute(sa.update(backfills).where(backfills.c.id == empty).values(state="failed"))
+    return Seeded(etl=etl, other=other, empty=empty)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"  # not created: commands that must write nothing leave it so
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+def test_status_json_shape(home: Path, db_url: str, seeded: Seeded) -> None:
+    data = as_json(invoke(home, "status", str(seeded.etl), "-o", "json", db_url=db_url))
+    tis = dict.fromkeys(ALL_TI_STATES, 0) | {"success": 4, "running": 1, "none": 4}
+    assert data == {
+        "id": seeded.etl,
+        "dag_id": "etl",
+        "state": "running",
+        "start": "2024-01-01T00:00:00+00:00",
+        "end": "2024-01-03T00:00:00+00:00",
+        "created_at": "2024-01-01T00:00:00+00:00",
+        "updated_at": "2024-01-01T00:00:00+00:00",
+        "runs": {"queued": 1, "running": 1, "success": 1, "failed": 0},
+        "task_instances": tis,
+        "progress": {"runs_finished": 1, "runs_total": 3},
+        "options": {"reprocess": "none"},
+        "conf": {"source": "etl"},
+    }
+
+
+def test_status_without_id_is_the_newest_backfill(home: Path, db_url: str, seeded: Seeded) -> None:
+    data = as_json(invoke(home, "status", "--output", "json", db_url=db_url))
+    assert (data["id"], data["dag_id"], data["state"]) == (seeded.empty, "empty", "failed")
+    assert data["runs"] == {"queued": 0, "running": 0, "success": 0, "failed": 0}
+    assert data["progress"] == {"runs_finished": 0, "runs_total": 0}
+
+
+def test_status_table(home: Path, db_url: str, seeded: Seeded) -> None:
+    result = invoke(home, "status", str(seeded.etl), db_url=db_url)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"Backfill {seeded.etl}: etl" in out
+    assert "1/3 runs finished (33%)" in out
+    assert "queued 1, running 1, success 1" in out
+    assert "none 4, running 1, success 4" in out
+    assert "2024-01-01 00:00:00+00:00 .. 2024-01-03 00:00:00+00:00" in out
+    assert "\x1b" not in out
+
+
+def test_status_unknown_id(home: Path, db_url: str, seeded: Seeded) -> None:
+    assert_user_error(
+        invoke(home, "status", "999", db_url=db_url),
+        "no backfill with id 999; see `backfill list`",
+    )
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-3", "99999999999999999999"])
+def test_status_bad_id_is_a_usage_error(home: Path, db_url: str, bad: str) -> None:
+    assert_user_error(invoke(home, "status", "--", bad, db_url=db_url), "ID")
+
+
+def test_status_of_an_empty_database(home: Path, db_url: str) -> None:
+    assert_user_error(invoke(home, "status", db_url=db_url), "no backfills yet")
+    assert_user_error(invoke(home, "status", "1", db_url=db_url), "no backfill with id 1")
+
+
+def test_reads_never_create_the_embedded_database(home: Path) -> None:
+    assert_user_error(invoke(home, "status"), "no backfills yet")
+    assert_user_error(invoke(home, "status", "4"), "no backfill with id 4")
+    assert_user_error(invoke(home, "tasks", "4"), "no backfill with id 4")
+    assert as_json(invoke(home, "list", "-o", "json")) == []
+    assert invoke(home, "list").stdout.strip() == "no backfills yet"
+    assert_user_error(invoke(home, "pause", "4"), "no backfill with id 4")
+    assert_user_error(invoke(home, "cancel", "4"), "no backfill with id 4")
+    assert not home.exists()
+
+
+def test_a_database_without_schema_is_named(home: Path, backend: str, empty_db_url: str) -> None:
+    if backend == "sqlite":  # a missing embedded database: nothing yet, and still nothing
+        assert_user_error(invoke(home, "status", db_url=empty_db_url), "no backfills yet")
+        assert not Path(sa.make_url(empty_db_url).database or "").exists()
+        return
+    for args in (["status"], ["list"], ["tasks", "1"], ["cancel", "1"]):
+        assert_user_error(
+            invoke(home, *args, db_url=empty_db_url),
+            "has no Backfill schema; run `backfill db migrate`",
+        )
+
+
+# --- list -----------------------------------------------------------------------------
+
+
+def test_list_json_newest_first_with_totals(home: Path, db_url: str, seeded: Seeded) -> None:
+    data = as_json(invoke(home, "list", "-o", "json", db_url=db_url))
+    assert data == [
+        {
+            "id": seeded.empty, "dag_id": "empty", "state": "failed",
+            "start": iso(T0), "end": iso(T0),
+            "created_at": iso(T0 + timedelta(hours=2)), "updated_at": iso(T0 + timedelta(hours=2)),
+            "runs_total": 0, "runs_finished": 0,
+            "task_instances_total": 0, "task_instances_finished": 0,
+        },
+        {
+            "id": seeded.other, "dag_id": "other", "state": "queued",
+            "start": iso(T0), "end": iso(T0),
+            "created_at": iso(T0 + timedelta(hours=1)), "updated_at": iso(T0 + timedelta(hours=1)),
+            "runs_total": 1, "runs_finished": 0,
+            "task_instances_total": 3, "task_instances_finished": 0,
+        },
+        {
+            "id": seeded.etl, "dag_id": "etl", "state": "running",
+            "start": iso(T0), "end": iso(T0 + 2 * DAY),
+            "created_at": iso(T0), "updated_at": iso(T0),
+            "runs_total": 3, "runs_finished": 1,
+            "task_instances_total": 9, "task_instances_finished": 4,
+        },
+    ]  # fmt: skip
+
+
+def test_list_state_filter(home: Path, db_url: str, seeded: Seeded) -> None:
+    def ids(*args: str) -> list[int]:
+        return [row["id"] for row in as_json(invoke(home, "list", "-o", "json", *args,
+                                                     db_url=db_url))]  # fmt: skip
+
+    assert ids("--state", "running") == [seeded.etl]
+    assert ids("--state", "queued") == [seeded.other]
+    assert ids("--state", "cancelled") == []
+    assert_user_error(
+        invoke(home, "list", "--state", "done", db_url=db_url), "'done' is not one of", "'paused'"
+    )
+
+
+def test_list_table(home: Path, db_url: str, seeded: Seeded) -> None:
+    result = invoke(home, "list", db_url=db_url)
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if " etl " in ln]
+    assert len(lines) == 1
+    for cell in (str(seeded.etl), "running", "1/3", "4/9", "2024-01-03 00:00:00+00:00"):
+        assert cell in lines[0]
+    positions = [result.stdout.index(f" {dag} ") for dag in ("empty", "other", "etl")]
+    assert positions == sorted(positions)  # newest first
+
+
+# --- tasks ----------------------------------------------------------------------------
+
+
+def test_tasks_json_order_and_shape(home: Path, db_url: str, seeded: Seeded) -> None:
+    data = as_json(invoke(home, "tasks", str(seeded.etl), "-o", "json", db_url=db_url))
+    assert [(row["logical_date"][:10], row["task_id"]) for row in data] == [
+        (day, task_id) for day in ("2024-01-01", "2024-01-02", "2024-01-03") for task_id in TASK_IDS
+    ]
+    assert data[4] == {
+        "dag_id": "etl",
+        "task_id": "clean",
+        "run_id": "backfill__2024-01-02",
+        "logical_date": "2024-01-02T00:00:00+00:00",
+        "state": "running",
+        "try_number": 2,
+        "max_tries": 2,
+        "hostname": "w2",
+        "start_date": "2024-01-01T00:03:00+00:00",
+        "end_date": None,
+        "pool": "default_pool",
+        "last_error": "ValueError: boom",
+    }
+    assert data[8]["state"] == "none"
+    assert data[8]["hostname"] is None
+    assert data[8]["start_date"] is None
+
+
+def test_tasks_state_filter(home: Path, db_url: str, seeded: Seeded) -> None:
+    def rows(state: str, backfill_id: int = seeded.etl) -> list[tuple[str, str]]:
+        args = ["tasks", str(backfill_id), "--state", state, "-o", "json"]
+        return [(r["run_id"], r["task_id"]) for r in as_json(invoke(home, *args, db_url=db_url))]
+
+    assert rows("running") == [("backfill__2024-01-02", "clean")]
+    assert rows("success") == [
+        ("backfill__2024-01-01", "extract"),
+        ("backfill__2024-01-01", "clean"),
+        ("backfill__2024-01-01", "aggregate"),
+        ("backfill__2024-01-02", "extract"),
+    ]
+    assert rows("failed") == []  # a known backfill without such TIs: empty, exit 0
+    assert rows("none", seeded.empty) == []
+    assert_user_error(
+        invoke(home, "tasks", str(seeded.etl), "--state", "done", db_url=db_url),
+        "'done' is not one of",
+        "'up_for_retry'",
+        "'upstream_failed'",
+    )
+    assert_user_error(
+        invoke(home, "tasks", "999", "--state", "none", db_url=db_url), "no backfill with id 999"
+    )
+
+
+def test_tasks_table(home: Path, db_url: str, seeded: Seeded) -> None:
+    result = invoke(home, "tasks", str(seeded.etl), db_url=db_url)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.stdout.splitlines() if " clean " in ln and "running" in ln)
+    for cell in ("2024-01-02 00:00:00+00:00", "2/3", "w2", "ValueError: boom"):
+        assert cell in line
+    empty = invoke(home, "tasks", str(seeded.empty), db_url=db_url)
+    assert empty.exit_code == 0
+    assert empty.stdout.strip() == f"backfill {seeded.empty} has no task instances"
+
+
+# --- pause / cancel -------------------------------------------------------------------
+
+
+def backfill_row(engine: Engine, backfill_id: int) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(backfills).where(backfills.c.id == backfill_id)).one()
+    return dict(row._mapping)
+
+
+def ti_states(engine: Engine, backfill_id: int) -> list[tuple[str, str, int]]:
+    stmt = (
+        sa.select(task_instances.c.task_id, task_instances.c.state, task_instances.c.try_number)
+        .join(dag_runs, dag_runs.c.id == task_instances.c.dag_run_id)
+        .where(dag_runs.c.backfill_id == backfill_id)
+        .order_by(dag_runs.c.logical_date, task_instances.c.id)
+    )
+    with engine.connect() as conn:
+        return [(r.task_id, r.state, r.try_number) for r in conn.execute(stmt)]
+
+
+def test_pause_a_running_backfill(home: Path, db_url: str, engine: Engine, seeded: Seeded) -> None:
+    tis_before = ti_states(engine, seeded.etl)
+    result = invoke(home, "pause", str(seeded.etl), db_url=db_url)
+    assert result.exit_code == 0, result.output
+    assert f"backfill {seeded.etl} paused" in result.stdout
+    row = backfill_row(engine, seeded.etl)
+    assert row["state"] == "paused"
+    assert row["updated_at"] > T0
+    assert ti_states(engine, seeded.etl) == tis_before  # in-flight work goes on
+    paused = backfill_row(engine, seeded.etl)
+    assert_user_error(
+        invoke(home, "pause", str(seeded.etl), db_url=db_url),
+        f"backfill {seeded.etl} is already paused",
+    )
+    assert backfill_row(engine, seeded.etl) == paused
+
+
+def test_pause_refusals_write_nothing(
+    home: Path, db_url: str, engine: Engine, seeded: Seeded
+) -> None:
+    before = {bid: backfill_row(engine, bid) for bid in (seeded.empty, seeded.other)}
+    assert_user_error(
+        invoke(home, "pause", str(seeded.empty), db_url=db_url),
+        f"backfill {seeded.empty} is already failed",
+    )
+    assert_user_error(
+        invoke(home, "pause", str(seeded.other), db_url=db_url),
+        f"backfill {seeded.other} is queued: only a running backfill can be paused",
+    )
+    assert_user_error(invoke(home, "pause", "999", db_url=db_url), "no backfill with id 999")
+    assert {bid: backfill_row(engine, bid) for bid in before} == before
+
+
+@pytest.fixture
+def dispatched(engine: Engine, seeded: Seeded) -> int:
+    """Day 1's `aggregate` of etl queued for try 1, and a queued TI of `other` too."""
+    with engine.begin() as conn:
+        set_ti(conn, seeded.etl, 1, "aggregate", state="queued", try_number=1, queued_at=T0)
+        set_ti(conn, seeded.other, 0, "extract", state="queued", try_number=1, queued_at=T0)
+        ti_id = conn.execute(
+            sa.select(task_instances.c.id).where(
+                task_instances.c.state == "queued", task_instances.c.dag_id == "etl"
+            )
+        ).scalar_one()
+    return int(ti_id)
+
+
+def test_cancel_withdraws_queued_tis(
+    home: Path, db_url: str, engine: Engine, seeded: Seeded, dispatched: int
+) -> None:
+    other_before = ti_states(engine, seeded.other)
+    result = invoke(home, "cancel", str(seeded.etl), db_url=db_url)
+    assert result.exit_code == 0, result.output
+    assert "1 queued task instance withdrawn" in result.stdout
+    assert backfill_row(engine, seeded.etl)["state"] == "cancelled"
+    day1 = ti_states(engine, seeded.etl)[3:6]
+    # queued -> scheduled; the running try is left to finish, fenced on its own claim.
+    assert day1 == [
+        ("extract", "success", 1),
+        ("clean", "running", 2),
+        ("aggregate", "scheduled", 1),
+    ]
+    assert ti_states(engine, seeded.other) == other_before  # another backfill's queued TI stays
+    with engine.begin() as conn:
+        journal = conn.execute(
+            sa.select(ti_transitions).where(ti_transitions.c.task_instance_id == dispatched)
+        ).all()
+        # The message already published for try 1 can no longer start it.
+        lost = claims.claim(conn, ti_id=dispatched, try_number=1, token="t" * 32,
+                            claimant="h:1", hostname="h", now=T0)  # fmt: skip
+    assert [(j.from_state, j.to_state) for j in journal][-1] == ("queued", "scheduled")
+    assert journal[-1].actor.startswith("cli:")
+    assert lost is None
+
+
+def test_cancel_from_paused_and_queued(
+    home: Path, db_url: str, engine: Engine, seeded: Seeded
+) -> None:
+    assert invoke(home, "pause", str(seeded.etl), db_url=db_url).exit_code == 0
+    for backfill_id in (seeded.etl, seeded.other):
+        result = invoke(home, "cancel", str(backfill_id), db_url=db_url)
+        assert result.exit_code == 0, result.output
+        assert "0 queued task instances withdrawn" in result.stdout
+        assert backfill_row(engine, backfill_id)["state"] == "cancelled"
+
+
+def test_cancel_refusals_write_nothing(
+    home: Path, db_url: str, engine: Engine, seeded: Seeded, dispatched: int
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(backfills).where(backfills.c.id == seeded.etl).values(state="success")
+        )
+    before = (backfill_row(engine, seeded.etl), ti_states(engine, seeded.etl))
+    assert_user_error(
+        invoke(home, "cancel", str(seeded.etl), db_url=db_url),
+        f"backfill {seeded.etl} is already success",
+    )
+    assert (backfill_row(engine, seeded.etl), ti_states(engine, seeded.etl)) == before
+    assert ("aggregate", "queued", 1) in before[1]
+    assert invoke(home, "cancel", str(seeded.other), db_url=db_url).exit_code == 0
+    assert_user_error(
+        invoke(home, "cancel", str(seeded.other), db_url=db_url),
+        f"backfill {seeded.other} is already cancelled",
+    )
+    assert_user_error(invoke(home, "cancel", "999", db_url=db_url), "no backfill with id 999")

@@ -1,0 +1,247 @@
+"""Run one task callable with a heartbeat, an execution timeout and a way to stop it.
+
+Invariants and hazards:
+- The callable runs in the calling thread. In Celery's prefork pool that is
+  the main thread of the child process, and the callable is stopped with a
+  real signal: SIGALRM, fired by an interval timer (`execution_timeout`) or
+  sent by the heartbeat thread when the claim is lost. The handler raises
+  `Interrupted` inside the callable, once. Afterwards the timer is cancelled
+  and the previous SIGALRM handler restored.
+- Hazard: Python runs signal handlers between bytecodes, so a callable stuck
+  in C code that never checks for signals (a long loop in an extension, a
+  lock acquired without timeout) is stopped only when it returns to Python.
+  Blocking system calls (sleep, socket reads) are interrupted. The process
+  has one real-time timer: a callable that uses SIGALRM or `setitimer`
+  itself conflicts with this, and a timer armed before the run is cancelled.
+- Off the main thread (e.g. `celery worker -P threads`) no signal can be
+  aimed at the callable: it runs to its end (a warning says so), a timeout is
+  detected afterwards, and a lost claim still discards the outcome.
+- `Interrupted` derives from BaseException, as KeyboardInterrupt does, so a
+  task's `except Exception` cannot swallow it; a task that swallows it anyway
+  is still reported as stopped.
+- The heartbeat runs in its own daemon thread. Stopping it does not wait for
+  a beat in flight: a late beat is fenced on the claim and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from backfill.context import Context, Reschedule, Skip
+
+log = logging.getLogger(__name__)
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+MAX_ERROR_LENGTH = 2000  # characters of last_error kept for reports
+
+
+class Ending(enum.Enum):
+    RETURNED = "returned"
+    SKIPPED = "skipped"
+    RESCHEDULED = "rescheduled"
+    RAISED = "raised"
+    TIMED_OUT = "timed out"
+    CLAIM_LOST = "claim lost"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """How the callable ended; `error` is one line, `ExcType: message`."""
+
+    ending: Ending
+    error: str | None = None
+    reschedule_in: float | None = None  # seconds, for RESCHEDULED
+    exception: BaseException | None = None  # for the log's traceback
+
+
+class Interrupted(BaseException):
+    """Raised inside the callable to stop it (timeout or lost claim). Not an error."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+def one_line(exc: BaseException) -> str:
+    """`ExcType: message` on one line, as stored in `last_error`."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text[:MAX_ERROR_LENGTH]
+
+
+def execute(
+    fn: Callable[[Context], object],
+    ctx: Context,
+    *,
+    timeout: float | None,
+    beat: Callable[[], bool],
+    interval: float,
+    patience: float,
+) -> Result:
+    """Run `fn(ctx)`, calling `beat()` every `interval` s; stop it on timeout or lost claim.
+
+    `beat` returns False when the claim is lost; if it keeps raising for
+    `patience` seconds the try is about to be reaped, so the callable is
+    stopped too.
+    """
+    stopper = _Stopper(timeout)
+    heart = _Heart(beat, interval=interval, patience=patience, on_lost=stopper.stop)
+    heart.start()
+    try:
+        if threading.current_thread() is threading.main_thread():
+            return _run_interruptible(fn, ctx, stopper)
+        log.warning(
+            "not in the main thread (a threads/gevent pool?): the task cannot be "
+            "interrupted on timeout or lost claim; use the prefork pool"
+        )
+        started = time.monotonic()
+        result = _call(fn, ctx)
+        if heart.lost is not None:
+            return heart.lost
+        if timeout is not None and time.monotonic() - started > timeout:
+            return _timed_out(timeout, stopped=False)
+        return result
+    finally:
+        heart.close()
+
+
+def _call(fn: Callable[[Context], object], ctx: Context) -> Result:
+    try:
+        fn(ctx)
+    except Skip:
+        return Result(ending=Ending.SKIPPED)
+    except Reschedule as exc:
+        return Result(ending=Ending.RESCHEDULED, reschedule_in=exc.delay_seconds)
+    except Exception as exc:  # user code: any failure is the try's failure
+        return Result(ending=Ending.RAISED, error=one_line(exc), exception=exc)
+    # SystemExit and KeyboardInterrupt propagate: the process is on its way out
+    # (billiard's terminate handler raises SystemExit), and the silent try
+    # will be reaped and retried by the coordinator.
+    return Result(ending=Ending.RETURNED)
+
+
+def _run_interruptible(fn: Callable[[Context], object], ctx: Context, stopper: _Stopper) -> Result:
+    result: Result | None = None
+    try:
+        stopper.arm()  # inside the try: a stop may be signalled as soon as it is armed
+        try:
+            result = _call(fn, ctx)
+        finally:
+            stopper.disarm()
+    except Interrupted:
+        # The signal may land after the callable returned, even inside the
+        # `finally` above before it disarmed: hence this outer handler.
+        stopper.disarm()
+    if stopper.fired is not None:  # also when the callable swallowed Interrupted
+        return stopper.fired
+    assert result is not None  # only Interrupted skips the assignment, and it sets `fired`
+    return result
+
+
+def _timed_out(timeout: float, *, stopped: bool) -> Result:
+    error = f"ExecutionTimeout: the task ran longer than its execution_timeout of {timeout:g}s"
+    return Result(ending=Ending.TIMED_OUT, error=error + (" and was stopped" if stopped else ""))
+
+
+class _Stopper:
+    """Raises `Interrupted` once in the main thread: on timeout, or when asked to."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self._timeout = timeout
+        self._lock = threading.Lock()  # orders stop() against disarm()
+        self._armed = False
+        self._installed = False
+        self._previous: _Handler = None
+        self._reason: Result | None = None
+        self.fired: Result | None = None
+
+    def arm(self) -> None:
+        self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
+        self._installed = True
+        with self._lock:
+            self._armed = True
+        if self._timeout is not None:
+            signal.setitimer(signal.ITIMER_REAL, self._timeout)
+
+    def stop(self, reason: Result) -> None:
+        """Ask the main thread to stop the callable (called from the heartbeat thread)."""
+        with self._lock:
+            # Under the lock: once disarm() has run, no signal is sent that
+            # could reach the restored handler (SIGALRM's default kills).
+            if self._armed and self._reason is None:
+                self._reason = reason
+                main = threading.main_thread().ident
+                assert main is not None
+                signal.pthread_kill(main, signal.SIGALRM)
+
+    def _on_alarm(self, _signum: int, _frame: FrameType | None) -> None:
+        # Runs in the main thread between bytecodes; takes no lock, since the
+        # main thread may hold it (in disarm) when the handler runs.
+        if not self._armed:
+            return  # a late or second signal: the callable is already over
+        self._armed = False
+        self.fired = self._reason or _timed_out(self._timeout or 0.0, stopped=True)
+        raise Interrupted(self.fired)
+
+    def disarm(self) -> None:
+        """Idempotent: no more signals; cancel the timer; restore the previous handler."""
+        with self._lock:
+            self._armed = False
+        if not self._installed:
+            return
+        self._installed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # A handler installed from C reads as None and cannot be set back from
+        # Python: the default action is the closest equivalent.
+        previous = signal.SIG_DFL if self._previous is None else self._previous
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _Heart(threading.Thread):
+    """Calls `beat` every `interval` seconds until closed or the claim is lost."""
+
+    def __init__(
+        self,
+        beat: Callable[[], bool],
+        *,
+        interval: float,
+        patience: float,
+        on_lost: Callable[[Result], None],
+    ) -> None:
+        super().__init__(name="backfill-heartbeat", daemon=True)
+        self._beat, self._interval, self._patience = beat, interval, patience
+        self._on_lost = on_lost
+        self._done = threading.Event()
+        self.lost: Result | None = None
+
+    def run(self) -> None:
+        last_ok = time.monotonic()
+        while not self._done.wait(self._interval):
+            try:
+                alive = self._beat()
+            except Exception:  # thread edge: a database blip must not end the heartbeat
+                silent = time.monotonic() - last_ok
+                log.warning("heartbeat failed (silent for %.1fs)", silent, exc_info=True)
+                if silent < self._patience:
+                    continue
+                self._lose(f"no heartbeat could be written for {silent:.0f}s")
+                return
+            if not alive:
+                self._lose("the heartbeat matched no row: the try was reaped, cleared or cancelled")
+                return
+            last_ok = time.monotonic()
+
+    def _lose(self, why: str) -> None:
+        self.lost = Result(ending=Ending.CLAIM_LOST, error=f"ClaimLost: {why}")
+        self._on_lost(self.lost)
+
+    def close(self) -> None:
+        self._done.set()

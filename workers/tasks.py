@@ -1,0 +1,250 @@
+"""The one Celery task: run one TI try, claimed and fenced in the database.
+
+Flow, each step logged with the TI key (`dag/task/date try n`): parse the
+message -> claim the try (one conditional UPDATE; a loser acks as a no-op)
+-> load the DAG and check its fingerprint -> run the callable with a
+heartbeat and its timeout (`workers.execute`) -> write the outcome, fenced on
+the claim (a worker that lost its claim discards its outcome).
+
+Invariants:
+- A failure of user code is a state transition, never a Celery retry. The
+  task never raises into Celery: anything else is logged at this process
+  edge and the message is acked; the coordinator reaps a silent `running`
+  try and re-dispatches a `queued` one whose message went nowhere.
+- Engines are created in the process that uses them, on first use: a pool
+  inherited through fork would share its connections with the parent.
+- Claim, heartbeat and finish are one statement each, run in autocommit: the
+  server commits each as it completes. In a transaction, a worker frozen
+  (SIGSTOP, a paused VM) between its statement and its COMMIT would hold the
+  TI's row lock, and the coordinator's reap of that very TI would wait on it.
+- DAG files are imported once per worker process: restart workers to deploy
+  changed DAG files (until then the fingerprint check refuses their tries).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+from celery import Celery
+
+from backfill.config import Settings, redact
+from backfill.context import Context
+from backfill.dag import DAG
+from backfill.db import open_engine
+from backfill.discovery import DagBag, load_dags, summary
+from backfill.errors import ConfigError, UserError
+from backfill.messages import TASK_NAME, BadMessage, TaskMessage
+from backfill.retry import retry_delay, should_retry
+from backfill.states import TIState
+from backfill.store import claims
+from workers.execute import Ending, Result, execute, one_line
+
+if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+def register(app: Celery, settings: Settings) -> None:
+    """Register `backfill.run_task_instance` on `app`, running tries per `settings`."""
+    process = _PerProcess(settings)
+
+    # acks_late: acked after the try (a crash hands the message back, and the
+    # redelivery loses the claim race); no autoretry: retries are TI states.
+    @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    def run_task_instance(*args: Any, **kwargs: Any) -> None:
+        handle(process, settings, args, kwargs)
+
+
+def handle(
+    process: _PerProcess, settings: Settings, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Run the try a message asks for. Never raises: this is the process edge."""
+    try:
+        if args:
+            raise BadMessage(f"expected keyword arguments only, got {len(args)} positional")
+        message = TaskMessage.from_kwargs(kwargs)
+    except BadMessage as exc:
+        log.warning("malformed message acked as a no-op: %s", exc)
+        return
+    key = message.describe()
+    try:
+        _run(process.get(), settings, message, key)
+    except Exception:  # the process edge: anything unexpected is logged with the TI key
+        log.exception("%s: worker error; the coordinator will reap or re-dispatch the try", key)
+
+
+def _run(proc: _Process, settings: Settings, message: TaskMessage, key: str) -> None:
+    hostname = socket.gethostname()
+    claimant = f"{hostname}:{os.getpid()}"
+    with proc.writer.connect() as conn:
+        claim = claims.claim(
+            conn,
+            ti_id=message.ti_id,
+            try_number=message.try_number,
+            token=uuid.uuid4().hex,
+            claimant=claimant,
+            hostname=hostname,
+            now=_now(),
+        )
+    if claim is None:
+        log.info("%s: lost the claim race / stale message; acked as a no-op", key)
+        return
+    log.info("%s: claimed by %s", key, claimant)
+    outcome = _attempt(proc, settings, claim, key)
+    with proc.writer.connect() as conn:
+        written = claims.finish(
+            conn,
+            claim,
+            outcome.state,
+            actor=f"worker:{claimant}",
+            now=_now(),
+            next_try_at=outcome.next_try_at,
+            error=outcome.error,
+        )
+    if written:
+        log.info("%s: %s", key, outcome.state)
+    else:
+        log.warning("%s: claim lost; outcome %s discarded", key, outcome.state)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Outcome:
+    state: TIState
+    error: str | None = None
+    next_try_at: datetime | None = None
+
+
+def _attempt(proc: _Process, settings: Settings, claim: claims.Claim, key: str) -> _Outcome:
+    """Check the DAG, run the callable, and decide the try's outcome."""
+    try:
+        dag = proc.dags.get(claim.dag_id)
+    except UserError as exc:
+        return _Outcome(state=TIState.FAILED, error=one_line(exc))
+    if dag.fingerprint != claim.dag_fingerprint:
+        error = (
+            f"DagFingerprintMismatch: this worker's DAG {dag.dag_id!r} has fingerprint "
+            f"{dag.fingerprint}, the backfill was planned with {claim.dag_fingerprint}; "
+            "deploy the same DAG files to the coordinator and every worker, then restart "
+            "the workers"
+        )
+        log.error("%s: %s", key, error)
+        return _Outcome(state=TIState.FAILED, error=error)
+    task = dag.tasks.get(claim.task_id)
+    if task is None:  # unreachable with equal fingerprints; kept as a clear refusal
+        return _Outcome(
+            state=TIState.FAILED,
+            error=f"TaskNotFound: DAG {dag.dag_id!r} has no task {claim.task_id!r}",
+        )
+    timeout = task.options.execution_timeout
+    result = execute(
+        task.fn,
+        _context(dag, claim),
+        timeout=None if timeout is None else timeout.total_seconds(),
+        beat=partial(_beat, proc.writer, claim),
+        interval=settings.heartbeat_interval,
+        patience=settings.heartbeat_timeout,
+    )
+    if result.error is not None:
+        log.error("%s: %s", key, result.error, exc_info=result.exception)
+    return _outcome(result, dag, claim)
+
+
+def _outcome(result: Result, dag: DAG, claim: claims.Claim) -> _Outcome:
+    now = _now()
+    match result.ending:
+        case Ending.RETURNED:
+            return _Outcome(state=TIState.SUCCESS)
+        case Ending.SKIPPED:
+            return _Outcome(state=TIState.SKIPPED)
+        case Ending.RESCHEDULED:
+            delay = timedelta(seconds=result.reschedule_in or 0.0)
+            return _Outcome(state=TIState.UP_FOR_RESCHEDULE, next_try_at=now + delay)
+    # RAISED, TIMED_OUT, CLAIM_LOST: a failed try (a lost claim's outcome is discarded).
+    if not should_retry(try_number=claim.try_number, max_tries=claim.max_tries):
+        return _Outcome(state=TIState.FAILED, error=result.error)
+    wait = retry_delay(
+        dag.tasks[claim.task_id].options,
+        try_number=claim.try_number,
+        dag_id=claim.dag_id,
+        task_id=claim.task_id,
+        logical_date=claim.logical_date,
+    )
+    return _Outcome(state=TIState.UP_FOR_RETRY, error=result.error, next_try_at=now + wait)
+
+
+def _context(dag: DAG, claim: claims.Claim) -> Context:
+    logical_date = pendulum.instance(claim.logical_date).in_timezone("UTC")
+    return Context(
+        dag_id=claim.dag_id,
+        task_id=claim.task_id,
+        run_id=claim.run_id,
+        logical_date=logical_date,
+        ds=logical_date.in_timezone(dag.timezone).to_date_string(),
+        data_interval_start=pendulum.instance(claim.data_interval_start).in_timezone("UTC"),
+        data_interval_end=pendulum.instance(claim.data_interval_end).in_timezone("UTC"),
+        try_number=claim.try_number,
+        conf=dict(claim.conf or {}),
+    )
+
+
+def _beat(writer: Engine, claim: claims.Claim) -> bool:
+    with writer.connect() as conn:
+        return claims.heartbeat(conn, claim, now=_now())
+
+
+def _now() -> datetime:
+    return pendulum.now("UTC")
+
+
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    engine: Engine
+    writer: Engine  # the same pool, in autocommit (see the module invariants)
+    dags: DagBag
+
+
+class _PerProcess:
+    """The engine and DAG bag of the current process, made on first use in each process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()  # a threads pool may ask from many threads at once
+        self._current: _Process | None = None
+
+    def get(self) -> _Process:
+        with self._lock:
+            current = self._current
+            if current is not None and current.pid == os.getpid():
+                return current
+            if current is not None:
+                # Inherited through fork: forget the parent's pool without closing
+                # its connections, which the parent still uses.
+                current.engine.dispose(close=False)
+            self._current = self._load()
+            return self._current
+
+    def _load(self) -> _Process:
+        settings = self._settings
+        engine = open_engine(settings, create=False)
+        if engine is None:
+            raise ConfigError(
+                f"no database at {redact(settings.database_url)}; check "
+                "BACKFILL_DATABASE_URL / BACKFILL_HOME or run `backfill db migrate`"
+            )
+        dags = load_dags(settings.dags_folder)
+        for path, error in dags.errors.items():
+            log.warning("DAG file %s failed to import: %s", path, summary(error))
+        log.info("process %d: %d DAG(s) loaded from %s", os.getpid(), len(dags.dags), dags.folder)
+        writer = engine.execution_options(isolation_level="AUTOCOMMIT")
+        return _Process(pid=os.getpid(), engine=engine, writer=writer, dags=dags)
