@@ -25,6 +25,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+bench: install
+	$(BIN)/python -m benchmarks.bench
+
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .

@@ -55,6 +55,11 @@ PROGRESS_MIN_GAP = 0.1  # seconds: and at most this often for passes that change
 POLL_POSTGRESQL = 1.0  # seconds: the fallback when no notification comes
 POLL_SQLITE = 0.2  # seconds: SQLite has no notifications
 HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals and recovery
+# After a wake-up, wait about as long as the last pass took (at most this) before the
+# next one, so finishes that arrive together are decided by one pass, not one each:
+# a pass reads the whole snapshot, so a busy fan-out would otherwise spend the
+# coordinator's CPU re-reading it for every single finish.
+MAX_SETTLE = 0.01  # seconds
 
 
 class Coordinator:
@@ -134,7 +139,9 @@ class Coordinator:
         reported = float("-inf")
         while True:
             now = pendulum.now("UTC")
+            started = time.monotonic()
             result = self.run_pass(backfill_id, now=now)
+            took = time.monotonic() - started
             done = result.state in BACKFILL_FINISHED
             since = time.monotonic() - reported
             if on_progress and (
@@ -145,7 +152,9 @@ class Coordinator:
             if done or stop.is_set():
                 return result
             if not result.again:
-                waker.wait(self._timeout(result, now, on_progress is not None), stop)
+                if waker.wait(self._timeout(result, now, on_progress is not None), stop):
+                    stop.wait(min(took, MAX_SETTLE))
+                    waker.drain()  # what came while settling is decided by the next pass
                 if stop.is_set():  # no further pass: it could queue tries nobody will run
                     return result
 

@@ -45,6 +45,10 @@ class Waker(Protocol):
         """Block up to `timeout` s; True if woken by a notification."""
         ...
 
+    def drain(self) -> None:
+        """Forget the notifications received so far."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -61,6 +65,9 @@ class Poller:
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         stop.wait(max(0.0, timeout))
         return False
+
+    def drain(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -111,6 +118,10 @@ class Listener:
             if self._poll(min(remaining, STOP_CHECK)):
                 return True
         return False
+
+    def drain(self) -> None:
+        if self._conn is not None:
+            self._poll(0.0)
 
     def _poll(self, timeout: float) -> bool:
         """Wait up to `timeout` for notifications; drain them all; True if any came."""

@@ -1,0 +1,1 @@
+"""`make bench`: the engine's throughput and latency on PostgreSQL + Redis (`benchmarks.bench`)."""
