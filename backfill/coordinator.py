@@ -36,10 +36,11 @@ import pendulum
 from backfill.config import Settings
 from backfill.dag import DAG
 from backfill.dispatch import Dispatcher, DispatchError, Publisher
+from backfill.options import RunOptions
 from backfill.passes import Applied, PassConfig, execute
 from backfill.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
 from backfill.states import BACKFILL_FINISHED
-from backfill.store import adopt, reads, runs, status
+from backfill.store import adopt, lease, reads, runs, status
 from backfill.store.status import BackfillNotFound
 from backfill.wakeup import Waker, open_waker
 
@@ -147,7 +148,7 @@ class Coordinator:
             if on_progress and (
                 done or since >= PROGRESS_EVERY or (result.changed and since >= PROGRESS_MIN_GAP)
             ):
-                on_progress(self.progress(backfill_id))
+                on_progress(self.progress(backfill_id, result))
                 reported = time.monotonic()
             if done or stop.is_set():
                 return result
@@ -182,14 +183,15 @@ class Coordinator:
                 row = runs.lock_backfill(conn, backfill_id)
                 if row is None:
                     raise BackfillNotFound(backfill_id)
-                epoch = runs.acquire_lease(conn, backfill_id, owner=self.owner, now=now, ttl=ttl)
+                epoch = lease.acquire_lease(conn, backfill_id, owner=self.owner, now=now, ttl=ttl)
             if epoch is not None:
                 return
             expires = row.lease_expires_at or now
             on_wait(row.lease_owner or "?", expires)
             stop.wait(min(1.0, max(0.05, (expires - now).total_seconds() + 0.05)))
 
-    def progress(self, backfill_id: int) -> Progress:
+    def progress(self, backfill_id: int, last: PassResult | None = None) -> Progress:
+        """Counts now; the waiting reasons come from `last`, the last pass."""
         with reads.reading(self._engine) as conn:
             summary = status.summary(conn, backfill_id)
         if summary is None:
@@ -199,6 +201,7 @@ class Coordinator:
             state=summary.state,
             runs=summary.runs,
             task_instances=summary.task_instances,
+            waiting={reason: len(tis) for reason, tis in last.waiting.items()} if last else {},
         )
 
     def outcome(self, backfill_id: int, last: PassResult | None = None) -> Outcome:
@@ -208,6 +211,8 @@ class Coordinator:
             failed = adopt.failed_tis(conn, backfill_id)
         if summary is None:
             raise BackfillNotFound(backfill_id)
+        selects = RunOptions.from_json(summary.options).selects  # --task-regex
+        failed = [f for f in failed if selects(f.task_id)]
         return Outcome(
             state=summary.state,
             deadlock=last.deadlock if last else None,
@@ -252,7 +257,7 @@ class Coordinator:
 
     def _release(self, backfill_id: int) -> None:
         with self._engine.begin() as conn:
-            runs.release_lease(conn, backfill_id, owner=self.owner)
+            lease.release_lease(conn, backfill_id, owner=self.owner)
 
     def _result(self, applied: Applied, dispatched: int, now: datetime) -> PassResult:
         snapshot, decisions = applied.snapshot, applied.decisions

@@ -6,25 +6,30 @@ Invariants:
 - the backfill starts `running` when a date is to run or reprocess (a
   coordinator picks it up), `success` when every date is skipped;
 - new runs are `queued` (the coordinator starts them in a rolling window)
-  with run id `backfill__<logical date ISO>`; a TI's `max_tries` is its
-  task's `retries`;
+  with run id `backfill__<logical date ISO>` and one TI per task the plan
+  selects (`--task-regex`); a TI's `max_tries` is its task's `retries`;
 - a reprocessed run is taken over in place only if it is still finished, and
   only the TIs the plan names are cleared (`max_tries = try_number +
-  retries`, Airflow's clear); its other TIs keep their outcome;
+  retries`, Airflow's clear); its other TIs keep their outcome. Under
+  `--rerun-failed-tasks` a TI is cleared only if it is still failed or
+  upstream_failed: one that changed meanwhile is a conflict, never rerun;
+- every TI created or cleared gets its task's options, with the pool
+  replaced by `--pool` when given. That the pools exist is checked by the
+  caller before anything is written (`plan.refuse_missing_pools`);
 - a plan made from a stale read (someone created or took over a run for one
   of its dates meanwhile) writes nothing and raises `RunChangedMeanwhile`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from backfill.dag import DAG
 from backfill.errors import UserError
 from backfill.plan import Action, BackfillPlan, PlannedRun
-from backfill.states import BackfillState
+from backfill.states import FAILED_STATES, BackfillState
 from backfill.store import adopt, reads, runs
 from backfill.store.runs import NewRun, TaskSpec
 
@@ -73,12 +78,12 @@ def create_backfill(engine: Engine, dag: DAG, plan: BackfillPlan, *, now: dateti
     return backfill_id
 
 
-def task_specs(dag: DAG) -> dict[str, TaskSpec]:
-    """What each TI copies from its task's options, by task id."""
+def task_specs(dag: DAG, *, pool: str | None = None) -> dict[str, TaskSpec]:
+    """What each TI copies from its task's options, by task id; `pool` overrides every pool."""
     return {
         tid: TaskSpec(
             task_id=tid,
-            pool=task.options.pool,
+            pool=task.options.pool if pool is None else pool,
             pool_slots=task.options.pool_slots,
             queue=task.options.queue,
             priority_weight=task.options.priority_weight,
@@ -105,13 +110,13 @@ def _insert_new(
         for r in plan.runs
         if r.action is Action.RUN
     ]
-    specs = task_specs(dag)
+    specs = task_specs(dag, pool=plan.options.pool)
     runs.insert_runs(
         conn,
         backfill_id=backfill_id,
         dag_id=dag.dag_id,
         runs=new,
-        tasks=[specs[tid] for tid in dag.topological_order()],
+        tasks=[specs[tid] for tid in plan.task_ids],
         conf=plan.options.conf,
         now=now,
     )
@@ -135,15 +140,43 @@ def _adopt(
     for run_id, planned in wanted.items():
         if run_id not in adopted:  # no longer finished: another backfill took it
             raise adopt.RunConflict(planned.logical_date)
-    specs = task_specs(dag)
-    targets = [(adopted[rid], tid) for rid, r in wanted.items() for tid in r.task_ids]
-    reset = adopt.reset_tis(conn, targets=targets, specs=specs, actor=CREATOR, now=now)
+    specs = task_specs(dag, pool=plan.options.pool)
+    targets, reset = _reset(conn, wanted.values(), adopted, specs=specs, now=now)
     dates = {adopted[rid]: r.logical_date for rid, r in wanted.items()}
     missing = [t for t in targets if t not in reset]
     _insert_missing(conn, dag, missing, specs=specs, dates=dates, now=now)
     adopt.remove_unknown_tis(
         conn, dag_run_ids=sorted(dates), known_task_ids=list(specs), actor=CREATOR, now=now
     )
+
+
+def _reset(
+    conn: Connection,
+    planned: Iterable[PlannedRun],
+    adopted: Mapping[str, int],
+    *,
+    specs: Mapping[str, TaskSpec],
+    now: datetime,
+) -> tuple[list[tuple[int, str]], set[tuple[int, str]]]:
+    """Clear the TIs the plan runs again: (every target, those cleared).
+
+    A `--rerun-failed-tasks` target is cleared only from failed/upstream_failed.
+    """
+    by_kind: dict[bool, list[tuple[int, str]]] = {False: [], True: []}
+    for r in planned:
+        assert r.run_id is not None  # a reprocess always names its run
+        by_kind[r.only_failed].extend((adopted[r.run_id], tid) for tid in r.task_ids)
+    reset: set[tuple[int, str]] = set()
+    for only_failed, targets in by_kind.items():
+        reset |= adopt.reset_tis(
+            conn,
+            targets=targets,
+            specs=specs,
+            actor=CREATOR,
+            now=now,
+            from_states=FAILED_STATES if only_failed else None,
+        )
+    return [*by_kind[False], *by_kind[True]], reset
 
 
 def _insert_missing(

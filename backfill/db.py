@@ -177,8 +177,9 @@ def open_engine(settings: Settings, *, create: bool) -> Engine | None:
     """The engine of `settings.database_url`, with its schema checked.
 
     The embedded SQLite database is created and migrated on first use when
-    `create` is true. With `create` false (read-only commands) a missing SQLite
-    file gives None and nothing is created, neither the file nor its folder.
+    `create` is true. With `create` false (read-only commands) a missing or not
+    yet migrated SQLite file gives None and nothing is created, neither the file
+    nor its folder.
     Any other database is never migrated here: it must be current.
     """
     url = make_url(settings.database_url)
@@ -191,6 +192,11 @@ def open_engine(settings: Settings, *, create: bool) -> Engine | None:
     try:
         if create and url.get_backend_name() == "sqlite":
             migrate(engine)
+        elif path is not None and schema_revision(engine) is None:
+            # A SQLite file another process has just created and not migrated
+            # yet holds nothing, like a missing file.
+            engine.dispose()
+            return None
         else:
             require_current_schema(engine)
     except BaseException:

@@ -2,8 +2,10 @@
 
 The order is the engine contract: lock the backfill row -> (if running)
 renew the lease -> reap stale running TIs -> find lost messages -> count
-limits -> read ONE snapshot -> plan (pure) -> apply the decisions as
-compare-and-set statements -> finish and start runs -> conclude the
+limits -> read ONE snapshot (and the past its depends_on_past TIs need) ->
+plan (pure, under the policy of the backfill's options) -> apply the
+decisions as compare-and-set statements -> finish and start runs (at most
+max_active_runs of the DAG running, across backfills) -> conclude the
 backfill. The caller commits, then publishes `Applied.messages`. Lease
 renewal and recovery (reap, lost messages) are "housekeeping": the caller
 asks for them about once a second, not in every millisecond-scale pass.
@@ -35,14 +37,16 @@ from typing import TYPE_CHECKING
 
 from backfill import planner
 from backfill.dag import DAG
+from backfill.depends import wanted_past
 from backfill.errors import UserError
 from backfill.limits import admit
 from backfill.messages import TaskMessage
-from backfill.options import RunOptions
+from backfill.options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
 from backfill.planner import Decisions, Policy
 from backfill.snapshot import Snapshot, TIRow
 from backfill.states import BackfillState, TIState
-from backfill.store import adopt, runs, tis
+from backfill.store import adopt, lease, past, runs, tis
+from backfill.store import snapshot as snapshots
 from backfill.store.runs import BackfillRow
 from backfill.store.status import BackfillNotFound
 
@@ -115,12 +119,34 @@ def _lease(
     if not renew and row.lease_owner == cfg.owner and expires is not None and expires > now:
         return row.lease_epoch
     ttl = cfg.heartbeat_timeout
-    return runs.acquire_lease(conn, row.id, owner=cfg.owner, now=now, ttl=ttl)
+    return lease.acquire_lease(conn, row.id, owner=cfg.owner, now=now, ttl=ttl)
 
 
 def policy_for(row: BackfillRow, dag: DAG) -> Policy:
+    """The planner's policy, from the options stored with the backfill."""
     options = RunOptions.from_json(row.options)
-    return Policy(max_active_runs=options.max_active_runs or dag.max_active_runs)
+    selected = None
+    if options.task_regex is not None:
+        selected = frozenset(tid for tid in dag.tasks if options.selects(tid))
+    ignore_first = options.depends_on_past is DependsOnPast.IGNORE_FIRST
+    return Policy(
+        max_active_runs=options.max_active_runs or dag.max_active_runs,
+        stop_on_failure=options.on_failure is FailurePolicy.STOP,
+        retries_enabled=options.retries is Retries.AS_DECLARED,
+        order=options.order,
+        dependencies=options.dependencies,
+        selected=selected,
+        past_ignored_on=row.start if ignore_first else None,  # the first logical date
+    )
+
+
+def _with_past(conn: Connection, snapshot: Snapshot, dag: DAG, policy: Policy) -> Snapshot:
+    """The snapshot with the past its pending depends_on_past TIs need (`store.past`)."""
+    task_ids, dates = wanted_past(dag, snapshot, policy.selects)
+    if not dates:
+        return snapshot
+    found = past.past_states(conn, dag_id=dag.dag_id, task_ids=task_ids, dates=dates)
+    return replace(snapshot, past_states=found)
 
 
 def _check_dag(row: BackfillRow, cfg: PassConfig) -> None:
@@ -145,14 +171,24 @@ def _run(
     housekeeping: bool,
 ) -> Applied:
     reaped, lost = _recover(conn, row, cfg, now=now) if housekeeping else ([], [])
-    snapshot = runs.read_snapshot(conn, row.id, tis.limit_counts(conn, row.dag_id))
     policy = policy_for(row, cfg.dag)
+    counts = tis.limit_counts(conn, row.dag_id)
+    snapshot = snapshots.read_snapshot(conn, row.id, counts, task_ids=policy.selected)
+    snapshot = _with_past(conn, snapshot, cfg.dag, policy)
     decisions = planner.plan(snapshot, cfg.dag, policy, now)
     ended = _apply_terminal(conn, decisions, actor=cfg.actor, now=now)
     queued = _queue(conn, decisions.to_queue, cfg.dag, actor=cfg.actor, now=now)
     outcomes = [(run.id, state) for run, state in decisions.finished_runs]
     finished = runs.finish_runs(conn, outcomes, now=now)
-    started = runs.start_runs(conn, row.id, decisions.runs_to_start, backwards=False, now=now)
+    started = runs.start_runs(
+        conn,
+        row.id,
+        decisions.runs_to_start,
+        dag_id=row.dag_id,
+        limit=policy.max_active_runs,
+        backwards=policy.order is Order.BACKWARD,
+        now=now,
+    )
     running_left = len(snapshot.runs) - finished + started
     state = _conclude(
         conn, row, snapshot, decisions, running_left=running_left, policy=policy, now=now
@@ -224,7 +260,7 @@ def _conclude(
         return _end(conn, row, _B.FAILED, now=now)
     if running_left:
         return _B.RUNNING
-    failed = adopt.has_failures(conn, row.id)
+    failed = snapshots.has_failures(conn, row.id, task_ids=policy.selected)
     if snapshot.queued_runs and not (policy.stop_on_failure and failed):
         return _B.RUNNING  # runs will start next pass
     return _end(conn, row, _B.FAILED if failed or snapshot.queued_runs else _B.SUCCESS, now=now)

@@ -7,7 +7,7 @@ display and reports use them). `backfill.coordinator` re-exports them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from backfill.snapshot import Snapshot, TIRow
@@ -29,6 +29,7 @@ class Progress:
     state: BackfillState
     runs: Mapping[str, int]  # run state -> count, including runs not started yet (queued)
     task_instances: Mapping[str, int]  # TI state -> count
+    waiting: Mapping[str, int] = field(default_factory=dict)  # last pass: reason -> TIs held back
 
 
 @dataclass(frozen=True, kw_only=True)

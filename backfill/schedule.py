@@ -11,6 +11,9 @@ the way `airflow dags backfill` does (Airflow 2 data-interval timetables):
 - timedelta: the first logical date is exactly `start` (no alignment) and
   each interval is [L, L + delta), added in absolute time.
 
+`Schedule.previous(dt)` is the interval of the tick before `dt` (what
+depends_on_past looks at), found without expanding from the DAG's start.
+
 Invariants of the result: every DateTime is in UTC; logical dates are
 strictly increasing and inside [start, end]; each interval's start is before
 its end, and its end is the next interval's start.
@@ -113,6 +116,32 @@ class Schedule(abc.ABC):
             ) from None
         return out
 
+    def previous(self, dt: datetime, *, not_before: datetime | None = None) -> DataInterval | None:
+        """The interval of the last tick before `dt`; None if none is at or after `not_before`
+        (the DAG's start_date: its first logical date has no previous one)."""
+        target = _as_utc(dt, self.timezone)
+        floor = None if not_before is None else _as_utc(not_before, self.timezone)
+        try:
+            tick = self._tick_before(target, floor)
+            return None if tick is None else self.intervals(_pendulum(tick), _pendulum(tick))[0]
+        except OverflowError:  # no tick since year 1
+            return None
+
+    def _tick_before(self, target: datetime, floor: datetime | None) -> datetime | None:
+        """The last tick in [floor, target). It looks back in a window that doubles until it
+        holds a tick, so a date far from the DAG's start never expands all between them."""
+        window = timedelta(hours=1)
+        while True:
+            low = target - window if floor is None else max(floor, target - window)
+            last = None
+            for tick in self._ticks_from(low):
+                if tick >= target:
+                    break
+                last = tick
+            if last is not None or low == floor:
+                return last
+            window *= 2
+
     def _next_tick(self, ticks: Iterator[datetime], *, after: datetime) -> datetime:
         tick = next(ticks, None)
         if tick is None:  # cronsim gives up after 50 years without a match
@@ -191,6 +220,12 @@ class DeltaSchedule(Schedule):
 
     def describe(self) -> str:
         return f"every {self.delta}"
+
+    def _tick_before(self, target: datetime, floor: datetime | None) -> datetime | None:
+        # Ticks fall every `delta` from the start of the range, whatever it was: the one
+        # before a logical date is always `delta` earlier.
+        tick = target - self.delta
+        return None if floor is not None and tick < floor else tick
 
     def _ticks_from(self, start: datetime) -> Iterator[datetime]:
         tick = start

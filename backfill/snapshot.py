@@ -1,8 +1,11 @@
 """What one coordinator pass decides from: a consistent snapshot of a backfill.
 
-The store reads a `Snapshot` in one query (plus the limit counts in the same
+The store reads a `Snapshot` in one query (plus the limit counts and, for
+depends_on_past, the TIs at the previous dates of its runs, in the same
 transaction) and hands it to the pure planner. Nothing in a pass is refreshed
 piecemeal: that is what makes a spurious deadlock impossible (DESIGN 1.1).
+The past is read a moment after the snapshot, so it can only be newer; a
+wait for a past outside the snapshot is never taken for a deadlock.
 """
 
 from __future__ import annotations
@@ -57,9 +60,18 @@ class Snapshot:
     # A TI of a run of this backfill that is not running any more ended failed or
     # upstream_failed: with stop-on-failure no new run may start.
     earlier_failures: bool = False
-    # For depends_on_past: (task_id, logical_date) -> state of TIs at earlier dates
-    # outside the active window, filled by the store for tasks that need it.
-    past_states: Mapping[tuple[str, datetime], TIState] = field(default_factory=dict)
+    # For depends_on_past: (task_id, logical_date) -> the TI of a depends_on_past task
+    # at the previous date of a running run, in any run of the DAG (`store.past`); a
+    # date without a run, or a run without that task's TI, is absent.
+    past_states: Mapping[tuple[str, datetime], PastTI] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PastTI:
+    """A TI at an earlier logical date, and the state of its run."""
+
+    state: TIState
+    run_state: RunState
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from backfill.cli import main
 from backfill.db import create_engine_for, head_revision
 from backfill.errors import BadConf, UserError
 from backfill.options import MAX_CONF_BYTES, ReprocessPolicy, RunOptions, parse_conf
-from backfill.schema import dag_runs, task_instances
+from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
+from backfill.store import pools
 
 REPO_DAGS = Path(__file__).parent.parent / "dags"
 TEST_DAGS = Path(__file__).parent / "dags"
@@ -216,7 +217,9 @@ def test_dry_run_acceptance_json(home: Path) -> None:
     assert plan["totals"] == {
         "run": 2, "skip": 0, "reprocess": 0, "runs": 2, "task_instances": 12,
     }  # fmt: skip
-    assert plan["options"] == {"reprocess": "none", "conf": {}, "max_active_runs": None}
+    assert plan["options"] == RunOptions().as_json()
+    assert plan["task_ids"] == BASH_TASKS
+    assert plan["pools"] == {"default_pool": BASH_TASKS}
     assert not home.exists()
 
 
@@ -255,8 +258,64 @@ def test_dry_run_echoes_the_options(home: Path) -> None:
     args = [*DRY_RUN, "--conf", '{"k": [1, 2]}', "--max-active-runs", "3", "--reprocess", "failed"]
     out = invoke(home, *args).stdout
     assert 'reprocess=failed, max_active_runs=3, conf={"k": [1, 2]}' in out
+    assert "flags: none; pool: each task's own" in out
+    assert "tasks: all 6" in out
     plan = json.loads(invoke(home, *args, "-o", "json").stdout)
-    assert plan["options"] == {"reprocess": "failed", "conf": {"k": [1, 2]}, "max_active_runs": 3}
+    expected = RunOptions(reprocess=ReprocessPolicy.FAILED, conf={"k": [1, 2]}, max_active_runs=3)
+    assert plan["options"] == expected.as_json()
+
+
+# Each flag of DESIGN section 4 -> the field of RunOptions it sets, and to what.
+FLAGS = [
+    (["--rerun-failed-tasks"], "rerun_failed_tasks", True),
+    (["--mark-success"], "execution", "mark_success"),
+    (["--run-backwards"], "order", "backward"),
+    (["--ignore-first-depends-on-past"], "depends_on_past", "ignore_first"),
+    (["--ignore-dependencies"], "dependencies", "ignore"),
+    (["--continue-on-failures"], "on_failure", "continue"),
+    (["--disable-retry"], "retries", "disabled"),
+    (["--task-regex", "^runme_"], "task_regex", "^runme_"),
+    (["--pool", "default_pool"], "pool", "default_pool"),
+    (["--reprocess", "completed"], "reprocess", "completed"),
+    (["--max-active-runs", "2"], "max_active_runs", 2),
+    (["--conf", '{"a": 1}'], "conf", {"a": 1}),
+]
+
+
+@pytest.mark.parametrize(("flag", "field", "value"), FLAGS)
+def test_each_flag_sets_its_option(home: Path, flag: list[str], field: str, value: object) -> None:
+    result = invoke(home, *DRY_RUN, *flag, "-o", "json")
+    assert result.exit_code == 0, result.output
+    options = json.loads(result.stdout)["options"]
+    assert options == {**RunOptions().as_json(), field: value}
+    assert not home.exists()
+
+
+def test_every_flag_at_once_in_the_dry_run_table(home: Path) -> None:
+    args = [flag for flags, _, _ in FLAGS for flag in flags]
+    result = invoke(home, *DRY_RUN, *args)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert 'reprocess=completed, max_active_runs=2, conf={"a": 1}' in out
+    assert (
+        "flags: --rerun-failed-tasks, --mark-success, --run-backwards, "
+        "--ignore-first-depends-on-past, --ignore-dependencies, --continue-on-failures, "
+        "--disable-retry; pool: every TI in pool default_pool"
+    ) in out
+    assert "tasks: 3 of 6 selected by --task-regex '^runme_': runme_0, runme_1, runme_2" in out
+    rows = [cells(ln) for ln in out.splitlines() if "no run exists" in ln]
+    # --run-backwards: the newest date starts first.
+    assert [r[0] for r in rows] == ["2016-01-02 00:00:00+00:00", "2016-01-01 00:00:00+00:00"]
+    assert {r[3] for r in rows} == {"3: runme_0, runme_1, runme_2"}
+
+
+def test_task_regex_selects_the_tis_of_the_plan(home: Path) -> None:
+    result = invoke(home, *DRY_RUN, "--task-regex", "run_", "-o", "json")
+    plan = json.loads(result.stdout)
+    selected = ["run_after_loop", "also_run_this", "run_this_last"]  # upstreams not required
+    assert plan["task_ids"] == selected
+    assert [r["task_ids"] for r in plan["runs"]] == [selected, selected]
+    assert plan["totals"]["task_instances"] == 6
 
 
 # --- bad input: exit 2, one line, nothing written -------------------------------------
@@ -304,6 +363,36 @@ BAD_INPUT = [
         ["holds more than 100000 runs of DAG 'example_bash_operator'", "split it"],
     ),
     (["dags", "nothing"], ["No such command 'nothing'"]),
+    ([*DRY_RUN, "--task-regex", "("], ["--task-regex '(' is not a regular expression"]),
+    (
+        [*DRY_RUN, "--task-regex", "^run$"],
+        [
+            "--task-regex '^run$' matches no task of DAG 'example_bash_operator'; its tasks are: "
+            + ", ".join(BASH_TASKS)
+        ],
+    ),
+    ([*DRY_RUN, "--pool", "two words"], ["--pool must be a pool name", "'two words'"]),
+    ([*DRY_RUN, "--mark-success=yes"], ["Option '--mark-success' does not take a value"]),
+    (
+        [*DRY_RUN, "--pool", "nope"],
+        [
+            "pool 'nope' (needed by --pool) does not exist; create it first: "
+            "backfill pools set nope SLOTS"
+        ],
+    ),
+    # Without --dry-run: refused before the embedded database is created.
+    (
+        run_args("2016-01-01", "2016-01-02", "--pool", "nope"),
+        ["pool 'nope' (needed by --pool) does not exist"],
+    ),
+    (
+        ["create", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-01", "--pool", "x"],
+        ["pool 'x' (needed by --pool) does not exist", "backfill pools set x SLOTS"],
+    ),
+    (
+        run_args("2016-01-01", "2016-01-02", "--task-regex", "nothing"),
+        ["--task-regex 'nothing' matches no task"],
+    ),
 ]
 
 
@@ -312,6 +401,83 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     home: Path, args: list[str], fragments: list[str]
 ) -> None:
     assert_user_error(invoke(home, *args), *fragments)
+    assert not home.exists()
+
+
+PAST_DAG = """
+import pendulum
+from backfill import DAG, Context
+
+dag = DAG("past", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+
+
+def noop(ctx: Context) -> None: ...
+
+
+a = dag.add_task("a", noop, depends_on_past=True)
+b = dag.add_task("b", noop, depends_on_past=True)
+c = dag.add_task("c", noop)
+pooled = dag.add_task("pooled", noop, pool="db")
+a >> b >> c
+"""
+PAST = ["past", "-s", "2024-01-01", "-e", "2024-01-03"]
+
+
+@pytest.fixture
+def past_dags(tmp_path: Path) -> Path:
+    """A DAG with depends_on_past tasks and a task in pool `db`, which does not exist."""
+    folder = tmp_path / "past_dags"
+    folder.mkdir()
+    (folder / "past.py").write_text(PAST_DAG)
+    return folder
+
+
+@pytest.mark.parametrize("command", ["run", "create"])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_run_backwards_is_refused_with_depends_on_past(
+    home: Path, past_dags: Path, command: str, dry_run: list[str]
+) -> None:
+    result = invoke(home, command, *PAST, "--run-backwards", *dry_run, dags=past_dags)
+    assert_user_error(
+        result,
+        "You cannot backfill backwards because one or more tasks depend_on_past: a, b",
+    )
+    assert not home.exists()
+
+
+def test_run_backwards_without_a_selected_depends_on_past_task(home: Path, past_dags: Path) -> None:
+    args = [*PAST, "--run-backwards", "--task-regex", "^c$", "--dry-run", "-o", "json"]
+    result = invoke(home, "run", *args, dags=past_dags)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert [r["logical_date"][:10] for r in plan["runs"]] == [
+        "2024-01-03", "2024-01-02", "2024-01-01",
+    ]  # fmt: skip
+    assert {tuple(r["task_ids"]) for r in plan["runs"]} == {("c",)}
+    assert plan["pools"] == {"default_pool": ["c"]}
+
+
+def test_a_pool_a_selected_task_declares_must_exist_unless_overridden(
+    home: Path, past_dags: Path
+) -> None:
+    refused = invoke(home, "run", *PAST, dags=past_dags)
+    assert_user_error(
+        refused,
+        "pool 'db' (needed by pooled) does not exist; create it first: backfill pools set db SLOTS",
+    )
+    override = invoke(home, "create", *PAST, "--pool", "nope", "--dry-run", dags=past_dags)
+    assert_user_error(
+        override,  # only the override is needed: it replaces the declared pool 'db'
+        "pool 'nope' (needed by --pool) does not exist; "
+        "create it first: backfill pools set nope SLOTS",
+    )
+    assert not home.exists()
+    routed = invoke(home, "run", *PAST, "--pool", "default_pool", "--dry-run", dags=past_dags)
+    assert routed.exit_code == 0, routed.output
+    assert not home.exists()
+    # Not selected, not needed.
+    planned = invoke(home, "run", *PAST, "--task-regex", "^[abc]$", "--dry-run", dags=past_dags)
+    assert planned.exit_code == 0, planned.output
     assert not home.exists()
 
 
@@ -358,7 +524,12 @@ def test_parse_conf_refuses(text: str, problem: str) -> None:
 
 
 def test_run_options_validate_when_built() -> None:
-    assert RunOptions().as_json() == {"reprocess": "none", "conf": {}, "max_active_runs": None}
+    assert RunOptions().as_json() == {
+        "reprocess": "none", "conf": {}, "max_active_runs": None, "rerun_failed_tasks": False,
+        "on_failure": "stop", "execution": "run", "order": "forward",
+        "depends_on_past": "strict", "dependencies": "enforce", "retries": "as_declared",
+        "task_regex": None, "pool": None,
+    }  # fmt: skip
     options = RunOptions(reprocess=ReprocessPolicy.FAILED, conf={"a": 1}, max_active_runs=2)
     assert RunOptions.from_json(options.as_json()) == options
     with pytest.raises(UserError, match="--max-active-runs"):
@@ -414,15 +585,16 @@ def seed(db_url: str) -> None:
     engine.dispose()
 
 
-def row_counts(db_url: str) -> tuple[int, int]:
+def row_counts(db_url: str) -> tuple[int, ...]:
+    """Rows of every table a backfill writes (the journal too)."""
     engine = create_engine_for(db_url)
     with engine.connect() as conn:
         counts = tuple(
             conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-            for t in (dag_runs, task_instances)
+            for t in (backfills, dag_runs, task_instances, ti_transitions)
         )
     engine.dispose()
-    return counts  # type: ignore[return-value]
+    return counts
 
 
 @pytest.mark.parametrize(
@@ -472,6 +644,55 @@ def test_dry_run_against_existing_runs(
     ]  # fmt: skip
     assert row_counts(db_url) == before
     assert not home.exists()
+
+
+def test_dry_run_rerun_failed_tasks_against_existing_runs(home: Path, db_url: str) -> None:
+    seed(db_url)
+    args = ["run", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-04", "--dry-run"]
+    result = invoke(home, *args, "--rerun-failed-tasks", "-o", "json", db_url=db_url)
+    assert result.exit_code == 0, result.output
+    assert [
+        (r["action"], r["reason"], r["task_ids"]) for r in json.loads(result.stdout)["runs"]
+    ] == [
+        ("skip", "already exists: run is success", []),
+        ("reprocess", "--rerun-failed-tasks: 2 failed TIs", FAILED_AND_AFTER),
+        ("skip", "in flight: run is running", []),
+        ("run", "no run exists", BASH_TASKS),
+    ]
+
+
+def test_an_unknown_pool_writes_nothing_then_pool_override_rows(home: Path, db_url: str) -> None:
+    seed(db_url)
+    before = row_counts(db_url)
+    args = ["create", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-04"]
+    refused = invoke(home, *args, "--reprocess", "completed", "--pool", "big", db_url=db_url)
+    assert_user_error(refused, "pool 'big' (needed by --pool) does not exist", "pools set big")
+    assert row_counts(db_url) == before
+    assert not home.exists()
+
+    engine = create_engine_for(db_url)
+    try:
+        with engine.begin() as conn:
+            pools.upsert(conn, "big", 4)
+        created = invoke(home, *args, "--reprocess", "completed", "--pool", "big", db_url=db_url)
+        assert created.exit_code == 0, created.output
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    dag_runs.c.logical_date, task_instances.c.state, task_instances.c.pool
+                ).join(dag_runs, dag_runs.c.id == task_instances.c.dag_run_id)
+            ).all()
+    finally:
+        engine.dispose()
+    by_day: dict[int, set[tuple[str, str]]] = {}
+    for when, state, pool in rows:
+        by_day.setdefault(when.day, set()).add((state, pool))
+    assert by_day == {
+        1: {("none", "big")},  # reprocessed: every TI reset into the override pool
+        2: {("none", "big")},
+        3: {("running", "default_pool")},  # in flight: skipped, untouched
+        4: {("none", "big")},  # new
+    }
 
 
 def test_dry_run_without_a_schema(home: Path, backend: str, empty_db_url: str) -> None:

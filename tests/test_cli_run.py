@@ -26,9 +26,10 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+import sqlalchemy as sa
 from rich.console import Console
 
-from backfill.cli.report import print_report
+from backfill.cli.report import DEPENDS_ON_PAST_HINT, outcome_json, print_report
 from backfill.config import Settings
 from backfill.coordinator import Outcome, Progress, TIKey
 from backfill.db import create_engine_for
@@ -43,8 +44,9 @@ from backfill.progress import (
     group_failed,
     print_groups,
 )
-from backfill.states import BackfillState, RunState, TIState
-from backfill.store import reads, runs, status
+from backfill.schema import task_instances, ti_transitions
+from backfill.states import ACTIVE, BackfillState, RunState, TIState
+from backfill.store import lease, reads, status
 
 T = TypeVar("T")
 REPO = Path(__file__).parent.parent
@@ -109,7 +111,7 @@ dag = DAG("pooled", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, 
 def first(ctx: Context) -> None: ...
 
 
-@dag.task(pool="nope")
+@dag.task(pool="nope", pool_slots=2)
 def needs_pool(ctx: Context) -> None: ...
 
 
@@ -275,6 +277,7 @@ def test_run_embedded_end_to_end(harness: Harness) -> None:
         "task_instances": all_states({"success": 12}, TIState),
         "failed": [],
         "deadlock": {},
+        "hints": [],
     }
     every_ti_once(harness, ["2024-01-01", "2024-01-02", "2024-01-03"])
     assert "backfill 1 of ledger created: 3 runs and 12 task instances" in done.stderr
@@ -315,18 +318,107 @@ def test_a_failing_task_exits_1_with_a_report_by_error(harness: Harness) -> None
     assert processes_of(harness.home) == []
 
 
+def test_an_unknown_pool_is_refused_before_anything_is_written(harness: Harness) -> None:
+    for command in ("run", "create"):
+        refused = harness.cli(command, "pooled", "-s", "2024-01-01", "-e", "2024-01-02")
+        assert refused.returncode == 2
+        assert refused.stderr == (
+            "error: pool 'nope' (needed by needs_pool) does not exist; create it first: "
+            "backfill pools set nope SLOTS\n"
+        )
+        assert not harness.home.exists()  # not even the embedded database
+
+
 def test_a_deadlock_exits_1_naming_the_tis_and_what_to_do(harness: Harness) -> None:
+    assert harness.cli("pools", "set", "nope", "1").returncode == 0  # too small for pool_slots=2
     done = harness.cli("run", "pooled", "-s", "2024-01-01", "-e", "2024-01-02", "-o", "json")
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
     assert result["state"] == "failed"
     assert result["failed"] == []
-    reason = "pool 'nope' does not exist; create it: backfill pools set nope SLOTS"
+    reason = (
+        "pool 'nope' has 1 slots, fewer than the task's pool_slots (2); "
+        "enlarge it: backfill pools set nope 2"
+    )
     assert list(result["deadlock"]) == [reason]
     assert [(t["task_id"], t["logical_date"]) for t in result["deadlock"][reason]] == [
         ("needs_pool", "2024-01-01T00:00:00+00:00"),
         ("needs_pool", "2024-01-02T00:00:00+00:00"),
     ]
+    assert result["hints"] == []
+
+
+def peak_active(database_url: str) -> int:
+    """The most TIs queued or running at once, replayed from the journal in commit order.
+
+    On SQLite every write is serialised, so the journal's ids follow the commits.
+    """
+    engine = create_engine_for(database_url)
+    try:
+        with engine.connect() as conn:
+            moves = conn.execute(
+                sa.select(ti_transitions.c.from_state, ti_transitions.c.to_state).order_by(
+                    ti_transitions.c.id
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    active = peak = 0
+    for before, after in moves:
+        active += (after in ACTIVE) - (before in ACTIVE)
+        peak = max(peak, active)
+    return peak
+
+
+def test_mark_success_queues_under_the_limits_and_runs_nothing(harness: Harness) -> None:
+    assert harness.cli("pools", "set", "one", "1").returncode == 0
+    args = ["run", "ledger", "-s", "2024-01-01", "-e", "2024-01-02", "--mark-success"]
+    done = harness.cli(*args, "--pool", "one", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["task_instances"]["success"] == 8
+    assert harness.executions() == Counter()  # no callable ran
+    tasks = harness.cli("tasks", "1", "-o", "json")
+    assert {(t["state"], t["try_number"]) for t in json.loads(tasks.stdout)} == {("success", 1)}
+    database_url = harness.settings().database_url
+    engine = create_engine_for(database_url)
+    try:
+        with engine.connect() as conn:
+            pools_used = set(conn.execute(sa.select(task_instances.c.pool)).scalars())
+    finally:
+        engine.dispose()
+    assert pools_used == {"one"}  # --pool: every TI in the override pool
+    # Two runs start at once with `a` ready in both, and b, c after each `a`:
+    # without the 1-slot pool several TIs would be queued together.
+    assert peak_active(database_url) == 1
+    logs = "".join(p.read_text() for p in (harness.home / "logs").glob("local*.log"))
+    assert logs.count("--mark-success: marked success without running the task") == 8
+
+
+def test_rerun_failed_tasks_reruns_only_the_failed_tis(harness: Harness) -> None:
+    first = harness.cli("run", "failing", "-s", "2024-01-01", "-e", "2024-01-01")
+    assert first.returncode == 1, first.stderr
+    dry = harness.cli(
+        "run", "failing", "-s", "2024-01-01", "-e", "2024-01-01", "--rerun-failed-tasks",
+        "--dry-run", "-o", "json",
+    )  # fmt: skip
+    [planned] = json.loads(dry.stdout)["runs"]
+    assert (planned["action"], planned["reason"], planned["task_ids"]) == (
+        "reprocess", "--rerun-failed-tasks: 2 failed TIs", ["boom", "after"],
+    )  # fmt: skip
+    again = harness.cli(
+        "run", "failing", "-s", "2024-01-01", "-e", "2024-01-01", "--rerun-failed-tasks"
+    )
+    assert again.returncode == 1, again.stderr
+    assert (
+        "ValueError: boom on 2024-01-01 (1):\n    failing/boom/2024-01-01T00:00:00+00:00 try 2"
+        in (again.stdout)
+    )
+    tasks = json.loads(harness.cli("tasks", "2", "-o", "json").stdout)
+    assert {t["task_id"]: (t["state"], t["try_number"]) for t in tasks} == {
+        "ok": ("success", 1),  # succeeded: never rerun
+        "boom": ("failed", 2),  # its second try
+        "after": ("upstream_failed", 0),
+    }
 
 
 # --- on PostgreSQL + Redis ---------------------------------------------------------------------
@@ -450,7 +542,7 @@ def test_resume_unpauses_and_waits_for_a_dead_drivers_lease(harness: Harness) ->
         with engine.begin() as conn:
             now = datetime.now(UTC)
             ttl = timedelta(seconds=3)
-            assert runs.acquire_lease(conn, 1, owner="ghost:1", now=now, ttl=ttl) is not None
+            assert lease.acquire_lease(conn, 1, owner="ghost:1", now=now, ttl=ttl) is not None
     finally:
         engine.dispose()
     resumed = harness.cli("resume", "1")
@@ -646,6 +738,39 @@ def test_failed_tis_are_grouped_by_error_and_listed() -> None:
         "  upstream (1):",
         "    d/b/2024-01-01T00:00:00+00:00 (never ran)",
     ]
+
+
+def test_a_depends_on_past_deadlock_says_once_how_to_cure_it() -> None:
+    final = Progress(
+        backfill_id=5, state=BackfillState.FAILED, runs={"failed": 2}, task_instances={"none": 3}
+    )
+    past = "depends_on_past: the previous date of 'a' is outside the range"
+    outcome = Outcome(
+        state=BackfillState.FAILED,
+        deadlock={
+            past: (key("a", 1, 0),),
+            "depends_on_past: 'a' failed on the previous date": (key("a", 2, 0),),
+            "waiting for an upstream task that cannot run": (key("b", 1, 0),),
+        },
+        failed=(),
+        waiting={},
+    )
+    out = io.StringIO()
+    print_report(Console(file=out, width=300), 5, "d", outcome, final)
+    lines = out.getvalue().splitlines()
+    assert f"  {past} (1):" in lines
+    assert [line for line in lines if "--ignore-first-depends-on-past" in line] == [
+        f"hint: {DEPENDS_ON_PAST_HINT}"
+    ]
+    assert lines[-1] == f"hint: {DEPENDS_ON_PAST_HINT}"
+    as_json = outcome_json(5, "d", outcome, final)
+    assert list(as_json["deadlock"]) == list(outcome.deadlock or {})
+    assert as_json["hints"] == [DEPENDS_ON_PAST_HINT]
+    assert "--ignore-first-depends-on-past" in DEPENDS_ON_PAST_HINT
+    no_past = Outcome(
+        state=BackfillState.FAILED, deadlock={"pool 'p' is gone": ()}, failed=(), waiting={}
+    )
+    assert outcome_json(5, "d", no_past, final)["hints"] == []
 
 
 def test_the_report_names_failed_deadlocked_and_held_back_tis() -> None:

@@ -13,6 +13,7 @@ Redis: each module run takes one empty DB index, marked with an owner key
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import signal
@@ -40,13 +41,15 @@ from backfill.config import Settings
 from backfill.coordinator import Coordinator, Outcome, Progress
 from backfill.create import create_backfill
 from backfill.db import create_engine_for, migrate
+from backfill.depends import BEHIND_BLOCKED_PAST, WAITING_FOR_PAST
 from backfill.discovery import load_dags
 from backfill.dispatch import Dispatcher
 from backfill.messages import TaskMessage
 from backfill.options import RunOptions
 from backfill.passes import DagChanged
 from backfill.plan import expand_range, plan_backfill
-from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
+from backfill.planner import UPSTREAM_CANNOT_RUN
+from backfill.schema import backfills, dag_runs, pools, task_instances, ti_transitions
 from backfill.states import BackfillState, TIState
 from backfill.store import claims, reads
 from workers.app import make_app
@@ -122,8 +125,10 @@ def settings_for(db_url: str, home: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def new_backfill(engine: Engine, dag: DAG, days: int, **options: Any) -> int:
-    start = pendulum.instance(D1)
+def new_backfill(
+    engine: Engine, dag: DAG, days: int, *, first: datetime = D1, **options: Any
+) -> int:
+    start = pendulum.instance(first)
     intervals = expand_range(dag, start, start + timedelta(days=days - 1))
     with reads.reading(engine) as conn:
         existing = reads.existing_runs(conn, dag.dag_id, [i.logical_date for i in intervals])
@@ -614,6 +619,287 @@ def test_a_queued_backfill_is_started_by_its_first_pass(
     assert [r.state for r in run_rows(engine)] == ["running"]
 
 
+# -- part 1: policies, depends_on_past and limits, pass by pass -------------------------
+
+
+def started_order(engine: Engine) -> list[datetime]:
+    """Logical dates of the runs that started, in the order they started."""
+    started = [r for r in run_rows(engine) if r.start_date is not None]
+    return [r.logical_date for r in sorted(started, key=lambda r: (r.start_date, r.id))]
+
+
+def spans(engine: Engine, task_id: str) -> list[tuple[datetime, datetime, datetime]]:
+    """(logical date, start, end) of each run of `task_id` that ran, by logical date."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                dag_runs.c.logical_date, task_instances.c.start_date, task_instances.c.end_date
+            )
+            .select_from(task_instances.join(dag_runs))
+            .where(task_instances.c.task_id == task_id, task_instances.c.start_date.is_not(None))
+            .order_by(dag_runs.c.logical_date)
+        )
+        return [(r.logical_date, r.start_date, r.end_date) for r in rows]
+
+
+def day(n: int) -> datetime:
+    return D1 + timedelta(days=n)
+
+
+def test_continue_on_failures_with_retries_disabled(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = DAG("policies", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
+    dag.add_task("flaky", noop, retries=3)
+    backfill_id = new_backfill(
+        engine, dag, 3, max_active_runs=1, on_failure="continue", retries="disabled"
+    )
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+
+    def outcome(m: TaskMessage) -> TIState:  # the first date's try fails, with retries left
+        return TIState.UP_FOR_RETRY if m.logical_date == D1.isoformat() else TIState.SUCCESS
+
+    drive_by_hand(engine, coordinator, recorder, backfill_id, Clock(), outcome=outcome)
+
+    assert backfill_state(engine, backfill_id) is BackfillState.FAILED  # exit 1
+    states = ti_states(engine)
+    assert [states[(day(i), "flaky")] for i in range(3)] == [
+        ("failed", 1),  # not retried
+        ("success", 1),  # the later runs still ran
+        ("success", 1),
+    ]
+    assert [r.state for r in run_rows(engine)] == ["failed", "success", "success"]
+
+
+def test_run_backwards_starts_the_newest_run_first(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = DAG("backwards", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
+    dag.add_task("t", noop)
+    backfill_id = new_backfill(engine, dag, 4, max_active_runs=1, order="backward")
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    drive_by_hand(engine, coordinator, recorder, backfill_id, Clock())
+    assert backfill_state(engine, backfill_id) is BackfillState.SUCCESS
+    assert started_order(engine) == [day(3), day(2), day(1), day(0)]
+
+
+def test_task_regex_treats_unselected_tis_of_a_reprocessed_run_as_absent(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = diamond()  # a >> b, c
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    clock = Clock()
+    first = new_backfill(engine, dag, 1)
+
+    def a_fails(m: TaskMessage) -> TIState:
+        return TIState.FAILED if m.task_id == "a" else TIState.SUCCESS
+
+    drive_by_hand(engine, coordinator, recorder, first, clock, outcome=a_fails)
+    assert ti_states(engine)[(D1, "b")] == ("upstream_failed", 0)
+
+    # Only b runs again: a (failed, not selected) stays in the run but is not its upstream.
+    again = new_backfill(engine, dag, 1, reprocess="failed", task_regex="^b$")
+    ran: list[str] = []
+
+    def record(m: TaskMessage) -> TIState:
+        ran.append(m.task_id)
+        return TIState.SUCCESS
+
+    drive_by_hand(engine, coordinator, recorder, again, clock, outcome=record)
+    assert ran == ["b"]
+    states = ti_states(engine)
+    assert [states[(D1, t)][0] for t in "abc"] == ["failed", "success", "success"]
+    assert backfill_state(engine, again) is BackfillState.SUCCESS
+    assert [r.state for r in run_rows(engine)] == ["success"]  # b and c are its leaves
+
+
+def test_ignore_dependencies_runs_a_task_whose_upstream_failed(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = diamond()
+    backfill_id = new_backfill(engine, dag, 1, dependencies="ignore")
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    clock = Clock()
+    coordinator.run_pass(backfill_id, now=clock.tick())
+    coordinator.run_pass(backfill_id, now=clock.tick())
+    # a, b and c are queued together: b does not wait for a.
+    assert sorted(m.task_id for m, _ in recorder.inbox.queue) == ["a", "b", "c"]
+
+    def outcome(m: TaskMessage) -> TIState:
+        return TIState.FAILED if m.task_id == "a" else TIState.SUCCESS
+
+    drive_by_hand(engine, coordinator, recorder, backfill_id, clock, outcome=outcome)
+    states = ti_states(engine)
+    assert (states[(D1, "a")][0], states[(D1, "b")][0]) == ("failed", "success")
+    assert backfill_state(engine, backfill_id) is BackfillState.FAILED
+
+
+def test_max_active_runs_holds_across_two_backfills_of_a_dag(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = DAG(
+        "shared", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1), max_active_runs=2
+    )
+    dag.add_task("t", noop)
+    first = new_backfill(engine, dag, 3)
+    second = new_backfill(engine, dag, 3, first=day(10))
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    clock = Clock()
+    peak, ended = 0, set()
+    for _ in range(60):
+        for backfill_id in (first, second):
+            if (
+                coordinator.run_pass(backfill_id, now=clock.tick()).state
+                is not BackfillState.RUNNING
+            ):
+                ended.add(backfill_id)
+            peak = max(peak, sum(r.state == "running" for r in run_rows(engine)))
+        for message, _ in recorder.take():
+            claim_and_finish(engine, message, TIState.SUCCESS, now=clock.tick())
+        if ended == {first, second}:
+            break
+    assert {backfill_state(engine, b) for b in (first, second)} == {BackfillState.SUCCESS}
+    assert peak == 2  # reached, never exceeded: each backfill alone would start 2
+
+
+def test_each_limit_holds_back_only_its_tis_and_is_reached(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.insert(pools).values(name="two", slots=2))
+    dag = DAG(
+        "limited",
+        schedule="@daily",
+        start_date=pendulum.datetime(2024, 1, 1),
+        max_active_runs=4,
+        max_active_tasks=5,
+    )
+    dag.add_task("pooled", noop, pool="two")
+    dag.add_task("solo", noop, max_active_tis_per_dag=1)
+    dag.add_task("free", noop)
+    backfill_id = new_backfill(engine, dag, 4)
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    clock = Clock()
+    coordinator.run_pass(backfill_id, now=clock.tick())  # starts the 4 runs
+    result = coordinator.run_pass(backfill_id, now=clock.tick())
+
+    queued = sorted((m.task_id, m.logical_date) for m, _ in recorder.take())
+    # Day 0: all three; day 1: pooled (the pool's 2nd slot) and free, not solo (its cap of
+    # 1), and the 5th TI fills max_active_tasks: every limit is reached at once.
+    iso = [day(i).isoformat() for i in range(4)]
+    assert queued == sorted(
+        [
+            ("pooled", iso[0]),
+            ("solo", iso[0]),
+            ("free", iso[0]),
+            ("pooled", iso[1]),
+            ("free", iso[1]),
+        ]
+    )
+    held = {
+        reason: sorted((k.task_id, k.logical_date) for k in keys)
+        for reason, keys in result.waiting.items()
+    }
+    # The first reason that holds a TI is its reason (pools are checked first).
+    assert held == {
+        "task 'solo' max_active_tis_per_dag (1) reached": [("solo", day(1))],
+        "pool 'two' is full (2 slots)": [("pooled", day(2)), ("pooled", day(3))],
+        "DAG max_active_tasks (5) reached": sorted(
+            [("free", day(2)), ("free", day(3)), ("solo", day(2)), ("solo", day(3))]
+        ),
+    }
+    assert result.deadlock is None
+
+
+def past_dag(dag_id: str) -> DAG:
+    dag = DAG(dag_id, schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
+    dag.add_task("a", noop, depends_on_past=True) >> dag.add_task("b", noop)
+    return dag
+
+
+def test_depends_on_past_waits_for_the_previous_date_even_in_another_backfill(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = past_dag("past_elsewhere")
+    earlier = new_backfill(engine, dag, 2)  # the DAG's first two dates
+    later = new_backfill(engine, dag, 2, first=day(2))
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    clock = Clock()
+    for _ in range(3):  # the later backfill: runs start, a waits for day 1 (not started)
+        result = coordinator.run_pass(later, now=clock.tick())
+    assert (result.state, result.deadlock, recorder.take()) == (BackfillState.RUNNING, None, [])
+    ((reason, waiting),) = result.waiting.items()
+    assert reason == WAITING_FOR_PAST
+    assert [(k.task_id, k.logical_date) for k in waiting] == [("a", day(2)), ("a", day(3))]
+
+    drive_by_hand(engine, coordinator, recorder, earlier, clock)
+    drive_by_hand(engine, coordinator, recorder, later, clock)
+    assert {backfill_state(engine, b) for b in (earlier, later)} == {BackfillState.SUCCESS}
+    a_spans = spans(engine, "a")
+    assert [d for d, _, _ in a_spans] == [day(i) for i in range(4)]
+    for (_, _, end), (_, start, _) in itertools.pairwise(a_spans):
+        assert end <= start  # each date began after the previous one ended
+
+
+def test_a_gap_before_the_range_deadlocks_and_ignore_first_cures_it(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = past_dag("past_gap")
+    backfill_id = new_backfill(engine, dag, 2, first=day(2))  # day 1 never ran
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    clock = Clock()
+    drive_by_hand(engine, coordinator, recorder, backfill_id, clock)
+
+    outcome = coordinator.outcome(backfill_id, coordinator.run_pass(backfill_id, now=clock.tick()))
+    assert outcome.state is BackfillState.FAILED
+    assert [r.state for r in run_rows(engine)] == ["failed", "failed"]
+    with engine.connect() as conn:
+        ended = conn.execute(sa.select(backfills.c.state).where(backfills.c.id == backfill_id))
+        assert ended.scalar_one() == "failed"
+
+    cured = new_backfill(
+        engine, dag, 2, first=day(2), reprocess="failed", depends_on_past="ignore_first"
+    )
+    drive_by_hand(engine, coordinator, recorder, cured, clock)
+    assert backfill_state(engine, cured) is BackfillState.SUCCESS
+    assert [d for d, _, _ in spans(engine, "a")] == [day(2), day(3)]
+
+
+def test_the_deadlock_report_names_the_gap_and_the_cure(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = past_dag("past_report")
+    backfill_id = new_backfill(engine, dag, 2, first=day(2))
+    recorder = Recorder()
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    clock = Clock()
+    results = [coordinator.run_pass(backfill_id, now=clock.tick()) for _ in range(2)]
+
+    assert results[-1].state is BackfillState.FAILED
+    deadlock = results[-1].deadlock
+    assert deadlock is not None
+    found = {r: [(k.task_id, k.logical_date) for k in keys] for r, keys in deadlock.items()}
+    (gap,) = [r for r in found if "has no run" in r]
+    assert gap.startswith(
+        "depends_on_past: task 'a' has no run at 2024-01-02T00:00:00+00:00 (outside the range?)"
+    )
+    assert "--ignore-first-depends-on-past" in gap
+    assert found == {
+        gap: [("a", day(2))],
+        BEHIND_BLOCKED_PAST: [("a", day(3))],
+        UPSTREAM_CANNOT_RUN: [("b", day(2)), ("b", day(3))],
+    }
+    assert recorder.batches == []  # nothing was ever dispatched
+
+
 # -- part 2: real workers ------------------------------------------------------------------
 
 DEADLINE = 90.0  # seconds any backfill of part 2 may take before the test fails
@@ -719,11 +1005,19 @@ def embedded_stack(db_url: str, tmp_path: Path, **overrides: Any) -> Stack:
 
 
 def drive(
-    engine: Engine, stack: Stack, dag_id: str, days: int, **kwargs: Any
+    engine: Engine,
+    stack: Stack,
+    dag_id: str,
+    days: int,
+    *,
+    first: datetime = D1,
+    options: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> tuple[int, Outcome, float]:
-    """Create a backfill of `dag_id` and drive it with a real coordinator; (id, outcome, s)."""
+    """Create a backfill of `dag_id` (`days` dates from `first`, with run `options`) and
+    drive it with a real coordinator (`kwargs`); (id, outcome, seconds)."""
     dag = load_dags(stack.settings.dags_folder).get(dag_id)
-    backfill_id = new_backfill(engine, dag, days)
+    backfill_id = new_backfill(engine, dag, days, first=first, **(options or {}))
     coordinator = Coordinator(engine, stack.settings, dag, **kwargs)
     stop = threading.Event()
     timer = threading.Timer(DEADLINE, stop.set)
@@ -921,5 +1215,99 @@ def test_notify_wakes_the_coordinator_without_waiting_for_the_poll(
             for i in range(4)
         ]
         assert max(hops) < 0.5, hops  # milliseconds in practice; generous for a loaded CI
+    finally:
+        engine.dispose()
+
+
+# A DAG written per test, so that its tasks can sleep: without depends_on_past two
+# workers would run `step` of consecutive dates at the same time.
+PAST_DAG = """
+import os
+import time
+
+import pendulum
+
+from backfill import DAG, Context
+
+
+def record(ctx: Context) -> None:
+    line = f"{ctx.dag_id} {ctx.task_id} {ctx.ds} {ctx.try_number} {os.getpid()}\\n"
+    fd = os.open(os.environ["BACKFILL_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+dag = DAG(
+    "engine_past",
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    max_active_runs=3,
+)
+
+
+@dag.task(depends_on_past=True)
+def step(ctx: Context) -> None:
+    record(ctx)
+    time.sleep(0.4)
+
+
+@dag.task
+def after(ctx: Context) -> None:
+    record(ctx)
+
+
+@dag.task
+def free(ctx: Context) -> None:
+    record(ctx)
+
+
+step >> after
+"""
+
+
+def test_depends_on_past_on_real_workers(db_url: str, tmp_path: Path, spawn: Any) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "past.py").write_text(PAST_DAG)
+    stack = embedded_stack(db_url, tmp_path, dags_folder=dags)
+    engine = create_engine_for(db_url)
+    try:
+        spawn(stack, 2)
+        # From the DAG's first date: `step` runs date after date, the rest alongside.
+        _, outcome, _ = drive(engine, stack, "engine_past", 4)
+        assert (outcome.state, outcome.failed, outcome.deadlock) == (
+            BackfillState.SUCCESS,
+            (),
+            None,
+        )
+        steps = spans(engine, "step")
+        assert [d for d, _, _ in steps] == [day(i) for i in range(4)]
+        for (_, _, end), (_, start, _) in itertools.pairwise(steps):
+            assert end <= start
+
+        # Day 5 never ran: the range from day 6 deadlocks, saying why and what to do.
+        _, outcome, _ = drive(engine, stack, "engine_past", 2, first=day(6))
+        assert outcome.state is BackfillState.FAILED
+        assert outcome.deadlock is not None
+        found = {r: sorted(k.logical_date for k in keys) for r, keys in outcome.deadlock.items()}
+        (gap,) = [r for r in found if r.startswith("depends_on_past: task 'step' has no run at")]
+        assert "2024-01-06T00:00:00+00:00 (outside the range?)" in gap
+        assert "--ignore-first-depends-on-past" in gap
+        assert found[gap] == [day(6)]
+        assert found[BEHIND_BLOCKED_PAST] == [day(7)]
+        assert found[UPSTREAM_CANNOT_RUN] == [day(6), day(7)]  # `after` of both dates
+        ledger = stack.starts()
+        assert {t for (_, t, ds, _) in ledger if ds >= "2024-01-07"} == {"free"}
+
+        # The cure: run the failed dates again, the first one without its past.
+        options = {"reprocess": "failed", "depends_on_past": "ignore_first"}
+        _, outcome, _ = drive(engine, stack, "engine_past", 2, first=day(6), options=options)
+        assert (outcome.state, outcome.deadlock) == (BackfillState.SUCCESS, None)
+        steps = spans(engine, "step")
+        assert [d for d, _, _ in steps] == [*(day(i) for i in range(4)), day(6), day(7)]
+        assert steps[-2][2] <= steps[-1][1]
+        assert set(stack.starts().values()) == {1}  # nothing ran twice
     finally:
         engine.dispose()

@@ -237,3 +237,106 @@ def test_concurrent_creators_of_the_same_dates_exactly_one_wins(engine: Engine) 
     assert [r.id for r in rows(engine, backfills)] == winners
     assert {r.backfill_id for r in rows(engine, dag_runs)} == set(winners)
     assert len(rows(engine, task_instances)) == 9
+
+
+# --- options at creation: --task-regex, --rerun-failed-tasks, --pool ----------------------
+
+
+def test_task_regex_creates_tis_of_the_selected_tasks_only(engine: Engine) -> None:
+    dag = make_dag()
+    plan = make_plan(engine, dag, days=2, task_regex="^[bc]$")
+    create_backfill(engine, dag, plan, now=NOW)
+
+    runs = rows(engine, dag_runs)
+    assert len(runs) == 2
+    for run in runs:
+        assert sorted(tis_of(engine, run.id)) == ["b", "c"]  # no TI for a: not required
+    assert len(rows(engine, task_instances)) == 4
+
+
+def test_task_regex_resets_only_the_selected_tis_of_a_reprocessed_run(engine: Engine) -> None:
+    dag = make_dag()
+    create_backfill(engine, dag, make_plan(engine, dag, days=1), now=NOW)
+    run_pk = finish_first_run(
+        engine, {"a": TIState.SUCCESS, "b": TIState.FAILED, "c": TIState.FAILED}, RunState.FAILED
+    )
+    plan = make_plan(engine, dag, days=1, reprocess=ReprocessPolicy.COMPLETED, task_regex="a|c")
+
+    create_backfill(engine, dag, plan, now=NOW)
+
+    tis = tis_of(engine, run_pk)
+    assert {t: r.state for t, r in tis.items()} == {"a": "none", "b": "failed", "c": "none"}
+
+
+def test_rerun_failed_tasks_resets_exactly_the_failed_and_upstream_failed_tis(
+    engine: Engine,
+) -> None:
+    dag = make_dag()
+    first = create_backfill(engine, dag, make_plan(engine, dag, days=2), now=NOW)
+    run_pk = finish_first_run(
+        engine,
+        {"a": TIState.FAILED, "b": TIState.UPSTREAM_FAILED, "c": TIState.SUCCESS},
+        RunState.FAILED,
+    )
+    plan = make_plan(engine, dag, days=2, rerun_failed_tasks=True, pool="big")
+    assert [(r.action, r.reason) for r in plan.runs] == [
+        (Action.REPROCESS, "--rerun-failed-tasks: 2 failed TIs"),
+        (Action.SKIP, "already exists: run is success"),  # its TIs are none, none failed
+    ]
+
+    second = create_backfill(engine, dag, plan, now=NOW)
+
+    run = rows(engine, dag_runs, dag_runs.c.id == run_pk)[0]
+    assert (run.backfill_id, run.state) == (second, RunState.QUEUED)
+    tis = tis_of(engine, run_pk)
+    # Cleared as Airflow clears: the try number keeps counting, max_tries = tries + retries.
+    assert (tis["a"].state, tis["a"].try_number, tis["a"].max_tries) == ("none", 1, 1 + 0)
+    assert (tis["b"].state, tis["b"].try_number, tis["b"].max_tries) == ("none", 1, 1 + 2)
+    assert {tis["a"].pool, tis["b"].pool} == {"big"}  # --pool: every reset TI
+    assert (tis["c"].state, tis["c"].pool, tis["c"].last_error) == (
+        "success",
+        "default_pool",
+        "old",
+    )
+    cleared = {
+        (r.task_instance_id, r.from_state)
+        for r in rows(engine, ti_transitions)
+        if r.actor == "coordinator:create"
+    }
+    assert cleared == {(tis["a"].id, "failed"), (tis["b"].id, "upstream_failed")}
+    other = rows(engine, dag_runs, dag_runs.c.id != run_pk)[0]
+    assert (other.backfill_id, other.state) == (first, RunState.SUCCESS)
+
+
+def test_rerun_failed_tasks_never_reruns_a_ti_that_succeeded_meanwhile(engine: Engine) -> None:
+    dag = make_dag()
+    create_backfill(engine, dag, make_plan(engine, dag, days=1), now=NOW)
+    run_pk = finish_first_run(engine, {"a": TIState.FAILED, "c": TIState.FAILED}, RunState.FAILED)
+    plan = make_plan(engine, dag, days=1, rerun_failed_tasks=True)
+    assert plan.runs[0].task_ids == ("a", "c")
+    with engine.begin() as conn:  # someone else reran `c`, which succeeded this time
+        conn.execute(
+            sa.update(task_instances)
+            .where(task_instances.c.dag_run_id == run_pk, task_instances.c.task_id == "c")
+            .values(state=TIState.SUCCESS, try_number=2)
+        )
+    counts = [len(rows(engine, t)) for t in (backfills, dag_runs, task_instances, ti_transitions)]
+
+    with pytest.raises(RunChangedMeanwhile, match="2024-01-01"):
+        create_backfill(engine, dag, plan, now=NOW)
+
+    assert [
+        len(rows(engine, t)) for t in (backfills, dag_runs, task_instances, ti_transitions)
+    ] == counts
+    tis = tis_of(engine, run_pk)
+    assert (tis["a"].state, tis["c"].state, tis["c"].try_number) == ("failed", "success", 2)
+
+
+def test_pool_overrides_the_pool_of_every_new_ti(engine: Engine) -> None:
+    dag = make_dag()
+    create_backfill(engine, dag, make_plan(engine, dag, days=2, pool="big"), now=NOW)
+    tis = rows(engine, task_instances)
+    assert len(tis) == 6
+    assert {t.pool for t in tis} == {"big"}
+    b = next(t for t in tis if t.task_id == "b")
+    assert (b.queue, b.priority_weight, b.max_tries) == ("q_b", 5, 2)  # other options kept

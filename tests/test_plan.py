@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,11 +15,19 @@ from sqlalchemy.engine import Connection, Engine
 
 from backfill import DAG, Context
 from backfill.errors import BadRange
-from backfill.options import ReprocessPolicy, RunOptions
-from backfill.plan import Action, expand_range, plan_backfill
+from backfill.options import Order, ReprocessPolicy, RunOptions
+from backfill.plan import (
+    Action,
+    BackwardsWithDependsOnPast,
+    NoTaskSelected,
+    UnknownPool,
+    expand_range,
+    plan_backfill,
+    refuse_missing_pools,
+)
 from backfill.schema import dag_runs, task_instances
 from backfill.snapshot import ExistingRun
-from backfill.states import RunState, TIState
+from backfill.states import FAILED_STATES, RunState, TIState
 from backfill.store.reads import existing_runs, reading
 
 NONE, FAILED, COMPLETED = ReprocessPolicy.NONE, ReprocessPolicy.FAILED, ReprocessPolicy.COMPLETED
@@ -147,6 +156,108 @@ def test_existing_runs_match_whatever_datetime_class_keys_them() -> None:
     assert plan.runs[0].action is Action.SKIP
 
 
+# --- options that shape the plan ---------------------------------------------------
+
+
+def plan_with(run: ExistingRun | None, **options: Any) -> Any:
+    found = {} if run is None else {DAY1.logical_date: run}
+    return plan_backfill(DAG_P, [DAY1], found, RunOptions(**options)).runs[0]
+
+
+def test_task_regex_selects_the_tis_of_new_and_reprocessed_runs() -> None:
+    assert plan_with(None, task_regex="^[bc]$").task_ids == ("b", "c")  # a is not required
+    run = existing(RunState.FAILED, a=TIState.FAILED, b=TIState.UPSTREAM_FAILED, c=TIState.NONE)
+    assert plan_with(run, reprocess=FAILED, task_regex="a|c").task_ids == ("a", "c")
+    assert plan_with(run, reprocess=COMPLETED, task_regex="b").task_ids == ("b",)
+    plan = plan_backfill(DAG_P, [DAY1, DAY2], {}, RunOptions(task_regex="c"))
+    assert plan.task_ids == ("c",)
+    assert plan.totals()["task_instances"] == 2
+
+
+def test_a_task_regex_matching_nothing_names_the_regex_and_the_tasks() -> None:
+    with pytest.raises(NoTaskSelected) as info:
+        plan_with(None, task_regex="^z")
+    assert str(info.value) == (
+        "--task-regex '^z' matches no task of DAG 'p'; its tasks are: a, b, c"
+    )
+
+
+def test_rerun_failed_tasks_takes_over_finished_runs_with_failed_tis() -> None:
+    run = existing(RunState.FAILED, a=TIState.SUCCESS, b=TIState.FAILED, c=TIState.UPSTREAM_FAILED)
+    planned = plan_with(run, rerun_failed_tasks=True)
+    assert (planned.action, planned.reason) == (
+        Action.REPROCESS,
+        "--rerun-failed-tasks: 2 failed TIs",
+    )
+    assert (planned.task_ids, planned.only_failed, planned.run_id) == (("b", "c"), True, run.run_id)
+    # A successful run can hold a failed TI (a downstream all_done leaf succeeded).
+    ok = existing(RunState.SUCCESS, a=TIState.FAILED, b=TIState.SKIPPED, c=TIState.SUCCESS)
+    planned = plan_with(ok, rerun_failed_tasks=True)
+    assert (planned.reason, planned.task_ids) == ("--rerun-failed-tasks: 1 failed TI", ("a",))
+
+
+def test_rerun_failed_tasks_never_reruns_success_nor_touches_runs_in_flight() -> None:
+    clean = existing(RunState.SUCCESS, a=TIState.SUCCESS, b=TIState.SKIPPED, c=TIState.SUCCESS)
+    assert plan_with(clean, rerun_failed_tasks=True).action is Action.SKIP
+    running = existing(RunState.RUNNING, a=TIState.FAILED)
+    skipped = plan_with(running, rerun_failed_tasks=True)
+    assert (skipped.action, skipped.reason) == (Action.SKIP, "in flight: run is running")
+    # Only selected tasks are rerun; none selected failed: nothing to take over.
+    run = existing(RunState.FAILED, a=TIState.FAILED, b=TIState.SUCCESS, c=TIState.SUCCESS)
+    assert plan_with(run, rerun_failed_tasks=True, task_regex="c").action is Action.SKIP
+    # Where the reprocess table already reprocesses, the policy decides what runs.
+    planned = plan_with(run, rerun_failed_tasks=True, reprocess=COMPLETED)
+    assert (planned.task_ids, planned.only_failed) == (ORDER, False)
+
+
+def test_run_backwards_starts_the_newest_date_first() -> None:
+    plan = plan_backfill(DAG_P, [DAY1, DAY2, DAY3], {}, RunOptions(order=Order.BACKWARD))
+    assert [r.logical_date for r in plan.runs] == [d.logical_date for d in (DAY3, DAY2, DAY1)]
+
+
+def test_run_backwards_is_refused_when_a_selected_task_depends_on_its_past() -> None:
+    dag = DAG("past", schedule="@daily", start_date=T0)
+    a = dag.add_task("a", noop)
+    b = dag.add_task("b", noop, depends_on_past=True)
+    c = dag.add_task("c", noop, depends_on_past=True)
+    a >> [b, c]
+    backwards = RunOptions(order=Order.BACKWARD)
+    with pytest.raises(BackwardsWithDependsOnPast) as info:
+        plan_backfill(dag, [DAY1], {}, backwards)
+    assert str(info.value) == (
+        "You cannot backfill backwards because one or more tasks depend_on_past: b, c"
+    )
+    assert plan_backfill(dag, [DAY1], {}, RunOptions(order=Order.BACKWARD, task_regex="a"))
+    assert plan_backfill(dag, [DAY1], {}, RunOptions())  # forwards: fine
+
+
+def test_the_pools_a_plan_needs_and_the_refusal_of_missing_ones() -> None:
+    dag = DAG("pooled", schedule="@daily", start_date=T0)
+    dag.add_task("a", noop)
+    dag.add_task("b", noop, pool="db")
+    dag.add_task("c", noop, pool="db")
+    plan = plan_backfill(dag, [DAY1], {}, RunOptions())
+    assert plan.pools == {"db": ("b", "c"), "default_pool": ("a",)}
+    override = plan_backfill(dag, [DAY1], {}, RunOptions(pool="big", task_regex="a|b"))
+    assert override.pools == {"big": ("--pool",)}  # the override replaces declared pools
+    refuse_missing_pools(plan, [])
+    with pytest.raises(UnknownPool) as info:
+        refuse_missing_pools(plan, ["db", "default_pool"])
+    assert str(info.value) == (
+        "pool 'db' (needed by b, c); pool 'default_pool' (needed by a) do not exist; "
+        "create them first: backfill pools set db SLOTS; backfill pools set default_pool SLOTS"
+    )
+
+
+def test_a_missing_pool_needed_by_many_tasks_names_a_few() -> None:
+    dag = DAG("wide", schedule="@daily", start_date=T0)
+    for i in range(8):
+        dag.add_task(f"t{i}", noop, pool="db")
+    plan = plan_backfill(dag, [DAY1], {}, RunOptions())
+    with pytest.raises(UnknownPool, match=r"needed by t0, t1, t2, t3, t4 and 3 more\)"):
+        refuse_missing_pools(plan, ["db"])
+
+
 run_states = st.one_of(st.none(), st.sampled_from(RunState))
 ti_maps = st.dictionaries(st.sampled_from(["a", "b", "c", "gone"]), st.sampled_from(TIState))
 
@@ -168,6 +279,31 @@ def test_plan_invariants(
     if planned.action is Action.REPROCESS and policy is FAILED:
         succeeded = {TIState.SUCCESS, TIState.SKIPPED}
         assert {t for t in ORDER if tis.get(t) not in succeeded} == set(planned.task_ids)
+
+
+@given(
+    state=run_states,
+    tis=ti_maps,
+    policy=st.sampled_from(ReprocessPolicy),
+    regex=st.sampled_from([None, "a", "b|c", "^c$"]),
+)
+def test_rerun_failed_tasks_invariants(
+    state: RunState | None, tis: dict[str, TIState], policy: ReprocessPolicy, regex: str | None
+) -> None:
+    run = None if state is None else ExistingRun("r", state, tis)
+    without = plan_with(run, reprocess=policy, task_regex=regex)
+    planned = plan_with(run, reprocess=policy, task_regex=regex, rerun_failed_tasks=True)
+    selected = {t for t in ORDER if regex is None or re.search(regex, t)}
+    assert set(planned.task_ids) <= selected
+    if without.action is not Action.SKIP:  # the reprocess table decides; the flag adds nothing
+        assert planned == without
+        return
+    failed = [t for t in ORDER if t in selected and tis.get(t) in FAILED_STATES]
+    if state in (RunState.SUCCESS, RunState.FAILED) and failed:
+        assert (planned.action, planned.only_failed) == (Action.REPROCESS, True)
+        assert list(planned.task_ids) == failed  # never a TI that succeeded or did not run
+    else:
+        assert planned == without
 
 
 # --- expand_range ---------------------------------------------------------------

@@ -534,3 +534,98 @@ def test_timedelta_property(
     count = 0 if end < start else (plain(end) - plain(start)) // delta + 1
     assert logical_dates(got) == [plain(start) + n * delta for n in range(count)]
     assert all(length(i) == delta for i in got)
+
+
+# --- the previous tick (depends_on_past) -----------------------------------------------------
+
+
+def previous(
+    schedule: str | timedelta,
+    when: pendulum.DateTime,
+    tz: Timezone | FixedTimezone = pendulum.UTC,
+    not_before: pendulum.DateTime | None = None,
+) -> DataInterval | None:
+    return parse_schedule(schedule, tz, owner=OWNER).previous(when, not_before=not_before)
+
+
+def test_previous_is_the_whole_interval_of_the_tick_before() -> None:
+    got = previous("@daily", utc(2024, 1, 5))
+    assert got == DataInterval(utc(2024, 1, 4), utc(2024, 1, 4), utc(2024, 1, 5))
+    off_tick = previous("@daily", utc(2024, 1, 5, 13))
+    assert off_tick is not None
+    assert off_tick.logical_date == utc(2024, 1, 5)
+
+
+def test_previous_is_none_before_not_before_and_allows_a_tick_on_it() -> None:
+    assert previous("@daily", utc(2024, 1, 5), not_before=utc(2024, 1, 4, 1)) is None
+    got = previous("@daily", utc(2024, 1, 5), not_before=utc(2024, 1, 4))
+    assert got is not None
+    assert got.logical_date == utc(2024, 1, 4)
+    assert previous("@daily", utc(2024, 1, 5), not_before=utc(2024, 2, 1)) is None
+
+
+def test_previous_of_a_sparse_schedule_far_from_its_start() -> None:
+    # A yearly tick and a leap day: the lookback window grows to find it.
+    got = previous("0 0 29 2 *", utc(2100, 6, 1), not_before=utc(1970, 1, 1))
+    assert got is not None
+    assert got.logical_date == utc(2096, 2, 29)
+    assert got.end == utc(2104, 2, 29)  # 2100 is not a leap year
+    assert previous("@yearly", utc(1, 6, 1)) is None  # nothing before the calendar's start
+
+
+def test_previous_follows_the_dag_clock_across_dst() -> None:
+    # Daily in New York: the day of the spring change lasts 23 hours.
+    got = previous("@daily", local(NY, 2024, 3, 11), NY)
+    assert got is not None
+    assert (got.logical_date, got.end) == (local(NY, 2024, 3, 10), local(NY, 2024, 3, 11))
+    assert length(got) == timedelta(hours=23)
+    # A fixed time the clocks skip ran right after the jump (03:00 EDT).
+    skipped = previous("30 2 * * *", local(NY, 2024, 3, 11, 2, 30), NY)
+    assert skipped is not None
+    assert skipped.logical_date == utc(2024, 3, 10, 7)
+
+
+def test_previous_across_a_repeated_hour_sees_both_instants() -> None:
+    first, second, after = utc(2024, 11, 3, 5), utc(2024, 11, 3, 6), utc(2024, 11, 3, 7)
+    for when, expected in [(after, second), (second, first)]:
+        got = previous("@hourly", when, NY)
+        assert got is not None
+        assert (got.logical_date, got.end) == (expected, when)
+
+
+def test_previous_of_a_timedelta_schedule_is_one_delta_earlier() -> None:
+    got = previous(timedelta(hours=7), utc(2024, 3, 10, 8), NY)
+    assert got == DataInterval(utc(2024, 3, 10, 1), utc(2024, 3, 10, 1), utc(2024, 3, 10, 8))
+    assert previous(timedelta(hours=7), utc(2024, 3, 10, 8), NY, utc(2024, 3, 10, 2)) is None
+
+
+@PROPERTY_SETTINGS
+@given(fields=CRON_FIELDS, tz=timezones(), bounds=ranges(max_days=12))
+def test_previous_property_walks_the_expansion_backwards(
+    fields: tuple[tuple[str, set[int]], ...],
+    tz: Timezone | FixedTimezone,
+    bounds: tuple[pendulum.DateTime, pendulum.DateTime],
+) -> None:
+    start, end = bounds
+    cron = " ".join(text for text, _ in fields)
+    got = expand(cron, start, end, tz)
+    for before, after in itertools.pairwise(got):
+        assert previous(cron, after.logical_date, tz) == before
+        assert previous(cron, after.logical_date, tz, not_before=start) == before
+    if got:
+        assert previous(cron, got[0].logical_date, tz, not_before=start) is None
+
+
+@PROPERTY_SETTINGS
+@given(
+    preset=st.sampled_from(["@hourly", "@daily", "@weekly", "@monthly"]),
+    tz=timezones(),
+    bounds=ranges(max_days=60),
+)
+def test_previous_property_for_presets_across_dst(
+    preset: str, tz: Timezone | FixedTimezone, bounds: tuple[pendulum.DateTime, pendulum.DateTime]
+) -> None:
+    start, end = bounds
+    got = expand(preset, start, min(end, start.add(days=3)) if preset == "@hourly" else end, tz)
+    for before, after in itertools.pairwise(got):
+        assert previous(preset, after.logical_date, tz) == before

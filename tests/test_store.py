@@ -24,9 +24,10 @@ from sqlalchemy.engine import Connection, Engine
 from backfill import schema
 from backfill.dag import DAG
 from backfill.limits import admit
-from backfill.snapshot import LimitCounts, TIRow
+from backfill.snapshot import LimitCounts, PastTI, TIRow
 from backfill.states import BackfillState, RunState, TIState
-from backfill.store import claims, runs, tis
+from backfill.store import claims, lease, past, runs, tis
+from backfill.store import snapshot as snapshots
 from backfill.store.runs import NewRun, TaskSpec
 from backfill.task_options import DEFAULT_POOL
 
@@ -85,8 +86,15 @@ def make_backfill(
     run_ids = runs.insert_runs(
         conn, backfill_id=bid, dag_id=dag_id, runs=new, tasks=tasks, conf={"k": 1}, now=NOW
     )
-    runs.start_runs(conn, bid, start, backwards=False, now=NOW)
+    runs.start_runs(conn, bid, start, dag_id=dag_id, limit=100, backwards=False, now=NOW)
     return bid, run_ids
+
+
+def start_some(
+    conn: Connection, bid: int, count: int, *, limit: int = 100, backwards: bool = False
+) -> int:
+    """Start up to `count` runs of backfill `bid` (of DAG "d")."""
+    return runs.start_runs(conn, bid, count, dag_id="d", limit=limit, backwards=backwards, now=NOW)
 
 
 def ti_ids(conn: Connection, run_id: int) -> dict[str, int]:
@@ -109,7 +117,7 @@ def force(conn: Connection, ti_id: int, **values: Any) -> None:
 
 def seen(conn: Connection, backfill_id: int) -> dict[str, TIRow]:
     """The TIs of the running runs, as the planner would see them, by task_id (one run)."""
-    return {t.task_id: t for t in runs.read_snapshot(conn, backfill_id, NO_LIMITS).tis}
+    return {t.task_id: t for t in snapshots.read_snapshot(conn, backfill_id, NO_LIMITS).tis}
 
 
 def journal_mark(conn: Connection) -> int:
@@ -232,7 +240,7 @@ def test_read_snapshot_is_one_statement_for_the_tis_of_running_runs(engine: Engi
         force(conn, a1, state=_S.UP_FOR_RETRY, try_number=1, next_try_at=NOW)
         limits = LimitCounts(pool_slots={"p": 1}, pool_sizes={"p": 2}, dag_active=1, task_active={})
         with statements(engine) as sql:
-            snap = runs.read_snapshot(conn, bid, limits)
+            snap = snapshots.read_snapshot(conn, bid, limits)
     assert len(sql) == 2, sql  # the TIs, then the backlog
     assert sum("task_instances.try_number" in s for s in sql) == 1
     assert [r.id for r in snap.runs] == run_ids[:2]  # oldest first
@@ -255,29 +263,44 @@ def test_read_snapshot_sees_failures_of_runs_no_longer_running(engine: Engine) -
     with engine.begin() as conn:
         bid, run_ids = make_backfill(conn, n_runs=3, tasks=[spec("a"), spec("b")], start=2)
         force(conn, ti_ids(conn, run_ids[1])["a"], state=_S.FAILED, try_number=1)
-        assert not runs.read_snapshot(conn, bid, NO_LIMITS).earlier_failures  # still running
+        assert not snapshots.read_snapshot(conn, bid, NO_LIMITS).earlier_failures  # still running
         runs.finish_runs(conn, [(run_ids[0], RunState.SUCCESS)], now=NOW)
-        assert not runs.read_snapshot(conn, bid, NO_LIMITS).earlier_failures
+        assert not snapshots.read_snapshot(conn, bid, NO_LIMITS).earlier_failures
         force(conn, ti_ids(conn, run_ids[0])["b"], state=_S.UPSTREAM_FAILED)
-        snap = runs.read_snapshot(conn, bid, NO_LIMITS)
+        snap = snapshots.read_snapshot(conn, bid, NO_LIMITS)
         assert snap.earlier_failures
         assert (len(snap.runs), snap.queued_runs) == (1, 1)
+        # --task-regex: the failures of tasks it leaves out are not the backfill's.
+        assert not snapshots.read_snapshot(conn, bid, NO_LIMITS, task_ids={"a"}).earlier_failures
+        assert snapshots.read_snapshot(conn, bid, NO_LIMITS, task_ids={"b"}).earlier_failures
+
+
+def test_has_failures_counts_failed_tis_of_the_selected_tasks(engine: Engine) -> None:
+    with engine.begin() as conn:
+        bid, run_ids = make_backfill(conn, n_runs=2, tasks=[spec("a"), spec("b")], start=1)
+        other, _ = make_backfill(conn, dag_id="e", n_runs=1, start=1)
+        assert not snapshots.has_failures(conn, bid)
+        force(conn, ti_ids(conn, run_ids[1])["b"], state=_S.FAILED, try_number=1)  # queued run
+        assert snapshots.has_failures(conn, bid)
+        assert snapshots.has_failures(conn, bid, task_ids=["a", "b"])
+        assert not snapshots.has_failures(conn, bid, task_ids=["a"])
+        assert not snapshots.has_failures(conn, other)
 
 
 def test_start_runs_is_a_rolling_window_oldest_first(engine: Engine) -> None:
     with engine.begin() as conn:
         bid, run_ids = make_backfill(conn, n_runs=5)
         other, other_runs = make_backfill(conn, dag_id="e", n_runs=2)
-        assert runs.start_runs(conn, bid, 0, backwards=False, now=NOW) == 0
-        assert runs.start_runs(conn, bid, -3, backwards=False, now=NOW) == 0
-        assert runs.start_runs(conn, bid, 2, backwards=False, now=NOW) == 2
+        assert start_some(conn, bid, 0) == 0
+        assert start_some(conn, bid, -3) == 0
+        assert start_some(conn, bid, 2) == 2
         states = run_states(conn, run_ids)
         assert states == [RunState.RUNNING] * 2 + [RunState.QUEUED] * 3
         runs.finish_runs(conn, [(run_ids[0], RunState.SUCCESS)], now=NOW)
-        assert runs.start_runs(conn, bid, 1, backwards=False, now=NOW) == 1
+        assert start_some(conn, bid, 1) == 1
         assert run_states(conn, run_ids)[2] is RunState.RUNNING
-        assert runs.start_runs(conn, bid, 10, backwards=False, now=NOW) == 2  # only 2 left
-        assert runs.start_runs(conn, bid, 10, backwards=False, now=NOW) == 0
+        assert start_some(conn, bid, 10) == 2  # only 2 left
+        assert start_some(conn, bid, 10) == 0
         assert run_states(conn, other_runs) == [RunState.QUEUED] * 2
         start = conn.execute(
             sa.select(schema.dag_runs.c.start_date).where(schema.dag_runs.c.id == run_ids[1])
@@ -289,8 +312,150 @@ def test_start_runs_is_a_rolling_window_oldest_first(engine: Engine) -> None:
 def test_start_runs_backwards_starts_the_newest_first(engine: Engine) -> None:
     with engine.begin() as conn:
         bid, run_ids = make_backfill(conn, n_runs=4)
-        assert runs.start_runs(conn, bid, 3, backwards=True, now=NOW) == 3
+        assert start_some(conn, bid, 3, backwards=True) == 3
         assert run_states(conn, run_ids) == [RunState.QUEUED] + [RunState.RUNNING] * 3
+
+
+def test_start_runs_holds_max_active_runs_across_the_backfills_of_a_dag(engine: Engine) -> None:
+    with engine.begin() as conn:
+        first, first_runs = make_backfill(conn, n_runs=4)
+        second, second_runs = make_backfill(conn, n_runs=4, first=T0 + timedelta(days=10))
+        make_backfill(conn, dag_id="e", n_runs=3, start=3)  # another DAG's runs do not count
+        assert start_some(conn, first, 3, limit=3) == 3
+        assert start_some(conn, second, 3, limit=3) == 0  # the DAG has 3 running already
+        assert start_some(conn, second, 3, limit=5) == 2  # its own, larger window
+        assert start_some(conn, first, 1, limit=3) == 0
+        runs.finish_runs(conn, [(first_runs[0], RunState.SUCCESS)], now=NOW)
+        runs.finish_runs(conn, [(first_runs[1], RunState.FAILED)], now=NOW)
+        assert start_some(conn, first, 4, limit=3) == 0  # 3 still running: 1 + 2
+        assert start_some(conn, first, 4, limit=4) == 1
+        assert run_states(conn, first_runs)[2:] == [RunState.RUNNING, RunState.RUNNING]
+        assert run_states(conn, second_runs) == [RunState.RUNNING] * 2 + [RunState.QUEUED] * 2
+
+
+def _running_of(engine: Engine, dag_id: str) -> int:
+    r = schema.dag_runs
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    r.c.dag_id == dag_id, r.c.state == RunState.RUNNING.value
+                )
+            ).scalar_one()
+        )
+
+
+def _window_pass(
+    conn: Connection, backfill_id: int, *, counted: threading.Event | None = None
+) -> int:
+    """A pass's run-starting step: lock the backfill, then fill the DAG's window of 2."""
+    assert runs.lock_backfill(conn, backfill_id) is not None
+    started = start_some(conn, backfill_id, 2, limit=2)
+    if counted is not None:
+        counted.set()
+    return started
+
+
+def test_two_backfills_behind_a_barrier_never_run_more_than_the_window(engine: Engine) -> None:
+    barrier = threading.Barrier(2)
+
+    def contend(backfill_id: int) -> int:
+        with engine.connect() as conn:
+            barrier.wait(timeout=30)
+            with conn.begin():
+                return _window_pass(conn, backfill_id)
+
+    for rep in range(10):
+        with engine.begin() as conn:
+            pair = [
+                make_backfill(conn, n_runs=2, first=T0 + timedelta(days=10 * (2 * rep + i)))[0]
+                for i in range(2)
+            ]
+        with ThreadPoolExecutor(2) as pool:
+            started = [f.result() for f in [pool.submit(contend, bid) for bid in pair]]
+        assert sorted(started) == [0, 2], rep
+        assert _running_of(engine, "d") == 2, rep
+        with engine.begin() as conn:  # end them for the next repetition
+            r = schema.dag_runs
+            conn.execute(
+                sa.update(r)
+                .where(r.c.state == RunState.RUNNING.value)
+                .values(state=RunState.SUCCESS.value)
+            )
+
+
+@pytest.mark.postgres
+def test_a_second_backfill_counts_runs_after_the_first_commits(pg_url: str) -> None:
+    """Deterministic: the first starter holds the DAG's lock until the second is seen
+    blocked on it; without the lock the second would count 0 running and start 2 more."""
+    from backfill.db import create_engine_for
+
+    engine = create_engine_for(pg_url)
+    try:
+        with engine.begin() as conn:
+            first = make_backfill(conn, n_runs=3)[0]
+            second = make_backfill(conn, n_runs=3, first=T0 + timedelta(days=10))[0]
+        first_counted, second_counted = threading.Event(), threading.Event()
+        second_pid: list[int] = []
+
+        def run_first() -> int:
+            with engine.connect() as conn, conn.begin():
+                started = _window_pass(conn, first, counted=first_counted)
+                _wait_blocked_or(engine, second_pid, second_counted)
+                return started
+
+        def run_second() -> int:
+            with engine.connect() as conn:
+                second_pid.append(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+                conn.commit()
+                assert first_counted.wait(timeout=30)
+                with conn.begin():
+                    return _window_pass(conn, second, counted=second_counted)
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(run_first), pool.submit(run_second)]
+            assert [f.result() for f in futures] == [2, 0]
+        assert _running_of(engine, "d") == 2
+    finally:
+        engine.dispose()
+
+
+# -- the past of depends_on_past ------------------------------------------------------
+
+
+def test_past_states_reads_every_run_of_the_dag_in_one_statement(engine: Engine) -> None:
+    day = [T0 + timedelta(days=i) for i in range(8)]
+    with engine.begin() as conn:
+        _, old = make_backfill(conn, n_runs=3, tasks=[spec("a"), spec("b")], start=2)
+        _, new = make_backfill(conn, n_runs=2, tasks=[spec("b")], first=day[5], start=1)
+        make_backfill(conn, dag_id="e", n_runs=3, tasks=[spec("a")], start=3)  # other DAG
+        force(conn, ti_ids(conn, old[0])["a"], state=_S.SUCCESS, try_number=1)
+        force(conn, ti_ids(conn, old[1])["a"], state=_S.FAILED, try_number=1)
+        force(conn, ti_ids(conn, new[0])["b"], state=_S.RUNNING, try_number=1)
+        runs.finish_runs(conn, [(old[0], RunState.SUCCESS), (old[1], RunState.FAILED)], now=NOW)
+        with statements(engine) as sql:
+            found = past.past_states(
+                conn,
+                dag_id="d",
+                task_ids=["a", "b"],
+                # day 3 and 4 have no run; day 6's run has no TI of "a".
+                dates=[pendulum.instance(day[0]), day[1], day[3], day[5], day[6]],
+            )
+        assert len(sql) == 1, sql
+        assert found == {
+            ("a", day[0]): PastTI(_S.SUCCESS, RunState.SUCCESS),
+            ("b", day[0]): PastTI(_S.NONE, RunState.SUCCESS),
+            ("a", day[1]): PastTI(_S.FAILED, RunState.FAILED),
+            ("b", day[1]): PastTI(_S.NONE, RunState.FAILED),
+            ("b", day[5]): PastTI(_S.RUNNING, RunState.RUNNING),
+            ("b", day[6]): PastTI(_S.NONE, RunState.QUEUED),
+        }
+        only_a = past.past_states(conn, dag_id="d", task_ids=["a"], dates=[day[1]])
+        assert only_a == {("a", day[1]): PastTI(_S.FAILED, RunState.FAILED)}
+        with statements(engine) as sql:
+            assert past.past_states(conn, dag_id="d", task_ids=[], dates=day) == {}
+            assert past.past_states(conn, dag_id="d", task_ids=["a"], dates=[]) == {}
+        assert sql == []
 
 
 def test_finish_runs_only_from_running(engine: Engine) -> None:
@@ -330,26 +495,26 @@ def test_lease_renew_refuse_expire_take_over_release(engine: Engine) -> None:
     ttl = timedelta(seconds=60)
     with engine.begin() as conn:
         bid, _ = make_backfill(conn)
-        assert runs.acquire_lease(conn, bid, owner="A", now=NOW, ttl=ttl) == 1
+        assert lease.acquire_lease(conn, bid, owner="A", now=NOW, ttl=ttl) == 1
         later = NOW + timedelta(seconds=30)
-        assert runs.acquire_lease(conn, bid, owner="A", now=later, ttl=ttl) == 1  # renewed
-        assert runs.acquire_lease(conn, bid, owner="B", now=later, ttl=ttl) is None
+        assert lease.acquire_lease(conn, bid, owner="A", now=later, ttl=ttl) == 1  # renewed
+        assert lease.acquire_lease(conn, bid, owner="B", now=later, ttl=ttl) is None
         # A's renewal at +30 s holds the lease until +90 s
-        assert runs.acquire_lease(conn, bid, owner="B", now=NOW + ttl, ttl=ttl) is None
+        assert lease.acquire_lease(conn, bid, owner="B", now=NOW + ttl, ttl=ttl) is None
         after = NOW + timedelta(seconds=91)
-        assert runs.acquire_lease(conn, bid, owner="B", now=after, ttl=ttl) == 2  # taken over
-        assert runs.acquire_lease(conn, bid, owner="A", now=after, ttl=ttl) is None
+        assert lease.acquire_lease(conn, bid, owner="B", now=after, ttl=ttl) == 2  # taken over
+        assert lease.acquire_lease(conn, bid, owner="A", now=after, ttl=ttl) is None
         row = runs.lock_backfill(conn, bid)
         assert row is not None
         assert (row.lease_owner, row.lease_epoch, row.lease_expires_at) == ("B", 2, after + ttl)
-        runs.release_lease(conn, bid, owner="A")  # not A's to release
-        assert runs.acquire_lease(conn, bid, owner="A", now=after, ttl=ttl) is None
-        runs.release_lease(conn, bid, owner="B")
+        lease.release_lease(conn, bid, owner="A")  # not A's to release
+        assert lease.acquire_lease(conn, bid, owner="A", now=after, ttl=ttl) is None
+        lease.release_lease(conn, bid, owner="B")
         row = runs.lock_backfill(conn, bid)
         assert row is not None
         assert (row.lease_owner, row.lease_expires_at) == (None, None)
-        assert runs.acquire_lease(conn, bid, owner="A", now=after, ttl=ttl) == 3
-        assert runs.acquire_lease(conn, bid + 1, owner="A", now=after, ttl=ttl) is None
+        assert lease.acquire_lease(conn, bid, owner="A", now=after, ttl=ttl) == 3
+        assert lease.acquire_lease(conn, bid + 1, owner="A", now=after, ttl=ttl) is None
 
 
 # -- task-instance transitions ---------------------------------------------------
@@ -428,6 +593,16 @@ def test_queue_starts_the_next_try_from_the_seen_state_and_try(engine: Engine) -
         # Queueing the same view again changes nothing: every CAS misses.
         assert tis.queue(conn, list(view.values()), actor=ACTOR, now=NOW) == []
         assert tis.queue(conn, [], actor=ACTOR, now=NOW) == []
+
+
+def test_queue_returns_the_queued_tis_in_the_order_given(engine: Engine) -> None:
+    names = [f"t{i}" for i in range(8)]
+    with engine.begin() as conn:
+        bid, _ = make_backfill(conn, tasks=[spec(n) for n in names], start=1)
+        view = seen(conn, bid)
+        order = [view[n] for n in ["t5", "t0", "t7", "t2", "t6", "t1", "t4", "t3"]]
+        queued = tis.queue(conn, order, actor=ACTOR, now=NOW)
+    assert [q.task_id for q in queued] == [t.task_id for t in order]  # the dispatch order
 
 
 def test_limit_counts_cover_every_backfill_and_dag(engine: Engine) -> None:
@@ -596,7 +771,7 @@ def _queue_pass(
     conn: Connection, dag: DAG, backfill_id: int, *, counted: threading.Event | None = None
 ) -> int:
     """A coordinator's queueing step: plan from a snapshot, lock, recount, re-admit, queue."""
-    view = runs.read_snapshot(conn, backfill_id, tis.limit_counts(conn, dag.dag_id))
+    view = snapshots.read_snapshot(conn, backfill_id, tis.limit_counts(conn, dag.dag_id))
     tis.lock_limits(conn, dag.dag_id, sorted({t.pool for t in view.tis}))
     counts = tis.limit_counts(conn, dag.dag_id)
     if counted is not None:

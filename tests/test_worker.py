@@ -36,6 +36,7 @@ from backfill.context import Context, Reschedule, Skip
 from backfill.db import create_engine_for
 from backfill.discovery import load_dags
 from backfill.messages import TASK_NAME, TaskMessage
+from backfill.options import Execution, RunOptions
 from backfill.schema import task_instances, ti_transitions
 from backfill.snapshot import TIRow
 from backfill.states import TIState
@@ -220,6 +221,7 @@ def queue_tis(
     *,
     logical_date: pendulum.DateTime = LOGICAL_DATE,
     fingerprint: str | None = None,
+    options: RunOptions | None = None,
 ) -> dict[str, TaskMessage]:
     """A backfill of one run of `task_ids`, each TI queued for try 1; their messages."""
     dag = BAG.get(dag_id)
@@ -242,7 +244,7 @@ def queue_tis(
             fingerprint=fingerprint or dag.fingerprint,
             start=logical_date,
             end=logical_date,
-            options={},
+            options={} if options is None else options.as_json(),
             conf={},
             now=now,
         )
@@ -375,6 +377,33 @@ def test_every_outcome_is_recorded(
     assert line.split()[2:] == ["2024-04-01", "1", "2024-03-31T22:00:00+00:00"]
     for task_id in ("boom", "boom_final", "skipper", "sensor"):
         assert len(ran(rig, task_id)) == 1, task_id
+
+
+def test_mark_success_claims_and_finishes_without_calling_the_task(
+    make_rig: Callable[[str, str], Rig], db_url: str, backend: str, request: pytest.FixtureRequest
+) -> None:
+    broker = "filesystem://" if backend == "sqlite" else request.getfixturevalue("redis_url")
+    rig = make_rig(db_url, broker)
+    marked = RunOptions(execution=Execution.MARK_SUCCESS)
+    messages = queue_tis(rig, "worker_probe", ["ok", "boom_final", "hang"], options=marked)
+    worker = rig.start_worker()
+    for message in messages.values():
+        rig.publish(message)
+
+    for task_id, message in messages.items():
+        row = wait_state(rig, message, TIState.SUCCESS)  # even the task that always raises
+        claimant = row["claimant"]
+        assert (row["try_number"], row["last_error"]) == (1, None), task_id
+        assert journal(rig, row["id"]) == [
+            ("none", "queued", COORDINATOR),
+            ("queued", "running", f"worker:{claimant}"),  # claimed like any try
+            ("running", "success", f"worker:{claimant}"),
+        ]
+    assert rig.ledger_lines() == []  # no callable ran: every task writes its ledger first
+    rig.wait_for(
+        lambda: worker.count("--mark-success: marked success without running the task") == 3,
+        "the worker to log each TI it marked",
+    )
 
 
 def test_execution_timeout_stops_the_callable(redis_rig: Rig) -> None:

@@ -4,7 +4,9 @@ Flow, each step logged with the TI key (`dag/task/date try n`): parse the
 message -> claim the try (one conditional UPDATE; a loser acks as a no-op)
 -> load the DAG and check its fingerprint -> run the callable with a
 heartbeat and its timeout (`workers.execute`) -> write the outcome, fenced on
-the claim (a worker that lost its claim discards its outcome).
+the claim (a worker that lost its claim discards its outcome). A backfill
+created with `--mark-success` still queues, limits and claims each try; the
+worker then finishes it `success` without calling the task, and logs so.
 
 Invariants:
 - A failure of user code is a state transition, never a Celery retry. The
@@ -43,6 +45,7 @@ from backfill.db import open_engine
 from backfill.discovery import DagBag, load_dags, summary
 from backfill.errors import ConfigError, UserError
 from backfill.messages import TASK_NAME, BadMessage, TaskMessage
+from backfill.options import Execution
 from backfill.retry import retry_delay, should_retry
 from backfill.states import TIState
 from backfill.store import claims
@@ -145,6 +148,9 @@ def _attempt(proc: _Process, settings: Settings, claim: claims.Claim, key: str) 
             state=TIState.FAILED,
             error=f"TaskNotFound: DAG {dag.dag_id!r} has no task {claim.task_id!r}",
         )
+    if claim.execution is Execution.MARK_SUCCESS:
+        log.info("%s: --mark-success: marked success without running the task", key)
+        return _Outcome(state=TIState.SUCCESS)
     timeout = task.options.execution_timeout
     result = execute(
         task.fn,

@@ -180,7 +180,7 @@ def _drive(
     display = make_display(out, quiet=output is OutputFormat.JSON, title=title)
 
     def on_progress(progress: Progress) -> None:
-        display.update(progress.runs, progress.task_instances)
+        display.update(progress.runs, progress.task_instances, progress.waiting)
         watch.check()
 
     try:

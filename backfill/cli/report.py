@@ -3,14 +3,18 @@
 Invariants:
 - the report names every failed TI grouped by its error (those that never ran
   because an upstream failed, last), and every deadlocked TI grouped by the
-  reason it can never run, followed by what to do;
+  reason it can never run, as the planner words it, followed by what to do;
+- when a deadlock reason mentions depends_on_past, the report says once how
+  to let the first date run without its past (`--ignore-first-depends-on-past`,
+  Airflow's `-I` hint); the JSON lists the same advice under `hints`;
 - the JSON lists every run and TI state, zeros included (as `backfill
-  status`), so its keys never depend on progress; `deadlock` is `{}` when
-  there is none.
+  status`), so its keys never depend on progress; `deadlock` is `{}` and
+  `hints` is `[]` when there is none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +24,17 @@ from backfill.progress import format_counts, group_failed, print_groups
 from backfill.states import BACKFILL_FINISHED, BackfillState, RunState, TIState
 
 NO_ERROR = "an upstream task failed (no error of its own)"
+DEPENDS_ON_PAST_HINT = (
+    "some task instances wait for their depends_on_past: when the first date's past is "
+    "outside the range or never ran, run these dates again with --reprocess failed "
+    "--ignore-first-depends-on-past, which lets the first date run without it"
+)
+
+
+def hints(deadlock: Mapping[str, object] | None) -> list[str]:
+    """What to do about a deadlock beyond its reasons: each piece of advice once."""
+    reasons = deadlock or {}
+    return [DEPENDS_ON_PAST_HINT] if any("depends_on_past" in r for r in reasons) else []
 
 
 def _ti_json(key: TIKey) -> dict[str, Any]:
@@ -47,6 +62,7 @@ def outcome_json(
             reason: [_ti_json(key) for key in keys]
             for reason, keys in (outcome.deadlock or {}).items()
         },
+        "hints": hints(outcome.deadlock),
     }
 
 
@@ -68,6 +84,8 @@ def print_report(
             "run these dates again with --reprocess failed",
             soft_wrap=True,
         )
+        for hint in hints(outcome.deadlock):
+            out.print(f"hint: {hint}", soft_wrap=True)
     elif outcome.waiting and outcome.state not in BACKFILL_FINISHED:
         print_groups(out, "held back at the last pass, by reason:", outcome.waiting)
     if outcome.state is BackfillState.CANCELLED:

@@ -1,8 +1,10 @@
 """Every SQL statement of Backfill lives in this package (SQLAlchemy Core only).
 
-Modules by concern: `reads` (planning and reporting), `runs` (backfills,
-DAG runs, snapshot, lease), `tis` (coordinator-side TI transitions and
-limits), `claims` (worker-side claim, heartbeat, finish), `pools`.
+Modules by concern: `runs` (backfills and DAG runs), `snapshot` (the one
+snapshot of a pass), `past` (depends_on_past states), `tis` (coordinator-side
+TI transitions and limits), `claims` (worker-side claim, heartbeat, finish),
+`adopt` (taking over existing runs), `lease`, `control` (pause, cancel),
+`pools`, `status` and `reads` (progress, listings, dry runs).
 
 Contract of every function:
 - it takes an explicit `Connection`; the caller owns the transaction and

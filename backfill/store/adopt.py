@@ -3,7 +3,8 @@
 - Adoption (`--reprocess`): an existing *finished* run joins the new backfill
   in place (one conditional UPDATE from success/failed); its TIs to run again
   are cleared to `none` with Airflow's `max_tries = try_number + retries`, so
-  the try numbers keep counting up; TIs of tasks the DAG no longer has are
+  the try numbers keep counting up (`--rerun-failed-tasks` clears only TIs
+  still failed or upstream_failed); TIs of tasks the DAG no longer has are
   `removed`. A run or TI that is no longer in the state the plan saw matches
   no row: the caller reports the conflict, it is never overwritten.
 - Wind-down: when a backfill ends (failed, deadlocked, cancelled) its runs that
@@ -16,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,13 +105,16 @@ def reset_tis(
     specs: Mapping[str, TaskSpec],
     actor: str,
     now: datetime,
+    from_states: Iterable[TIState] | None = None,
 ) -> set[tuple[int, str]]:
     """Clear the finished TIs (dag_run pk, task_id) to `none` for another try; those reset.
 
     Each gets its task's current options and `max_tries = try_number +
     retries` (`specs[task_id].max_tries` holds the retries). One statement
-    per chunk of targets, a CASE per option over the task ids.
+    per chunk of targets, a CASE per option over the task ids. `from_states`
+    narrows the states a TI is cleared from (every finished state by default).
     """
+    sources = _RESETTABLE if from_states is None else _resettable(from_states)
     done: set[tuple[int, str]] = set()
     for chunk in _chunks(targets):
         task_ids = sorted({task_id for _, task_id in chunk})
@@ -121,7 +125,7 @@ def reset_tis(
         stmt = (
             sa.update(ti)
             .where(sa.tuple_(ti.c.dag_run_id, ti.c.task_id).in_(chunk))
-            .where(ti.c.state.in_(_RESETTABLE))
+            .where(ti.c.state.in_(sources))
             .values(
                 state=_S.NONE.value,
                 max_tries=ti.c.try_number + per_task("max_tries"),
@@ -140,6 +144,13 @@ def reset_tis(
         )
         done.update((row.dag_run_id, row.task_id) for row in conn.execute(stmt))
     return done
+
+
+def _resettable(states: Iterable[TIState]) -> list[str]:
+    wanted = {s.value for s in states}
+    if not wanted <= set(_RESETTABLE):
+        raise ValueError(f"cannot clear TIs from {sorted(wanted - set(_RESETTABLE))}")
+    return sorted(wanted)
 
 
 def remove_unknown_tis(
@@ -171,16 +182,6 @@ def remove_unknown_tis(
         )
         removed += result.rowcount
     return removed
-
-
-def has_failures(conn: Connection, backfill_id: int) -> bool:
-    """Whether any TI of the backfill ended failed or upstream_failed (one statement)."""
-    failed = (
-        sa.select(ti.c.id)
-        .select_from(ti.join(run, ti.c.dag_run_id == run.c.id))
-        .where(run.c.backfill_id == backfill_id, ti.c.state.in_([s.value for s in FAILED_STATES]))
-    )
-    return bool(conn.execute(sa.select(sa.exists(failed))).scalar_one())
 
 
 def fail_unfinished_runs(conn: Connection, backfill_id: int, *, now: datetime) -> int:

@@ -5,6 +5,8 @@ The claim is the double-run fix (DESIGN 1.2): ONE conditional UPDATE from
 of concurrent claimants exactly one gets a row back. Every later write of the
 try is fenced on (id, state='running', try_number, claim_token): a worker
 whose claim was taken away (reaped, cleared, cancelled) matches no row.
+The claim also tells the worker how the backfill executes its TIs
+(`--mark-success`: finish the try `success` without running the task).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backfill.options import Execution
 from backfill.schema import backfills, dag_runs, task_instances
 from backfill.states import TIState
 
@@ -39,6 +42,7 @@ class Claim:
     data_interval_end: datetime
     conf: dict[str, Any]
     dag_fingerprint: str
+    execution: Execution = Execution.RUN  # the backfill's; MARK_SUCCESS: never run the task
 
 
 def claim(
@@ -86,6 +90,7 @@ def claim(
             run.c.data_interval_end,
             run.c.conf,
             bf.c.dag_fingerprint,
+            bf.c.options,
         )
         .select_from(
             ti.join(run, run.c.id == ti.c.dag_run_id).join(bf, bf.c.id == run.c.backfill_id)
@@ -106,7 +111,13 @@ def claim(
         data_interval_end=row.data_interval_end,
         conf=row.conf,
         dag_fingerprint=row.dag_fingerprint,
+        execution=_execution(row.options),
     )
+
+
+def _execution(options: dict[str, Any] | None) -> Execution:
+    # Stored by `RunOptions.as_json`; a backfill stored before the field existed runs its TIs.
+    return Execution((options or {}).get("execution", Execution.RUN.value))
 
 
 def _fenced(claim: Claim) -> sa.ColumnElement[bool]:

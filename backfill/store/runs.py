@@ -1,25 +1,27 @@
-"""Backfills, DAG runs and the coordinator lease. (store)
+"""Backfills and DAG runs: creation, run starts and finishes. (store)
 
 Creating a backfill writes its row, its runs (state `queued`) and their TIs
 in the caller's transaction; the coordinator then starts runs in a rolling
-window. `lock_backfill` serialises passes over one backfill across
-coordinators, so run starts and finishes never race; the lease only says
-which coordinator is expected to drive (safety never depends on it).
+window of `max_active_runs`, held DAG-wide (`start_runs`). `lock_backfill`
+serialises passes over one backfill across coordinators, so run starts and
+finishes never race; the lease only says which coordinator is expected to
+drive (safety never depends on it; see `store.lease`). The pass's one
+snapshot is read by `store.snapshot`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.schema import backfills, dag_runs, task_instances
-from backfill.snapshot import LimitCounts, RunRow, Snapshot, TIRow
-from backfill.states import FAILED_STATES, BackfillState, RunState, TIState
+from backfill.states import BackfillState, RunState, TIState
+from backfill.store.tis import lock_dag
 
 ti, run, bf = task_instances, dag_runs, backfills
 
@@ -177,95 +179,32 @@ def _backfill_row(row: Any) -> BackfillRow:
     )
 
 
-def read_snapshot(conn: Connection, backfill_id: int, limits: LimitCounts) -> Snapshot:
-    """Every TI of the backfill's running runs, in ONE statement, plus the run backlog.
-
-    `removed` TIs are left out: their task is no longer in the DAG the planner has.
-    """
-    stmt = (
-        sa.select(
-            run.c.id.label("run_pk"),
-            run.c.run_id,
-            run.c.logical_date,
-            run.c.state.label("run_state"),
-            ti.c.id,
-            ti.c.task_id,
-            ti.c.state,
-            ti.c.try_number,
-            ti.c.max_tries,
-            ti.c.pool,
-            ti.c.pool_slots,
-            ti.c.priority_weight,
-            ti.c.next_try_at,
-        )
-        .select_from(run.join(ti, ti.c.dag_run_id == run.c.id))
-        .where(
-            run.c.backfill_id == backfill_id,
-            run.c.state == RunState.RUNNING.value,
-            ti.c.state != TIState.REMOVED.value,
-        )
-        .order_by(run.c.logical_date, ti.c.id)
-    )
-    runs: dict[int, RunRow] = {}
-    tis: list[TIRow] = []
-    for r in conn.execute(stmt):
-        runs.setdefault(
-            r.run_pk,
-            RunRow(
-                id=r.run_pk,
-                run_id=r.run_id,
-                logical_date=r.logical_date,
-                state=RunState(r.run_state),
-            ),
-        )
-        tis.append(
-            TIRow(
-                id=r.id,
-                run_id=r.run_pk,
-                task_id=r.task_id,
-                state=TIState(r.state),
-                try_number=r.try_number,
-                max_tries=r.max_tries,
-                pool=r.pool,
-                pool_slots=r.pool_slots,
-                priority_weight=r.priority_weight,
-                next_try_at=r.next_try_at,
-            )
-        )
-    backlog = conn.execute(_backlog(backfill_id)).one()
-    return Snapshot(
-        runs=tuple(runs.values()),
-        tis=tuple(tis),
-        queued_runs=int(backlog[0]),
-        limits=limits,
-        earlier_failures=bool(backlog[1]),
-    )
-
-
-def _backlog(backfill_id: int) -> sa.Select[int, bool]:
-    """One statement: the runs not started yet, and whether a run no longer running had a
-    failed TI (which the snapshot of the running runs cannot show)."""
-    queued = (
-        sa.select(sa.func.count())
-        .where(run.c.backfill_id == backfill_id, run.c.state == RunState.QUEUED.value)
-        .scalar_subquery()
-    )
-    failed = (
-        sa.select(ti.c.id)
-        .select_from(ti.join(run, ti.c.dag_run_id == run.c.id))
-        .where(
-            run.c.backfill_id == backfill_id,
-            run.c.state != RunState.RUNNING.value,
-            ti.c.state.in_([s.value for s in FAILED_STATES]),
-        )
-    )
-    return sa.select(queued, sa.exists(failed))
-
-
 def start_runs(
-    conn: Connection, backfill_id: int, count: int, *, backwards: bool, now: datetime
+    conn: Connection,
+    backfill_id: int,
+    count: int,
+    *,
+    dag_id: str,
+    limit: int,
+    backwards: bool,
+    now: datetime,
 ) -> int:
-    """Start the next `count` queued runs (oldest first, newest with `backwards`)."""
+    """Start up to `count` queued runs of the backfill (oldest first, newest with
+    `backwards`) while fewer than `limit` runs of its DAG run, across all backfills.
+
+    `max_active_runs` holds DAG-wide because the count and the starts happen
+    under the DAG's lock (`tis.lock_dag`): a second starter counts after the
+    first commits. Two statements under that lock; returns the runs started.
+    """
+    if count <= 0:
+        return 0
+    lock_dag(conn, dag_id)
+    running = conn.execute(
+        sa.select(sa.func.count()).where(
+            run.c.dag_id == dag_id, run.c.state == RunState.RUNNING.value
+        )
+    ).scalar_one()
+    count = min(count, limit - int(running))
     if count <= 0:
         return 0
     order = run.c.logical_date.desc() if backwards else run.c.logical_date
@@ -315,34 +254,3 @@ def set_backfill_state(
         .values(state=state.value, updated_at=now)
     )
     return conn.execute(stmt).rowcount == 1
-
-
-def acquire_lease(
-    conn: Connection, backfill_id: int, *, owner: str, now: datetime, ttl: timedelta
-) -> int | None:
-    """Take or renew the driver lease; the new epoch, or None while another holds it."""
-    free = sa.or_(
-        bf.c.lease_owner.is_(None), bf.c.lease_expires_at < now, bf.c.lease_owner == owner
-    )
-    stmt = (
-        sa.update(bf)
-        .where(bf.c.id == backfill_id, free)
-        .values(
-            lease_owner=owner,
-            lease_epoch=sa.case(
-                (bf.c.lease_owner == owner, bf.c.lease_epoch), else_=bf.c.lease_epoch + 1
-            ),
-            lease_expires_at=now + ttl,
-        )
-        .returning(bf.c.lease_epoch)
-    )
-    epoch = conn.execute(stmt).scalar_one_or_none()
-    return None if epoch is None else int(epoch)
-
-
-def release_lease(conn: Connection, backfill_id: int, *, owner: str) -> None:
-    conn.execute(
-        sa.update(bf)
-        .where(bf.c.id == backfill_id, bf.c.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-    )

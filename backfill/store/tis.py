@@ -11,6 +11,8 @@ Limits hold across coordinators and backfills because a queuer, in ONE
 transaction, takes `lock_limits` (serialising queuers of the same DAG and of
 the same pools), counts with `limit_counts`, admits under those counts and
 only then calls `queue`: a second queuer counts after the first commits.
+Lock order, everywhere: a backfill row, then its DAG (`lock_dag`), then pool
+rows by name; nothing takes them the other way round, so no lock cycle.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def queue(conn: Connection, tis: Sequence[TIRow], *, actor: str, now: datetime) 
 
     A retry is a new try (`try_number + 1`); a rescheduled sensor keeps its try.
     The caller has admitted `tis` under the limits counted by `limit_counts`
-    after `lock_limits` in the same transaction.
+    after `lock_limits` in the same transaction. Returns those queued in the
+    order of `tis` (the dispatch order: RETURNING has none of its own).
     """
     if not tis:
         return []
@@ -89,9 +92,10 @@ def queue(conn: Connection, tis: Sequence[TIRow], *, actor: str, now: datetime) 
         )
         .returning(ti.c.id, ti.c.try_number, ti.c.task_id, ti.c.queue)
     )
+    rank = {t.id: i for i, t in enumerate(tis)}
+    rows = sorted(conn.execute(stmt), key=lambda r: rank[r.id])
     return [
-        Queued(id=r.id, try_number=r.try_number, task_id=r.task_id, queue=r.queue)
-        for r in conn.execute(stmt)
+        Queued(id=r.id, try_number=r.try_number, task_id=r.task_id, queue=r.queue) for r in rows
     ]
 
 
@@ -105,9 +109,7 @@ def lock_limits(conn: Connection, dag_id: str, pool_names: Sequence[str]) -> Non
     """
     if conn.dialect.name != "postgresql":
         return
-    conn.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"backfill:dag:{dag_id}")))
-    )
+    lock_dag(conn, dag_id)
     names = sorted(set(pool_names))
     if names:
         conn.execute(
@@ -116,6 +118,18 @@ def lock_limits(conn: Connection, dag_id: str, pool_names: Sequence[str]) -> Non
             .order_by(pools.c.name)
             .with_for_update()
         )
+
+
+def lock_dag(conn: Connection, dag_id: str) -> None:
+    """Serialise, until the transaction ends, whatever counts `dag_id`'s active TIs or runs
+    before adding to them (queueing, starting runs). Re-entrant within a transaction.
+
+    PostgreSQL: a transaction-scoped advisory lock on "backfill:dag:<dag_id>". SQLite:
+    nothing to take, every write transaction holds the database's write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        key = sa.func.hashtext(f"backfill:dag:{dag_id}")
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 def limit_counts(conn: Connection, dag_id: str) -> LimitCounts:

@@ -1,0 +1,121 @@
+"""The one snapshot a coordinator pass decides from. (store)
+
+`read_snapshot` reads every TI of a backfill's running runs in ONE
+statement; nothing in a pass is refreshed piecemeal (DESIGN 1.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from backfill.schema import dag_runs, task_instances
+from backfill.snapshot import LimitCounts, RunRow, Snapshot, TIRow
+from backfill.states import FAILED_STATES, RunState, TIState
+
+ti, run = task_instances, dag_runs
+
+
+def read_snapshot(
+    conn: Connection,
+    backfill_id: int,
+    limits: LimitCounts,
+    *,
+    task_ids: Collection[str] | None = None,
+) -> Snapshot:
+    """Every TI of the backfill's running runs, in ONE statement, plus the run backlog.
+
+    `removed` TIs are left out: their task is no longer in the DAG the planner has.
+    `task_ids` (`--task-regex`; None: all) limits which TIs' failures count as
+    `earlier_failures`; the TIs of other tasks are still read (the planner ignores them).
+    """
+    stmt = (
+        sa.select(
+            run.c.id.label("run_pk"),
+            run.c.run_id,
+            run.c.logical_date,
+            run.c.state.label("run_state"),
+            ti.c.id,
+            ti.c.task_id,
+            ti.c.state,
+            ti.c.try_number,
+            ti.c.max_tries,
+            ti.c.pool,
+            ti.c.pool_slots,
+            ti.c.priority_weight,
+            ti.c.next_try_at,
+        )
+        .select_from(run.join(ti, ti.c.dag_run_id == run.c.id))
+        .where(
+            run.c.backfill_id == backfill_id,
+            run.c.state == RunState.RUNNING.value,
+            ti.c.state != TIState.REMOVED.value,
+        )
+        .order_by(run.c.logical_date, ti.c.id)
+    )
+    runs: dict[int, RunRow] = {}
+    tis: list[TIRow] = []
+    for r in conn.execute(stmt):
+        runs.setdefault(
+            r.run_pk,
+            RunRow(
+                id=r.run_pk,
+                run_id=r.run_id,
+                logical_date=r.logical_date,
+                state=RunState(r.run_state),
+            ),
+        )
+        tis.append(
+            TIRow(
+                id=r.id,
+                run_id=r.run_pk,
+                task_id=r.task_id,
+                state=TIState(r.state),
+                try_number=r.try_number,
+                max_tries=r.max_tries,
+                pool=r.pool,
+                pool_slots=r.pool_slots,
+                priority_weight=r.priority_weight,
+                next_try_at=r.next_try_at,
+            )
+        )
+    backlog = conn.execute(_backlog(backfill_id, task_ids)).one()
+    return Snapshot(
+        runs=tuple(runs.values()),
+        tis=tuple(tis),
+        queued_runs=int(backlog[0]),
+        limits=limits,
+        earlier_failures=bool(backlog[1]),
+    )
+
+
+def _backlog(backfill_id: int, task_ids: Collection[str] | None) -> sa.Select[int, bool]:
+    """One statement: the runs not started yet, and whether a run no longer running had a
+    failed TI (which the snapshot of the running runs cannot show)."""
+    queued = (
+        sa.select(sa.func.count())
+        .where(run.c.backfill_id == backfill_id, run.c.state == RunState.QUEUED.value)
+        .scalar_subquery()
+    )
+    failed = _failed_tis(backfill_id, task_ids).where(run.c.state != RunState.RUNNING.value)
+    return sa.select(queued, sa.exists(failed))
+
+
+def has_failures(
+    conn: Connection, backfill_id: int, *, task_ids: Collection[str] | None = None
+) -> bool:
+    """Whether a TI of the backfill, of `task_ids` (None: any task), ended failed or
+    upstream_failed (one statement). A reprocessed run keeps the TIs `--task-regex`
+    left out, failed ones included: they are not this backfill's failures."""
+    return bool(conn.execute(sa.select(sa.exists(_failed_tis(backfill_id, task_ids)))).scalar_one())
+
+
+def _failed_tis(backfill_id: int, task_ids: Collection[str] | None) -> sa.Select[int]:
+    stmt = (
+        sa.select(ti.c.id)
+        .select_from(ti.join(run, ti.c.dag_run_id == run.c.id))
+        .where(run.c.backfill_id == backfill_id, ti.c.state.in_([s.value for s in FAILED_STATES]))
+    )
+    return stmt if task_ids is None else stmt.where(ti.c.task_id.in_(sorted(task_ids)))
