@@ -133,10 +133,11 @@ def _attempt(proc: _Process, settings: Settings, claim: claims.Claim, key: str) 
         dag = proc.dags.get(claim.dag_id)
     except UserError as exc:
         return _Outcome(state=TIState.FAILED, error=one_line(exc))
-    if dag.fingerprint != claim.dag_fingerprint:
+    fingerprint = proc.fingerprints[dag.dag_id]
+    if fingerprint != claim.dag_fingerprint:
         error = (
             f"DagFingerprintMismatch: this worker's DAG {dag.dag_id!r} has fingerprint "
-            f"{dag.fingerprint}, the backfill was planned with {claim.dag_fingerprint}; "
+            f"{fingerprint}, the backfill was planned with {claim.dag_fingerprint}; "
             "deploy the same DAG files to the coordinator and every worker, then restart "
             "the workers"
         )
@@ -218,6 +219,9 @@ class _Process:
     engine: Engine
     writer: Engine  # the same pool, in autocommit (see the module invariants)
     dags: DagBag
+    # DAG files are imported once per process, so their fingerprints (a hash of
+    # every task's options) are computed once too, not for every try.
+    fingerprints: dict[str, str]
 
 
 class _PerProcess:
@@ -253,4 +257,7 @@ class _PerProcess:
             log.warning("DAG file %s failed to import: %s", path, summary(error))
         log.info("process %d: %d DAG(s) loaded from %s", os.getpid(), len(dags.dags), dags.folder)
         writer = engine.execution_options(isolation_level="AUTOCOMMIT")
-        return _Process(pid=os.getpid(), engine=engine, writer=writer, dags=dags)
+        fingerprints = {dag_id: dag.fingerprint for dag_id, dag in dags.dags.items()}
+        return _Process(
+            pid=os.getpid(), engine=engine, writer=writer, dags=dags, fingerprints=fingerprints
+        )

@@ -57,9 +57,9 @@ def claim(
 ) -> Claim | None:
     """Win try `try_number` of TI `ti_id`, or None if it is not queued for that try.
 
-    Two statements: the claim itself (the one that decides the race), then a
-    read of the won try's run and backfill. SQLite cannot RETURNING columns of
-    the other tables of an UPDATE ... FROM, so the context is read separately.
+    The conditional UPDATE decides the race. On PostgreSQL the won try's run
+    and backfill are read in the same statement (the UPDATE in a CTE); SQLite
+    has no data-modifying CTEs, so there they are read by a second statement.
     """
     won = (
         sa.update(ti)
@@ -75,29 +75,16 @@ def claim(
             updated_at=now,
             updated_by=f"worker:{claimant}",
         )
-        .returning(ti.c.id)
     )
-    if conn.execute(won).one_or_none() is None:
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(_context(won.returning(*_CLAIMED).cte("claimed"))).one_or_none()
+    else:
+        row = None
+        if conn.execute(won.returning(ti.c.id)).one_or_none() is not None:
+            mine = sa.select(*_CLAIMED).where(ti.c.id == ti_id).subquery("claimed")
+            row = conn.execute(_context(mine)).one()
+    if row is None:
         return None
-    context = (
-        sa.select(
-            ti.c.max_tries,
-            ti.c.dag_id,
-            ti.c.task_id,
-            run.c.run_id,
-            run.c.logical_date,
-            run.c.data_interval_start,
-            run.c.data_interval_end,
-            run.c.conf,
-            bf.c.dag_fingerprint,
-            bf.c.options,
-        )
-        .select_from(
-            ti.join(run, run.c.id == ti.c.dag_run_id).join(bf, bf.c.id == run.c.backfill_id)
-        )
-        .where(ti.c.id == ti_id)
-    )
-    row = conn.execute(context).one()
     return Claim(
         ti_id=ti_id,
         try_number=try_number,
@@ -112,6 +99,28 @@ def claim(
         conf=row.conf,
         dag_fingerprint=row.dag_fingerprint,
         execution=_execution(row.options),
+    )
+
+
+_CLAIMED = (ti.c.max_tries, ti.c.task_id, ti.c.dag_run_id)
+
+
+def _context(claimed: sa.FromClause) -> sa.Select[Any]:
+    """What the worker needs of the claimed TI (`claimed`: its `_CLAIMED` columns),
+    its run and its backfill."""
+    return sa.select(
+        claimed.c.max_tries,
+        run.c.dag_id,
+        claimed.c.task_id,
+        run.c.run_id,
+        run.c.logical_date,
+        run.c.data_interval_start,
+        run.c.data_interval_end,
+        run.c.conf,
+        bf.c.dag_fingerprint,
+        bf.c.options,
+    ).select_from(
+        claimed.join(run, run.c.id == claimed.c.dag_run_id).join(bf, bf.c.id == run.c.backfill_id)
     )
 
 
