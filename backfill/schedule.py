@@ -41,12 +41,13 @@ import abc
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pendulum
 from cronsim import CronSim, CronSimError
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
+from backfill.dates import as_utc, stdlib_tz, to_pendulum
 from backfill.errors import BadRange, ScheduleError
 
 PRESETS = {
@@ -62,9 +63,6 @@ PRESETS = {
 _ACCEPTED = (
     "use 5 fields (minute hour day-of-month month day-of-week), a preset like @daily, "
     "or a timedelta"
-)
-_CLI_FORMAT = (
-    "YYYY-MM-DD or an ISO 8601 date-time such as 2016-01-01T06:00:00 or 2016-01-01T06:00:00+02:00"
 )
 _ONE_SECOND = timedelta(seconds=1)
 # No clock in the tz database ever went back by more than a day (Alaska, 1867).
@@ -97,7 +95,7 @@ class Schedule(abc.ABC):
 
     def intervals(self, start: pendulum.DateTime, end: pendulum.DateTime) -> list[DataInterval]:
         """Data intervals whose logical date lies in [start, end] (naive = DAG timezone)."""
-        first, last = _as_utc(start, self.timezone), _as_utc(end, self.timezone)
+        first, last = as_utc(start, self.timezone), as_utc(end, self.timezone)
         out: list[DataInterval] = []
         if first > last:
             return out
@@ -106,8 +104,8 @@ class Schedule(abc.ABC):
             current = self._next_tick(ticks, after=first)
             while current <= last:
                 following = self._next_tick(ticks, after=current)
-                logical_date = _pendulum(current)
-                out.append(DataInterval(logical_date, logical_date, _pendulum(following)))
+                logical_date = to_pendulum(current)
+                out.append(DataInterval(logical_date, logical_date, to_pendulum(following)))
                 current = following
         except OverflowError:
             raise BadRange(
@@ -119,11 +117,11 @@ class Schedule(abc.ABC):
     def previous(self, dt: datetime, *, not_before: datetime | None = None) -> DataInterval | None:
         """The interval of the last tick before `dt`; None if none is at or after `not_before`
         (the DAG's start_date: its first logical date has no previous one)."""
-        target = _as_utc(dt, self.timezone)
-        floor = None if not_before is None else _as_utc(not_before, self.timezone)
+        target = as_utc(dt, self.timezone)
+        floor = None if not_before is None else as_utc(not_before, self.timezone)
         try:
             tick = self._tick_before(target, floor)
-            return None if tick is None else self.intervals(_pendulum(tick), _pendulum(tick))[0]
+            return None if tick is None else self.intervals(to_pendulum(tick), to_pendulum(tick))[0]
         except OverflowError:  # no tick since year 1
             return None
 
@@ -170,7 +168,7 @@ class CronSchedule(Schedule):
         return not minute.startswith("*") and not hour.startswith("*")
 
     def _ticks_from(self, start: datetime) -> Iterator[datetime]:
-        zone, fixed_time = _stdlib_tz(self.timezone), self.fixed_time
+        zone, fixed_time = stdlib_tz(self.timezone), self.fixed_time
         # cronsim yields ticks strictly after its seed; a wall time before
         # `start`'s can still be a later instant after a clock goes back.
         seed = (start - _ONE_SECOND).astimezone(zone).replace(tzinfo=None) - _WIDEST_FOLD
@@ -292,43 +290,3 @@ def _cron_problem(cron: str) -> str | None:
     except StopIteration:
         return "it never fires"
     return None
-
-
-def parse_cli_date(text: str, tz: Timezone | FixedTimezone, *, option: str) -> pendulum.DateTime:
-    """`YYYY-MM-DD` or an ISO 8601 date-time; without an offset it is read in `tz`. Returns UTC."""
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-        return _pendulum(_as_utc(parsed, tz))
-    except (ValueError, OverflowError, TypeError, AttributeError) as exc:
-        raise BadRange(
-            f"{option}: {text!r} is not a date{_short_reason(exc, text)}; expected {_CLI_FORMAT}"
-        ) from None
-
-
-def _short_reason(exc: Exception, text: object) -> str:
-    """A library's reason, only when it adds something on one short line."""
-    reason = str(exc)
-    if "\n" in reason or len(reason) > 60 or "isoformat" in reason or str(text) in reason:
-        return ""
-    return f" ({reason})"
-
-
-def _as_utc(value: datetime, tz: Timezone | FixedTimezone) -> datetime:
-    """An aware stdlib datetime in UTC; a naive `value` is wall time in `tz` (fold as given)."""
-    # Rebuilt field by field so that pendulum subclasses become plain stdlib datetimes.
-    wall = (value.year, value.month, value.day, value.hour, value.minute, value.second)
-    zone = value.tzinfo or _stdlib_tz(tz)
-    plain = datetime(*wall, value.microsecond, tzinfo=zone, fold=value.fold)
-    return plain.astimezone(UTC)
-
-
-def _stdlib_tz(tz: Timezone | FixedTimezone) -> tzinfo:
-    """The stdlib tzinfo for wall-clock arithmetic (stdlib UTC is the fastest)."""
-    offset = tz.utcoffset(None) if isinstance(tz, FixedTimezone) else None
-    if tz.name == "UTC" or offset == timedelta(0):
-        return UTC
-    return timezone(offset) if offset is not None else tz
-
-
-def _pendulum(value: datetime) -> pendulum.DateTime:
-    return pendulum.instance(value.astimezone(UTC), tz=pendulum.UTC)

@@ -28,6 +28,7 @@ from backfill.cli.run_options import run_options
 from backfill.config import Settings
 from backfill.create import create_backfill
 from backfill.dag import DAG
+from backfill.dates import parse_cli_date
 from backfill.discovery import load_dags
 from backfill.options import RunOptions
 from backfill.plan import (
@@ -37,7 +38,7 @@ from backfill.plan import (
     plan_backfill,
     refuse_missing_pools,
 )
-from backfill.schedule import DataInterval, parse_cli_date
+from backfill.schedule import DataInterval
 from backfill.store import pools, reads
 from backfill.task_options import DEFAULT_POOL
 
