@@ -27,11 +27,12 @@ from sqlalchemy.engine import Connection
 from backfill import db
 from backfill.config import Settings
 from backfill.errors import UserError
-from backfill.schema import backfills, dag_runs, task_instances
-from backfill.states import BACKFILL_FINISHED, BackfillState, TIState
+from backfill.schema import backfills
+from backfill.states import BACKFILL_FINISHED, BackfillState
+from backfill.store import adopt
 from backfill.store.status import BackfillNotFound
 
-ti, run, bf = task_instances, dag_runs, backfills
+bf = backfills
 _B = BackfillState
 
 PAUSABLE: frozenset[BackfillState] = frozenset({_B.RUNNING})
@@ -74,21 +75,7 @@ def cancel(conn: Connection, backfill_id: int, *, actor: str, now: datetime) -> 
     """
     if not _compare_and_set(conn, backfill_id, _B.CANCELLED, CANCELLABLE, now=now):
         _refuse(conn, backfill_id, "cancel")
-    stmt = (
-        sa.update(ti)
-        .where(
-            ti.c.state == TIState.QUEUED.value,
-            ti.c.dag_run_id.in_(sa.select(run.c.id).where(run.c.backfill_id == backfill_id)),
-        )
-        .values(
-            state=TIState.SCHEDULED.value,
-            queued_at=None,
-            claim_token=None,
-            updated_at=now,
-            updated_by=actor,
-        )
-    )
-    return conn.execute(stmt).rowcount
+    return len(adopt.unqueue(conn, backfill_id, actor=actor, now=now))
 
 
 def _compare_and_set(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -28,9 +29,13 @@ from backfill.states import RunState, TIState
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
-    """A read-only transaction. On SQLite it begins DEFERRED, not IMMEDIATE (see
-    `backfill.db`): a reader takes no write lock and never waits for a writer."""
-    with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn, conn.begin():
+    """A read-only transaction that sees one consistent snapshot. On SQLite it
+    begins DEFERRED, not IMMEDIATE (see `backfill.db`): a reader takes no write
+    lock and never waits for a writer; on PostgreSQL it is REPEATABLE READ."""
+    options: dict[str, Any] = {"sqlite_begin": "DEFERRED"}
+    if engine.dialect.name == "postgresql":
+        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    with engine.connect().execution_options(**options) as conn, conn.begin():
         yield conn
 
 

@@ -27,6 +27,7 @@ from backfill.config import Settings
 from backfill.errors import UserError
 from backfill.schema import backfills, dag_runs, task_instances
 from backfill.states import FINISHED, RUN_FINISHED, BackfillState, TIState
+from backfill.store import reads
 
 ti, run, bf = task_instances, dag_runs, backfills
 
@@ -46,10 +47,7 @@ def reading(settings: Settings) -> Iterator[Connection | None]:
         yield None
         return
     try:
-        options: dict[str, Any] = {"sqlite_begin": "DEFERRED"}
-        if engine.dialect.name == "postgresql":
-            options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-        with engine.connect().execution_options(**options) as conn, conn.begin():
+        with reads.reading(engine) as conn:
             yield conn
     finally:
         engine.dispose()
