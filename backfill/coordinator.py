@@ -15,7 +15,16 @@ Invariants:
 - a paused backfill is not dispatched (the coordinator waits for resume or
   cancel); a cancelled one is wound down once and `drive` returns;
 - `drive` returns when the backfill ends, or when `stop` is set: then it
-  releases the lease and leaves everything else as it is, resumable.
+  releases the lease and leaves everything else as it is, resumable;
+- the coordinator rides out database and broker outages: every transaction
+  is retried on a fresh connection until it succeeds or `stop` is set
+  (`store.reconnect`), and a pass publishes only after its commit is known to
+  have landed (an unknown commit's messages are re-sent as lost ones after
+  the queued timeout). Each outage is said once as it starts and once as it
+  ends (`on_notice`, else the log);
+- after an outage of its own, the coordinator reaps no try that went silent
+  with it for a whole heartbeat timeout after it ends: the workers lost the
+  database too, and need that long to beat again.
 """
 
 from __future__ import annotations
@@ -29,18 +38,20 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pendulum
 
 from backfill.config import Settings
 from backfill.dag import DAG
+from backfill.db import describe
 from backfill.dispatch import Dispatcher, DispatchError, Publisher
 from backfill.options import RunOptions
-from backfill.passes import Applied, PassConfig, execute
+from backfill.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
 from backfill.states import BACKFILL_FINISHED
 from backfill.store import adopt, lease, reads, runs, status
+from backfill.store.reconnect import Outage, Reconnect
 from backfill.store.status import BackfillNotFound
 from backfill.wakeup import Waker, open_waker
 
@@ -50,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["Coordinator", "Outcome", "PassResult", "Progress", "TIKey"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROGRESS_EVERY = 1.0  # seconds: on_progress is called at least this often
 PROGRESS_MIN_GAP = 0.1  # seconds: and at most this often for passes that changed something
@@ -75,6 +87,7 @@ class Coordinator:
         owner: str | None = None,
         publisher: Publisher | None = None,
         poll_interval: float | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self._engine = engine
         self._settings = settings
@@ -89,25 +102,68 @@ class Coordinator:
             seconds=min(HOUSEKEEPING_EVERY, settings.heartbeat_timeout / 4)
         )
         self._housekept: dict[int, datetime] = {}
+        self._heartbeat_timeout = timedelta(seconds=settings.heartbeat_timeout)
+        self._queued_timeout = timedelta(seconds=settings.queued_timeout)
         self._config = PassConfig(
             dag=dag,
             fingerprint=dag.fingerprint,
             owner=self.owner,
             actor=f"coordinator:{self.owner}",
-            heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout),
-            queued_timeout=timedelta(seconds=settings.queued_timeout),
+            heartbeat_timeout=self._heartbeat_timeout,
+        )
+        notice = on_notice or (lambda text: log.warning("%s", text))
+        self._db_outage = Outage("database", notice)
+        self._broker_outage = Outage("broker", notice)
+        self._stop: threading.Event | None = None  # the current drive's: ends retrying
+
+    def run_pass(self, backfill_id: int, *, now: datetime | None = None) -> PassResult:
+        """One pass in one transaction, then publish its messages.
+
+        `now`: the pass's time; by default the clock's at each attempt, since a
+        pass retried after an outage must not act on the time it first began.
+        """
+
+        def transaction() -> tuple[Applied, datetime, bool]:
+            at = now or pendulum.now("UTC")
+            last = self._housekept.get(backfill_id)
+            due = last is None or not last <= at < last + self._housekeeping_every
+            chores = self._housekeeping(at) if due else None
+            with self._engine.begin() as conn:
+                applied = execute(conn, backfill_id, self._config, now=at, housekeeping=chores)
+            return applied, at, due
+
+        # Retried after a disconnect, the pass decides again from what it reads; a
+        # commit that landed unheard-of left its TIs queued, re-sent as lost later.
+        applied, at, due = self._retrying(transaction)
+        if due:
+            self._housekept[backfill_id] = at
+        dispatched = self._publish(applied)  # only now is the commit known to have landed
+        return self._result(applied, dispatched, at)
+
+    def _housekeeping(self, now: datetime) -> Housekeeping:
+        return Housekeeping(
+            reap_before=self._reap_before(now), redispatch_before=now - self._queued_timeout
         )
 
-    def run_pass(self, backfill_id: int, *, now: datetime) -> PassResult:
-        """One pass in one transaction, then publish its messages."""
-        last = self._housekept.get(backfill_id)
-        due = last is None or not last <= now < last + self._housekeeping_every
-        with self._engine.begin() as conn:
-            applied = execute(conn, backfill_id, self._config, now=now, housekeeping=due)
-        if due:
-            self._housekept[backfill_id] = now
-        dispatched = self._publish(applied)
-        return self._result(applied, dispatched, now)
+    def _reap_before(self, now: datetime) -> datetime:
+        """Reap tries silent since before this: a heartbeat timeout ago, unless this
+        coordinator's own database outage ended less than a timeout ago."""
+        timeout = self._heartbeat_timeout
+        cutoff = now - timeout
+        began, ended = self._db_outage.latest() or (None, None)
+        if began is None or (ended is not None and now >= ended + timeout):
+            return cutoff
+        # In an outage or just after one (this very pass may be the attempt that ends
+        # it): the workers lost the database with us. Only a try already reapable when
+        # it began is reaped now; the others get a whole timeout to beat again.
+        return min(cutoff, began - timeout)
+
+    def _retrying(self, work: Callable[[], T]) -> T:
+        """`work`, run again on a fresh connection after a disconnect until it
+        succeeds or the drive is stopped (`Unreachable`)."""
+        target = describe(self._engine)
+        reconnect = Reconnect(target=target, budget=None, outage=self._db_outage, stop=self._stop)
+        return reconnect.run(work)
 
     def drive(
         self,
@@ -117,7 +173,7 @@ class Coordinator:
         stop: threading.Event | None = None,
     ) -> Outcome:
         """Pass after pass until the backfill ends or `stop` is set (see the module doc)."""
-        stop = stop or threading.Event()
+        stop = self._stop = stop or threading.Event()
         waker = open_waker(self._engine)
         try:
             result = self._loop(backfill_id, waker, on_progress, stop)
@@ -139,9 +195,8 @@ class Coordinator:
     ) -> PassResult:
         reported = float("-inf")
         while True:
-            now = pendulum.now("UTC")
             started = time.monotonic()
-            result = self.run_pass(backfill_id, now=now)
+            result = self.run_pass(backfill_id)
             took = time.monotonic() - started
             done = result.state in BACKFILL_FINISHED
             since = time.monotonic() - reported
@@ -153,7 +208,8 @@ class Coordinator:
             if done or stop.is_set():
                 return result
             if not result.again:
-                if waker.wait(self._timeout(result, now, on_progress is not None), stop):
+                timeout = self._timeout(result, pendulum.now("UTC"), on_progress is not None)
+                if waker.wait(timeout, stop):
                     stop.wait(min(took, MAX_SETTLE))
                     waker.drain()  # what came while settling is decided by the next pass
                 if stop.is_set():  # no further pass: it could queue tries nobody will run
@@ -175,25 +231,29 @@ class Coordinator:
         stop: threading.Event | None = None,
     ) -> None:
         """Block until this coordinator holds the backfill's lease (or `stop` is set)."""
-        stop = stop or threading.Event()
-        ttl = timedelta(seconds=self._settings.heartbeat_timeout)
+        stop = self._stop = stop or threading.Event()
         while not stop.is_set():
-            now = pendulum.now("UTC")
-            with self._engine.begin() as conn:
-                row = runs.lock_backfill(conn, backfill_id)
-                if row is None:
-                    raise BackfillNotFound(backfill_id)
-                epoch = lease.acquire_lease(conn, backfill_id, owner=self.owner, now=now, ttl=ttl)
+            row, epoch, now = self._retrying(lambda: self._take_lease(backfill_id))
             if epoch is not None:
                 return
             expires = row.lease_expires_at or now
             on_wait(row.lease_owner or "?", expires)
             stop.wait(min(1.0, max(0.05, (expires - now).total_seconds() + 0.05)))
 
+    def _take_lease(self, backfill_id: int) -> tuple[runs.BackfillRow, int | None, datetime]:
+        """The backfill's row, the lease epoch if this coordinator now holds it, and the time."""
+        now = pendulum.now("UTC")
+        ttl = self._heartbeat_timeout
+        with self._engine.begin() as conn:
+            row = runs.lock_backfill(conn, backfill_id)
+            if row is None:
+                raise BackfillNotFound(backfill_id)
+            epoch = lease.acquire_lease(conn, backfill_id, owner=self.owner, now=now, ttl=ttl)
+        return row, epoch, now
+
     def progress(self, backfill_id: int, last: PassResult | None = None) -> Progress:
         """Counts now; the waiting reasons come from `last`, the last pass."""
-        with reads.reading(self._engine) as conn:
-            summary = status.summary(conn, backfill_id)
+        summary = self._retrying(lambda: self._summary(backfill_id))
         if summary is None:
             raise BackfillNotFound(backfill_id)
         return Progress(
@@ -206,9 +266,12 @@ class Coordinator:
 
     def outcome(self, backfill_id: int, last: PassResult | None = None) -> Outcome:
         """The backfill's outcome now; deadlock and waiting come from `last`, the last pass."""
-        with reads.reading(self._engine) as conn:
-            summary = status.summary(conn, backfill_id)
-            failed = adopt.failed_tis(conn, backfill_id)
+
+        def read() -> tuple[status.Summary | None, list[adopt.FailedTI]]:
+            with reads.reading(self._engine) as conn:
+                return status.summary(conn, backfill_id), adopt.failed_tis(conn, backfill_id)
+
+        summary, failed = self._retrying(read)
         if summary is None:
             raise BackfillNotFound(backfill_id)
         selects = RunOptions.from_json(summary.options).selects  # --task-regex
@@ -232,6 +295,10 @@ class Coordinator:
             waiting=last.waiting if last else {},
         )
 
+    def _summary(self, backfill_id: int) -> status.Summary | None:
+        with reads.reading(self._engine) as conn:
+            return status.summary(conn, backfill_id)
+
     def close(self) -> None:
         """Release the broker connections of the default publisher."""
         if isinstance(self._publisher, Dispatcher):
@@ -244,8 +311,9 @@ class Coordinator:
             self._get_publisher().publish(applied.messages)
         except DispatchError as exc:
             # Committed as queued: re-dispatched after BACKFILL_QUEUED_TIMEOUT.
-            log.warning("%s; re-sent after the queued timeout", exc)
+            self._broker_outage.failed(exc)
             return 0
+        self._broker_outage.ok()
         return len(applied.messages)
 
     def _get_publisher(self) -> Publisher:
@@ -256,8 +324,11 @@ class Coordinator:
         return self._publisher
 
     def _release(self, backfill_id: int) -> None:
-        with self._engine.begin() as conn:
-            lease.release_lease(conn, backfill_id, owner=self.owner)
+        def transaction() -> None:
+            with self._engine.begin() as conn:
+                lease.release_lease(conn, backfill_id, owner=self.owner)
+
+        self._retrying(transaction)
 
     def _result(self, applied: Applied, dispatched: int, now: datetime) -> PassResult:
         snapshot, decisions = applied.snapshot, applied.decisions

@@ -37,29 +37,44 @@ PG_CONNECT_TIMEOUT = 10  # seconds
 _PG_MIGRATE_LOCK = 0x6261636B66696C6C  # "backfill"
 
 
-def create_engine_for(url: str) -> Engine:
-    """An engine for `url`, tuned for the backend (see the module invariants)."""
+def create_engine_for(url: str, *, autocommit: bool = False) -> Engine:
+    """An engine for `url`, tuned for the backend (see the module invariants).
+
+    `autocommit`: every statement commits on its own. On PostgreSQL the pool's
+    connections are in autocommit from the moment they connect: switching a
+    pooled connection per checkout (`execution_options(isolation_level=...)`)
+    has the pool switch it back at checkin, and on a connection the server
+    dropped in between, that raises out of the pool and leaks the connection's
+    slot (SQLAlchemy 2.1). SQLite connections do not drop: there the switch is
+    per checkout, and the "begin" listener opens no transaction.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed)
+        engine = _sqlite_engine(parsed)
+        return engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
     if backend == "postgresql":
-        if parsed.drivername == "postgresql":
-            # SQLAlchemy 2.1 defaults to psycopg 3; the package ships psycopg2.
-            parsed = parsed.set(drivername="postgresql+psycopg2")
-        return sa.create_engine(
-            parsed,
-            pool_pre_ping=True,  # survive a server restart or an idle-connection reaper
-            pool_size=5,
-            max_overflow=5,
-            connect_args={
-                "connect_timeout": PG_CONNECT_TIMEOUT,
-                "application_name": "backfill",
-            },
-        )
+        return _postgres_engine(parsed, **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
     raise ConfigError(
         f"unsupported database {redact(url)!r}: BACKFILL_DATABASE_URL must be a "
         "postgresql:// or sqlite:// URL"
+    )
+
+
+def _postgres_engine(url: URL, **options: Any) -> Engine:
+    if url.drivername == "postgresql":
+        # SQLAlchemy 2.1 defaults to psycopg 3; the package ships psycopg2.
+        url = url.set(drivername="postgresql+psycopg2")
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,  # survive a server restart or an idle-connection reaper
+        pool_size=5,
+        max_overflow=5,
+        connect_args={
+            "connect_timeout": PG_CONNECT_TIMEOUT,
+            "application_name": "backfill",
+        },
+        **options,
     )
 
 
@@ -143,7 +158,7 @@ def migrate(engine: Engine) -> None:
         except CommandError as exc:
             # e.g. a newer backfill migrated it to a revision this code does not know.
             raise ConfigError(
-                f"cannot migrate {_describe(engine)}: {exc}; is this backfill older than "
+                f"cannot migrate {describe(engine)}: {exc}; is this backfill older than "
                 "the one that last migrated it?"
             ) from None
 
@@ -157,12 +172,12 @@ def require_current_schema(engine: Engine) -> None:
         problem = "has no Backfill schema"
     elif not _known(current):
         raise ConfigError(
-            f"{_describe(engine)} is at schema revision {current!r}, which this version of "
+            f"{describe(engine)} is at schema revision {current!r}, which this version of "
             f"backfill does not know (it expects {expected!r}); upgrade backfill"
         )
     else:
         problem = f"is at schema revision {current!r}, expected {expected!r}"
-    raise ConfigError(f"{_describe(engine)} {problem}; run `backfill db migrate`")
+    raise ConfigError(f"{describe(engine)} {problem}; run `backfill db migrate`")
 
 
 def _known(revision: str) -> bool:
@@ -173,7 +188,7 @@ def _known(revision: str) -> bool:
     return True
 
 
-def open_engine(settings: Settings, *, create: bool) -> Engine | None:
+def open_engine(settings: Settings, *, create: bool, autocommit: bool = False) -> Engine | None:
     """The engine of `settings.database_url`, with its schema checked.
 
     The embedded SQLite database is created and migrated on first use when
@@ -181,14 +196,18 @@ def open_engine(settings: Settings, *, create: bool) -> Engine | None:
     yet migrated SQLite file gives None and nothing is created, neither the file
     nor its folder.
     Any other database is never migrated here: it must be current.
+    `autocommit`: see `create_engine_for`; not with `create` (a migration is one
+    transaction).
     """
+    if create and autocommit:
+        raise ValueError("an autocommit engine cannot migrate: create=True needs transactions")
     url = make_url(settings.database_url)
     path = _sqlite_file(url)
     if path is not None and not path.exists():
         if not create:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine_for(settings.database_url)
+    engine = create_engine_for(settings.database_url, autocommit=autocommit)
     try:
         if create and url.get_backend_name() == "sqlite":
             migrate(engine)
@@ -212,7 +231,7 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(url.database).absolute()
 
 
-def _describe(engine: Engine) -> str:
+def describe(engine: Engine) -> str:
     # Without the driver: the user wrote postgresql://, not postgresql+psycopg2://.
     url = engine.url.set(drivername=engine.url.get_backend_name())
     return f"the database at {redact(url.render_as_string(hide_password=False))}"

@@ -18,10 +18,14 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from celery import Celery
+from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from backfill.errors import BackfillError
+from backfill.config import redact
+from backfill.errors import BackfillError, Unreachable
 from backfill.messages import TASK_NAME, TaskMessage
+
+BROKER_CONNECT_TIMEOUT = 10  # seconds
 
 
 class DispatchError(BackfillError):
@@ -60,3 +64,16 @@ class Dispatcher:
     def close(self) -> None:
         """Release the app's broker connections."""
         self._app.close()
+
+
+def check_broker(url: str) -> None:
+    """`Unreachable` (exit 3) unless the broker at `url` takes a connection now.
+
+    For a command about to create a backfill it drives: refused before anything
+    is written. Once driving, a broker outage is ridden out instead.
+    """
+    try:
+        with Connection(url, connect_timeout=BROKER_CONNECT_TIMEOUT) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+    except OperationalError as exc:
+        raise Unreachable(f"cannot reach the broker at {redact(url)}: {exc}") from None

@@ -41,3 +41,9 @@ class BadConf(UserError):
 
 class ConfigError(UserError):
     """A configuration variable has an invalid value."""
+
+
+class Unreachable(BackfillError):
+    """The metadata database or the broker cannot be reached (exit 3): an outage, not a bug."""
+
+    exit_code = 3

@@ -8,7 +8,8 @@ decisions as compare-and-set statements -> finish and start runs (at most
 max_active_runs of the DAG running, across backfills) -> conclude the
 backfill. The caller commits, then publishes `Applied.messages`. Lease
 renewal and recovery (reap, lost messages) are "housekeeping": the caller
-asks for them about once a second, not in every millisecond-scale pass.
+asks for them about once a second, not in every millisecond-scale pass, and
+says how stale a running or queued TI must be (`Housekeeping`).
 
 Invariants:
 - every decision comes from the one snapshot of this pass; a row that
@@ -67,8 +68,17 @@ class PassConfig:
     fingerprint: str  # the DAG's, computed once: it hashes every task's options
     owner: str  # lease owner
     actor: str  # the journal's actor for the pass's transitions
-    heartbeat_timeout: timedelta
-    queued_timeout: timedelta
+    heartbeat_timeout: timedelta  # the lease's time to live
+
+
+@dataclass(frozen=True, kw_only=True)
+class Housekeeping:
+    """The recovery a pass does besides planning: reap running TIs whose last
+    heartbeat is older than `reap_before` (None: reap nothing) and re-dispatch
+    queued TIs unclaimed since before `redispatch_before`."""
+
+    reap_before: datetime | None
+    redispatch_before: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +100,12 @@ class Applied:
 
 
 def execute(
-    conn: Connection, backfill_id: int, cfg: PassConfig, *, now: datetime, housekeeping: bool
+    conn: Connection,
+    backfill_id: int,
+    cfg: PassConfig,
+    *,
+    now: datetime,
+    housekeeping: Housekeeping | None,
 ) -> Applied:
     """One pass. Without `housekeeping` it neither renews a lease it holds nor looks
     for stale or lost TIs: both work at a scale of seconds, passes at milliseconds."""
@@ -104,7 +119,7 @@ def execute(
         row = replace(row, state=_B.RUNNING)
     epoch = None
     if row.state in (_B.RUNNING, _B.PAUSED):  # a paused backfill keeps its driver
-        epoch = _lease(conn, row, cfg, now=now, renew=housekeeping)
+        epoch = _lease(conn, row, cfg, now=now, renew=housekeeping is not None)
     if row.state is not _B.RUNNING:
         return Applied(state=row.state, lease_epoch=epoch)
     _check_dag(row, cfg)
@@ -168,9 +183,9 @@ def _run(
     epoch: int | None,
     *,
     now: datetime,
-    housekeeping: bool,
+    housekeeping: Housekeeping | None,
 ) -> Applied:
-    reaped, lost = _recover(conn, row, cfg, now=now) if housekeeping else ([], [])
+    reaped, lost = _recover(conn, row, cfg, housekeeping, now=now) if housekeeping else ([], [])
     policy = policy_for(row, cfg.dag)
     counts = tis.limit_counts(conn, row.dag_id)
     snapshot = snapshots.read_snapshot(conn, row.id, counts, task_ids=policy.selected)
@@ -207,18 +222,21 @@ def _run(
 
 
 def _recover(
-    conn: Connection, row: BackfillRow, cfg: PassConfig, *, now: datetime
+    conn: Connection, row: BackfillRow, cfg: PassConfig, chores: Housekeeping, *, now: datetime
 ) -> tuple[list[int], list[tis.Queued]]:
     """Reap running TIs whose heartbeat is stale; find queued TIs whose message was lost."""
-    reaped = tis.reap_stale(
-        conn,
-        backfill_id=row.id,
-        cutoff=now - cfg.heartbeat_timeout,
-        retry_delays={tid: task.options.retry_delay for tid, task in cfg.dag.tasks.items()},
-        actor=cfg.actor,
-        now=now,
-    )
-    lost = tis.redispatch_lost(conn, backfill_id=row.id, cutoff=now - cfg.queued_timeout, now=now)
+    reaped = []
+    if chores.reap_before is not None:
+        reaped = tis.reap_stale(
+            conn,
+            backfill_id=row.id,
+            cutoff=chores.reap_before,
+            retry_delays={tid: task.options.retry_delay for tid, task in cfg.dag.tasks.items()},
+            actor=cfg.actor,
+            now=now,
+        )
+    cutoff = chores.redispatch_before
+    lost = tis.redispatch_lost(conn, backfill_id=row.id, cutoff=cutoff, now=now)
     return reaped, lost
 
 

@@ -9,6 +9,9 @@ Invariants:
   seconds, and at once whenever a run finishes; the last state is always
   printed when the display closes;
 - a terminal (`LiveDisplay`): a rich Live panel redrawn in place;
+- a notice (e.g. "database unreachable since 12:03:01, retrying") is said
+  once, on its own line to `warn` (stderr), and a live panel also shows the
+  latest one until the next;
 - the rate is TIs finished per second over a sliding window, and the ETA the
   TIs left at that rate; neither is shown before there is a rate to show;
 - the final report names every failed TI grouped by its error, and every
@@ -152,11 +155,16 @@ class Display(Protocol):
         waiting: Mapping[str, int] | None = None,
     ) -> None: ...
 
+    def notice(self, text: str) -> None: ...
+
     def close(self) -> None: ...
 
 
 class QuietDisplay:
-    """`--output json`: the final JSON is all there is."""
+    """`--output json`: the final JSON is all there is on stdout; notices go to `warn`."""
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self._warn = warn
 
     def update(
         self,
@@ -166,6 +174,9 @@ class QuietDisplay:
     ) -> None:
         pass
 
+    def notice(self, text: str) -> None:
+        self._warn(text)
+
     def close(self) -> None:
         pass
 
@@ -174,9 +185,15 @@ class LineDisplay:
     """Plain lines for logs and pipes (see the module invariants)."""
 
     def __init__(
-        self, write: Callable[[str], None], *, interval: float = 5.0, clock: Clock = time.monotonic
+        self,
+        write: Callable[[str], None],
+        *,
+        interval: float = 5.0,
+        clock: Clock = time.monotonic,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self._write = write
+        self._warn = warn or write
         self._interval = interval
         self._clock = clock
         self._meter = Meter(clock=clock)
@@ -196,6 +213,9 @@ class LineDisplay:
         if run_finished or self._clock() - self._printed_at >= self._interval:
             self._print(tally)
 
+    def notice(self, text: str) -> None:
+        self._warn(text)
+
     def close(self) -> None:
         if self._last is not None and self._last is not self._printed:
             self._print(self._last)
@@ -209,12 +229,21 @@ class LineDisplay:
 class LiveDisplay:
     """A panel redrawn in place on a terminal."""
 
-    def __init__(self, console: Console, *, title: str, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        console: Console,
+        *,
+        title: str,
+        warn: Callable[[str], None],
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._title = title
+        self._warn = warn
         self._clock = clock
         self._started = clock()
         self._meter = Meter(clock=clock)
         self._tally: Tally | None = None
+        self._notice: str | None = None
         self._live = Live(
             get_renderable=self._render, console=console, refresh_per_second=4, transient=False
         )
@@ -227,6 +256,10 @@ class LiveDisplay:
         waiting: Mapping[str, int] | None = None,
     ) -> None:
         self._tally = self._meter.tally(runs, task_instances, waiting)
+
+    def notice(self, text: str) -> None:
+        self._notice = text
+        self._warn(text)  # Live redirects stderr: the line scrolls by above the panel
 
     def close(self) -> None:
         self._live.stop()
@@ -252,16 +285,20 @@ class LiveDisplay:
         grid.add_row("rate", f"{rate}, ETA {eta}")
         for reason, n in tally.waiting.items():
             grid.add_row("held", f"{n} TI{'s' if n != 1 else ''}: {reason}")
+        if self._notice is not None:
+            grid.add_row("notice", self._notice)
         return Group(head, grid)
 
 
-def make_display(console: Console, *, quiet: bool, title: str) -> Display:
-    """Quiet for JSON, live on a terminal, plain lines otherwise."""
+def make_display(
+    console: Console, *, quiet: bool, title: str, warn: Callable[[str], None]
+) -> Display:
+    """Quiet for JSON (notices to `warn`), live on a terminal, plain lines otherwise."""
     if quiet:
-        return QuietDisplay()
+        return QuietDisplay(warn)
     if console.is_terminal:
-        return LiveDisplay(console, title=title)
-    return LineDisplay(lambda line: console.print(line, soft_wrap=True))
+        return LiveDisplay(console, title=title, warn=warn)
+    return LineDisplay(lambda line: console.print(line, soft_wrap=True), warn=warn)
 
 
 # --- the final report --------------------------------------------------------------------

@@ -97,8 +97,11 @@ class Listener:
         self._conn, self._failed_at = conn, None
 
     def _broken(self, exc: BaseException) -> None:
-        # psycopg2's message names host and database, never the password.
-        log.warning("LISTEN connection unavailable, polling instead: %s", str(exc).strip())
+        # psycopg2's message names host and database, never the password. Not a
+        # warning: polling loses no work, and a database outage is reported by
+        # the statements that need the database (`store.reconnect.Outage`).
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.info("LISTEN connection unavailable, polling instead: %s", reason)
         self.close()
         self._failed_at = time.monotonic()
 

@@ -42,7 +42,7 @@ class TimedCoordinator(Coordinator):
     pass_seconds = 0.0
     dispatched = 0
 
-    def run_pass(self, backfill_id: int, *, now: datetime) -> PassResult:
+    def run_pass(self, backfill_id: int, *, now: datetime | None = None) -> PassResult:
         began = time.perf_counter()
         result = super().run_pass(backfill_id, now=now)
         self.pass_seconds += time.perf_counter() - began

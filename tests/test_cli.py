@@ -779,3 +779,34 @@ def test_help_and_version(home: Path) -> None:
     result = invoke(home, "--version")
     assert result.exit_code == 0
     assert "0.1.0" in result.stdout
+
+
+def assert_unreachable(result: Result, *fragments: str) -> None:
+    """Exit 3, one line `error: cannot reach ...` naming the masked URL and the cause."""
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot reach the ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "secret" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unreachable_database_exits_3_naming_it(home: Path) -> None:
+    result = invoke(home, "status", db_url="postgresql://postgres:secret@127.0.0.1:1/backfill")
+    assert_unreachable(
+        result, "the database at postgresql://postgres:***@127.0.0.1:1/backfill", "refused"
+    )
+
+
+def test_run_with_an_unreachable_broker_exits_3_and_writes_nothing(home: Path) -> None:
+    env = {
+        "BACKFILL_HOME": str(home),
+        "BACKFILL_DAGS_FOLDER": str(REPO_DAGS),
+        "BACKFILL_BROKER_URL": "redis://:secret@127.0.0.1:1/0",
+    }
+    args = ["run", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-02"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert_unreachable(result, "the broker at redis://:***@127.0.0.1:1/0", "refused")
+    assert not (home / "backfill.db").exists()

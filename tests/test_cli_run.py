@@ -691,10 +691,12 @@ def test_live_display_renders_runs_tis_rate_and_eta() -> None:
     clock = FakeClock()
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120, color_system=None)
-    display = LiveDisplay(console, title="backfill 3 of ledger", clock=clock)
+    warned: list[str] = []
+    display = LiveDisplay(console, title="backfill 3 of ledger", clock=clock, warn=warned.append)
     display.update({"running": 10}, {"none": 40})
     clock.now += 4
     display.update({"success": 3, "running": 7}, {"success": 12, "none": 28}, {"pool full": 3})
+    display.notice("database unreachable since 12:03:01, retrying")
     display.close()
     text = out.getvalue()
     assert "backfill 3 of ledger · 4s" in text
@@ -702,6 +704,8 @@ def test_live_display_renders_runs_tis_rate_and_eta() -> None:
     assert "none 28, success 12" in text
     assert "3.0 TI/s, ETA 9s" in text
     assert "3 TIs: pool full" in text
+    assert "notice database unreachable since 12:03:01, retrying" in text  # in the panel
+    assert warned == ["database unreachable since 12:03:01, retrying"]  # and said once
 
 
 def key(task: str, day: int, try_number: int) -> TIKey:

@@ -12,6 +12,7 @@ executions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -547,7 +548,7 @@ CTX = Context(
 
 def _run(fn: Callable[[Context], object], **options: Any) -> Result:
     defaults: dict[str, Any] = {"timeout": None, "beat": lambda: True, "interval": 0.05}
-    return execute(fn, CTX, **{**defaults, "patience": 1.0, **options})
+    return execute(fn, CTX, **{**defaults, "heartbeat_timeout": 1.0, **options})
 
 
 def _raise(exc: BaseException) -> Callable[[Context], object]:
@@ -612,14 +613,53 @@ def test_a_lost_claim_stops_the_callable() -> None:
 
 
 @pytest.mark.timeout(120, method="thread")
-def test_a_heartbeat_failing_past_its_patience_stops_the_callable() -> None:
-    def beat() -> bool:
-        raise ConnectionError("database unreachable")
+def test_the_heartbeat_keeps_beating_through_an_outage_and_says_so_loudly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outage = threading.Event()
+    outage.set()
+    beats: list[bool] = []
 
-    result = _run(lambda ctx: time.sleep(30), beat=beat, patience=0.3)
-    assert result.ending is Ending.CLAIM_LOST
+    def beat() -> bool:
+        beats.append(outage.is_set())
+        if outage.is_set():
+            raise ConnectionError("database unreachable")
+        return True
+
+    def fn(_ctx: Context) -> None:
+        # Silent for well past the heartbeat timeout: the callable is not stopped.
+        deadline = time.monotonic() + 60
+        while beats.count(True) < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        outage.clear()
+        while beats[-1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    caplog.set_level(logging.WARNING, logger="workers.execute")
+    result = _run(fn, beat=beat, interval=0.02, heartbeat_timeout=0.3, label="d/t try 1")
+    assert result.ending is Ending.RETURNED
+    assert beats.count(True) >= 30
+    assert beats[-1] is False
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, caplog.text  # loudly, once
+    assert "d/t try 1: no heartbeat written for" in errors[0].getMessage()
+    assert "heartbeat written again" in caplog.text
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_a_claim_reaped_during_an_outage_stops_the_callable_when_the_heartbeat_returns() -> None:
+    beats: list[int] = []
+
+    def beat() -> bool:
+        beats.append(1)
+        if len(beats) < 5:
+            raise ConnectionError("database unreachable")
+        return False  # back, and the try was reaped meanwhile
+
+    result = _run(lambda ctx: time.sleep(30), beat=beat, heartbeat_timeout=0.1)
+    assert (result.ending, len(beats)) == (Ending.CLAIM_LOST, 5)
     assert result.error is not None
-    assert "no heartbeat could be written" in result.error
+    assert result.error.startswith("ClaimLost: the heartbeat matched no row")
 
 
 @pytest.mark.timeout(120, method="thread")

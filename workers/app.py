@@ -48,6 +48,10 @@ def make_app(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
+        # A broker outage does not stop a running try: its outcome goes to the
+        # database, and a redelivered message loses the claim race. (Explicit,
+        # since Celery 5 warns that its default will change.)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         enable_utc=True,
         timezone="UTC",
     )

@@ -21,6 +21,11 @@ Invariants and hazards:
   is still reported as stopped.
 - The heartbeat runs in its own daemon thread. Stopping it does not wait for
   a beat in flight: a late beat is fenced on the claim and changes nothing.
+- A beat that fails (the database is unreachable) never stops the callable:
+  the thread keeps beating, says so once, and logs an error once the try has
+  been silent for half the heartbeat timeout, since at the full timeout a
+  coordinator that still reaches the database reaps it. Only a beat that
+  matches no row (the claim is lost) stops the callable.
 """
 
 from __future__ import annotations
@@ -84,16 +89,19 @@ def execute(
     timeout: float | None,
     beat: Callable[[], bool],
     interval: float,
-    patience: float,
+    heartbeat_timeout: float,
+    label: str = "task",
 ) -> Result:
     """Run `fn(ctx)`, calling `beat()` every `interval` s; stop it on timeout or lost claim.
 
-    `beat` returns False when the claim is lost; if it keeps raising for
-    `patience` seconds the try is about to be reaped, so the callable is
-    stopped too.
+    `beat` returns False when the claim is lost. `heartbeat_timeout` is how
+    long a silent try lives before it is reaped, for the heartbeat's warnings,
+    which name the try by `label`.
     """
     stopper = _Stopper(timeout)
-    heart = _Heart(beat, interval=interval, patience=patience, on_lost=stopper.stop)
+    heart = _Heart(
+        beat, interval=interval, timeout=heartbeat_timeout, label=label, on_lost=stopper.stop
+    )
     heart.start()
     try:
         if threading.current_thread() is threading.main_thread():
@@ -213,31 +221,44 @@ class _Heart(threading.Thread):
         beat: Callable[[], bool],
         *,
         interval: float,
-        patience: float,
+        timeout: float,
+        label: str,
         on_lost: Callable[[Result], None],
     ) -> None:
         super().__init__(name="backfill-heartbeat", daemon=True)
-        self._beat, self._interval, self._patience = beat, interval, patience
-        self._on_lost = on_lost
+        self._beat, self._interval, self._timeout = beat, interval, timeout
+        self._label, self._on_lost = label, on_lost
         self._done = threading.Event()
         self.lost: Result | None = None
 
     def run(self) -> None:
         last_ok = time.monotonic()
+        failing = alarmed = False
         while not self._done.wait(self._interval):
             try:
                 alive = self._beat()
-            except Exception:  # thread edge: a database blip must not end the heartbeat
+            except Exception as exc:  # thread edge: an outage must not end the heartbeat
                 silent = time.monotonic() - last_ok
-                log.warning("heartbeat failed (silent for %.1fs)", silent, exc_info=True)
-                if silent < self._patience:
-                    continue
-                self._lose(f"no heartbeat could be written for {silent:.0f}s")
-                return
+                if not failing:
+                    log.warning("%s: heartbeat failed, retrying: %s", self._label, exc)
+                if not alarmed and silent >= self._timeout / 2:
+                    log.error(
+                        "%s: no heartbeat written for %.1fs; a coordinator reaps the try once "
+                        "it is silent for %gs",
+                        self._label,
+                        silent,
+                        self._timeout,
+                    )
+                    alarmed = True
+                failing = True
+                continue
             if not alive:
                 self._lose("the heartbeat matched no row: the try was reaped, cleared or cancelled")
                 return
-            last_ok = time.monotonic()
+            if failing:
+                silent = time.monotonic() - last_ok
+                log.warning("%s: heartbeat written again after %.1fs", self._label, silent)
+            last_ok, failing, alarmed = time.monotonic(), False, False
 
     def _lose(self, why: str) -> None:
         self.lost = Result(ending=Ending.CLAIM_LOST, error=f"ClaimLost: {why}")

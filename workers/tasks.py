@@ -15,10 +15,18 @@ Invariants:
   try and re-dispatches a `queued` one whose message went nowhere.
 - Engines are created in the process that uses them, on first use: a pool
   inherited through fork would share its connections with the parent.
-- Claim, heartbeat and finish are one statement each, run in autocommit: the
-  server commits each as it completes. In a transaction, a worker frozen
-  (SIGSTOP, a paused VM) between its statement and its COMMIT would hold the
-  TI's row lock, and the coordinator's reap of that very TI would wait on it.
+- Claim, heartbeat and finish are one statement each, run on an autocommit
+  engine (`db.create_engine_for`): the server commits each as it completes.
+  In a transaction, a worker frozen (SIGSTOP, a paused VM) between its
+  statement and its COMMIT would hold the TI's row lock, and the
+  coordinator's reap of that very TI would wait on it.
+- Each of them survives a dropped connection (`store.reconnect`): claim and
+  finish are retried for up to `WORKER_BUDGET` seconds and recognise their
+  own landed attempt (the claim by its token, the finish by its journal row,
+  hence one `now` for all its attempts); a heartbeat is retried until the
+  next one is due, and the heartbeat thread keeps beating through an outage.
+  A claim or finish that gives up is logged and its message acked: the
+  coordinator re-dispatches the queued try or reaps the silent one.
 - DAG files are imported once per worker process: restart workers to deploy
   changed DAG files (until then the fingerprint check refuses their tries).
 """
@@ -41,14 +49,15 @@ from celery import Celery
 from backfill.config import Settings, redact
 from backfill.context import Context
 from backfill.dag import DAG
-from backfill.db import open_engine
+from backfill.db import describe, open_engine
 from backfill.discovery import DagBag, load_dags, summary
-from backfill.errors import ConfigError, UserError
+from backfill.errors import ConfigError, Unreachable, UserError
 from backfill.messages import TASK_NAME, BadMessage, TaskMessage
 from backfill.options import Execution
 from backfill.retry import retry_delay, should_retry
 from backfill.states import TIState
 from backfill.store import claims
+from backfill.store.reconnect import Outage, Reconnect
 from workers.execute import Ending, Result, execute, one_line
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
@@ -82,6 +91,8 @@ def handle(
     key = message.describe()
     try:
         _run(process.get(), settings, message, key)
+    except Unreachable as exc:
+        log.error("%s: %s; the coordinator will re-dispatch or reap the try", key, exc)
     except Exception:  # the process edge: anything unexpected is logged with the TI key
         log.exception("%s: worker error; the coordinator will reap or re-dispatch the try", key)
 
@@ -89,31 +100,41 @@ def handle(
 def _run(proc: _Process, settings: Settings, message: TaskMessage, key: str) -> None:
     hostname = socket.gethostname()
     claimant = f"{hostname}:{os.getpid()}"
-    with proc.writer.connect() as conn:
-        claim = claims.claim(
-            conn,
-            ti_id=message.ti_id,
-            try_number=message.try_number,
-            token=uuid.uuid4().hex,
-            claimant=claimant,
-            hostname=hostname,
-            now=_now(),
-        )
+    token = uuid.uuid4().hex  # one per message: a retried claim recognises it
+
+    def claim_try() -> claims.Claim | None:
+        with proc.engine.connect() as conn:
+            return claims.claim(
+                conn,
+                ti_id=message.ti_id,
+                try_number=message.try_number,
+                token=token,
+                claimant=claimant,
+                hostname=hostname,
+                now=_now(),
+            )
+
+    claim = proc.db.run(claim_try)
     if claim is None:
         log.info("%s: lost the claim race / stale message; acked as a no-op", key)
         return
     log.info("%s: claimed by %s", key, claimant)
     outcome = _attempt(proc, settings, claim, key)
-    with proc.writer.connect() as conn:
-        written = claims.finish(
-            conn,
-            claim,
-            outcome.state,
-            actor=f"worker:{claimant}",
-            now=_now(),
-            next_try_at=outcome.next_try_at,
-            error=outcome.error,
-        )
+    ended = _now()  # one instant for every attempt: a retry finds its landed one by it
+
+    def finish_try() -> bool:
+        with proc.engine.connect() as conn:
+            return claims.finish(
+                conn,
+                claim,
+                outcome.state,
+                actor=f"worker:{claimant}",
+                now=ended,
+                next_try_at=outcome.next_try_at,
+                error=outcome.error,
+            )
+
+    written = proc.db.run(finish_try)
     if written:
         log.info("%s: %s", key, outcome.state)
     else:
@@ -157,9 +178,10 @@ def _attempt(proc: _Process, settings: Settings, claim: claims.Claim, key: str) 
         task.fn,
         _context(dag, claim),
         timeout=None if timeout is None else timeout.total_seconds(),
-        beat=partial(_beat, proc.writer, claim),
+        beat=partial(_beat, proc, claim),
         interval=settings.heartbeat_interval,
-        patience=settings.heartbeat_timeout,
+        heartbeat_timeout=settings.heartbeat_timeout,
+        label=key,
     )
     if result.error is not None:
         log.error("%s: %s", key, result.error, exc_info=result.exception)
@@ -204,9 +226,12 @@ def _context(dag: DAG, claim: claims.Claim) -> Context:
     )
 
 
-def _beat(writer: Engine, claim: claims.Claim) -> bool:
-    with writer.connect() as conn:
-        return claims.heartbeat(conn, claim, now=_now())
+def _beat(proc: _Process, claim: claims.Claim) -> bool:
+    def beat() -> bool:
+        with proc.engine.connect() as conn:
+            return claims.heartbeat(conn, claim, now=_now())
+
+    return proc.beats.run(beat)
 
 
 def _now() -> datetime:
@@ -216,8 +241,9 @@ def _now() -> datetime:
 @dataclass(frozen=True)
 class _Process:
     pid: int
-    engine: Engine
-    writer: Engine  # the same pool, in autocommit (see the module invariants)
+    engine: Engine  # in autocommit (see the module invariants)
+    db: Reconnect  # claim and finish: retried for up to WORKER_BUDGET seconds
+    beats: Reconnect  # a heartbeat: retried until the next one is due
     dags: DagBag
     # DAG files are imported once per process, so their fingerprints (a hash of
     # every task's options) are computed once too, not for every try.
@@ -246,7 +272,7 @@ class _PerProcess:
 
     def _load(self) -> _Process:
         settings = self._settings
-        engine = open_engine(settings, create=False)
+        engine = Reconnect().run(lambda: open_engine(settings, create=False, autocommit=True))
         if engine is None:
             raise ConfigError(
                 f"no database at {redact(settings.database_url)}; check "
@@ -256,8 +282,14 @@ class _PerProcess:
         for path, error in dags.errors.items():
             log.warning("DAG file %s failed to import: %s", path, summary(error))
         log.info("process %d: %d DAG(s) loaded from %s", os.getpid(), len(dags.dags), dags.folder)
-        writer = engine.execution_options(isolation_level="AUTOCOMMIT")
         fingerprints = {dag_id: dag.fingerprint for dag_id, dag in dags.dags.items()}
+        outage = Outage("database", log.warning)  # one per process: its threads share it
+        target = describe(engine)
         return _Process(
-            pid=os.getpid(), engine=engine, writer=writer, dags=dags, fingerprints=fingerprints
+            pid=os.getpid(),
+            engine=engine,
+            db=Reconnect(target=target, outage=outage),
+            beats=Reconnect(target=target, outage=outage, budget=settings.heartbeat_interval),
+            dags=dags,
+            fingerprints=fingerprints,
         )

@@ -12,7 +12,11 @@ Invariants:
   or cancelled (the report names the TIs, grouped by reason), or its local
   workers could not run; 130 interrupted, the backfill is resumable;
 - `--output json` prints the final JSON and nothing else on stdout; notices
-  (workers, lease waits, how to resume) always go to stderr.
+  (workers, lease waits, outages, how to resume) always go to stderr;
+- a database or broker outage never ends the drive: the coordinator retries
+  until it is back, saying so once in the display (`Coordinator`). Stopped
+  (Ctrl-C) while the database is still unreachable, the command exits 130
+  without a report: the backfill is resumable.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from backfill.config import Settings, redact
 from backfill.coordinator import Coordinator, Outcome, Progress
 from backfill.dag import DAG
 from backfill.discovery import load_dags
-from backfill.errors import UserError
+from backfill.errors import Unreachable, UserError
 from backfill.local_workers import LocalWorkers, LocalWorkersError, dag_queues
-from backfill.progress import make_display
+from backfill.progress import Display, make_display
 from backfill.states import BACKFILL_FINISHED, BackfillState
 from backfill.store import reads, runs, status
 from backfill.store.status import BackfillNotFound
@@ -97,7 +101,8 @@ def drive_foreground(
     if local_workers is None:
         local_workers = EMBEDDED_LOCAL_WORKERS if settings.embedded_broker else 0
     out = console()
-    coordinator = Coordinator(engine, settings, dag)
+    notices = _Notices()
+    coordinator = Coordinator(engine, settings, dag, on_notice=notices)
     stop = threading.Event()
     try:
         with interrupts(stop):
@@ -112,7 +117,13 @@ def drive_foreground(
                     title = f"backfill {backfill_id} of {dag.dag_id}"
                     watch = _WorkerWatch(workers, stop)
                     outcome = _drive(
-                        coordinator, backfill_id, title=title, out=out, output=output, watch=watch
+                        coordinator,
+                        backfill_id,
+                        title=title,
+                        out=out,
+                        output=output,
+                        watch=watch,
+                        notices=notices,
                     )
         # Not driven (interrupted first, or ended): the state as it is, no deadlock.
         outcome = outcome or coordinator.outcome(backfill_id)
@@ -121,6 +132,12 @@ def drive_foreground(
         click.echo(f"error: {exc}", err=True)
         _say_resumable(backfill_id)
         return 1
+    except Unreachable as exc:
+        if not stop.is_set():
+            raise
+        click.echo(f"error: {exc}", err=True)  # stopped mid-outage: no report to read
+        _say_resumable(backfill_id)
+        return EXIT_INTERRUPTED
     finally:
         coordinator.close()
     return _conclude(backfill_id, dag, outcome, final, out=out, output=output)
@@ -174,10 +191,12 @@ def _drive(
     out: Console,
     output: OutputFormat,
     watch: _WorkerWatch,
+    notices: _Notices,
 ) -> Outcome | None:
     if watch.stop.is_set():  # interrupted while the workers started: dispatch nothing more
         return None
-    display = make_display(out, quiet=output is OutputFormat.JSON, title=title)
+    display = make_display(out, quiet=output is OutputFormat.JSON, title=title, warn=_warn)
+    notices.display = display
 
     def on_progress(progress: Progress) -> None:
         display.update(progress.runs, progress.task_instances, progress.waiting)
@@ -186,9 +205,27 @@ def _drive(
     try:
         outcome = coordinator.drive(backfill_id, on_progress=on_progress, stop=watch.stop)
     finally:
+        notices.display = None
         display.close()
     watch.raise_if_all_gone()
     return outcome
+
+
+def _warn(text: str) -> None:
+    click.echo(text, err=True)
+
+
+class _Notices:
+    """Where the coordinator's notices go: the display while there is one, else stderr."""
+
+    def __init__(self) -> None:
+        self.display: Display | None = None
+
+    def __call__(self, text: str) -> None:
+        if self.display is None:
+            _warn(text)
+        else:
+            self.display.notice(text)
 
 
 class _WorkerWatch:

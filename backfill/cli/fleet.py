@@ -13,12 +13,16 @@ Invariants:
   SIGTERM (a supervisor asking for a clean stop);
 - a thread that fails is logged; its backfill is tried again after a delay
   (with `--once`, the exit code is then 1);
+- a database outage ends nothing: each thread's coordinator retries until
+  the database is back, and so does the scan for backfills; each says so once
+  in the log when it starts and once when it ends;
 - `backfill worker` replaces its own process with `celery -A workers worker`
   and the options given, so signals reach Celery exactly as they would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -37,9 +41,10 @@ from backfill.cli.output import EXIT_INTERRUPTED
 from backfill.config import Settings
 from backfill.coordinator import Coordinator
 from backfill.discovery import DagBag, load_dags
-from backfill.errors import BackfillError
+from backfill.errors import BackfillError, Unreachable
 from backfill.states import BackfillState
 from backfill.store import reads, status
+from backfill.store.reconnect import Outage, Reconnect
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
     from sqlalchemy.engine import Engine
@@ -125,7 +130,12 @@ class _Drivers:
     def _drive(self, backfill_id: int, dag_id: str, dags: DagBag) -> None:
         coordinator: Coordinator | None = None
         try:
-            coordinator = Coordinator(self._engine, self._settings, dags.get(dag_id))
+            coordinator = Coordinator(
+                self._engine,
+                self._settings,
+                dags.get(dag_id),
+                on_notice=lambda text: log.warning("backfill %s: %s", backfill_id, text),
+            )
 
             holders: set[str] = set()
 
@@ -140,6 +150,8 @@ class _Drivers:
             log.info("backfill %s (%s): driving it", backfill_id, dag_id)
             outcome = coordinator.drive(backfill_id, stop=self._stop)
             log.info("backfill %s (%s): %s", backfill_id, dag_id, outcome.state.value)
+        except Unreachable as exc:  # retried until stopped: only a stop ends it so
+            log.info("backfill %s (%s): stopped; %s", backfill_id, dag_id, exc)
         except BackfillError as exc:  # e.g. the DAG file changed or is gone
             log.error("backfill %s (%s): %s", backfill_id, dag_id, exc)
             self._failed(backfill_id)
@@ -165,6 +177,7 @@ def coordinator_command(once: bool) -> int:
     """Drive every created or orphaned backfill (run several for high availability)."""
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema check's chatter
     engine = db.open_engine(settings, create=True)
     assert engine is not None  # create=True always gives an engine
     stop = threading.Event()
@@ -181,16 +194,21 @@ def coordinator_command(once: bool) -> int:
 
 
 def _loop(drivers: _Drivers, stop: threading.Event, *, once: bool) -> None:
+    outage = Outage("database", lambda text: log.warning("looking for backfills: %s", text))
+    scan = Reconnect(budget=None, outage=outage, stop=stop)
     if once:
-        drivers.start_new(drivers.needing_a_driver())
+        with contextlib.suppress(Unreachable):  # stopped while the database was down
+            drivers.start_new(scan.run(drivers.needing_a_driver))
         while drivers.reap() and not stop.wait(0.2):
             pass
         return
     while not stop.is_set():
         try:
             drivers.reap()
-            drivers.start_new(drivers.needing_a_driver())
-        except Exception:  # the service's edge: e.g. the database is down for a while
+            drivers.start_new(scan.run(drivers.needing_a_driver))
+        except Unreachable:
+            break  # stopped while the database was down
+        except Exception:  # the service's edge: log it, look again later
             log.exception("looking for backfills to drive failed; trying again")
         stop.wait(SCAN_INTERVAL)
 

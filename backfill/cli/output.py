@@ -2,8 +2,10 @@
 
 Invariants:
 - a `UserError` or a click usage error becomes ONE line `error: <message>` on
-  stderr and the exit code it carries (2: bad input), never a traceback;
-  anything else is a bug or an outage and keeps its traceback;
+  stderr and the exit code it carries (2: bad input), never a traceback; so
+  does a database that cannot be reached (`Unreachable`, or a disconnect-class
+  error that reached the edge: exit 3, naming the masked URL and the cause);
+  anything else is a bug and keeps its traceback;
 - `--output json` writes JSON and nothing else on stdout; warnings always go
   to stderr, so stdout stays machine-readable;
 - tables are rich Tables on a console that emits no escape codes unless stdout
@@ -24,7 +26,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from backfill.errors import UserError
+from backfill.config import Settings, redact
+from backfill.errors import ConfigError, Unreachable, UserError
+from backfill.store.reconnect import cause, is_transient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,6 +83,13 @@ def _error(message: str) -> None:
     click.echo(f"error: {' '.join(message.split())}", err=True)
 
 
+def _database() -> str:
+    try:
+        return f"the database at {redact(Settings.from_env().database_url)}"
+    except ConfigError:  # unreachable: the command read the same settings before failing
+        return "the database"
+
+
 class BackfillGroup(click.Group):
     """The root group: turns user errors into one line and an exit code."""
 
@@ -112,9 +123,14 @@ class BackfillGroup(click.Group):
         except click.ClickException as exc:
             _error(exc.format_message())
             return exc.exit_code
-        except UserError as exc:
+        except (UserError, Unreachable) as exc:
             _error(str(exc))
             return exc.exit_code
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            _error(f"cannot reach {_database()}: {cause(exc)}")
+            return Unreachable.exit_code
         except click.Abort:  # Ctrl-C; click raises it for KeyboardInterrupt too
             _error("interrupted")
             return EXIT_INTERRUPTED

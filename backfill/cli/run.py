@@ -30,6 +30,7 @@ from backfill.create import create_backfill
 from backfill.dag import DAG
 from backfill.dates import parse_cli_date
 from backfill.discovery import load_dags
+from backfill.dispatch import check_broker
 from backfill.options import RunOptions
 from backfill.plan import (
     BackfillPlan,
@@ -95,6 +96,8 @@ def run_command(
     if dry_run:
         _show(plan, dag, output)
         return None
+    if not settings.embedded_broker:  # the embedded one is a folder, made on first use
+        check_broker(settings.broker_url)
     engine = _engine(settings)
     try:
         backfill_id = create_backfill(engine, dag, plan, now=pendulum.now("UTC"))

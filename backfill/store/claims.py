@@ -5,6 +5,9 @@ The claim is the double-run fix (DESIGN 1.2): ONE conditional UPDATE from
 of concurrent claimants exactly one gets a row back. Every later write of the
 try is fenced on (id, state='running', try_number, claim_token): a worker
 whose claim was taken away (reaped, cleared, cancelled) matches no row.
+Both the claim and the finish may be retried after a lost reply (the commit
+landed, the connection dropped before the answer; `store.reconnect`): each
+recognises its own earlier success instead of reporting a lost claim.
 The claim also tells the worker how the backfill executes its TIs
 (`--mark-success`: finish the try `success` without running the task).
 """
@@ -19,10 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.options import Execution
-from backfill.schema import backfills, dag_runs, task_instances
+from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 from backfill.states import TIState
 
-ti, run, bf = task_instances, dag_runs, backfills
+ti, run, bf, journal = task_instances, dag_runs, backfills, ti_transitions
 _S = TIState
 
 
@@ -57,13 +60,21 @@ def claim(
 ) -> Claim | None:
     """Win try `try_number` of TI `ti_id`, or None if it is not queued for that try.
 
-    The conditional UPDATE decides the race. On PostgreSQL the won try's run
+    The conditional UPDATE decides the race. It also matches the try when it
+    is already running under `token`: a retry after a lost reply recognises
+    its own claim (tokens are unique per claim attempt, so no other claimant
+    can match). On PostgreSQL the won try's run
     and backfill are read in the same statement (the UPDATE in a CTE); SQLite
     has no data-modifying CTEs, so there they are read by a second statement.
     """
+    ours = sa.and_(ti.c.state == _S.RUNNING.value, ti.c.claim_token == token)
     won = (
         sa.update(ti)
-        .where(ti.c.id == ti_id, ti.c.state == _S.QUEUED.value, ti.c.try_number == try_number)
+        .where(
+            ti.c.id == ti_id,
+            ti.c.try_number == try_number,
+            sa.or_(ti.c.state == _S.QUEUED.value, ours),
+        )
         .values(
             state=_S.RUNNING.value,
             claim_token=token,
@@ -154,7 +165,13 @@ def finish(
     next_try_at: datetime | None = None,
     error: str | None = None,
 ) -> bool:
-    """Write the try's outcome; False: the claim was lost and the outcome is discarded."""
+    """Write the try's outcome; False: the claim was lost and the outcome is discarded.
+
+    A miss is told from an earlier attempt of this very call that landed
+    (its reply lost) by the journal: that attempt wrote the try's transition
+    out of `running` to `outcome`, by `actor`, at `now`. So a caller that
+    retries must pass the same `now` to every attempt.
+    """
     if outcome not in {_S.SUCCESS, _S.FAILED, _S.SKIPPED, _S.UP_FOR_RETRY, _S.UP_FOR_RESCHEDULE}:
         raise ValueError(f"{outcome} is not an outcome of a try")
     stmt = (
@@ -169,4 +186,20 @@ def finish(
             updated_by=actor,
         )
     )
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt).rowcount == 1 or _landed(conn, claim, outcome, actor=actor, at=now)
+
+
+def _landed(conn: Connection, claim: Claim, outcome: TIState, *, actor: str, at: datetime) -> bool:
+    """Whether the journal holds this finish: the try left `running` for `outcome`, by
+    `actor`, at `at`. Append-only, so the answer cannot change once it is yes."""
+    stmt = sa.select(
+        sa.exists().where(
+            journal.c.task_instance_id == claim.ti_id,
+            journal.c.try_number == claim.try_number,
+            journal.c.from_state == _S.RUNNING.value,
+            journal.c.to_state == outcome.value,
+            journal.c.actor == actor,
+            journal.c.at == at,
+        )
+    )
+    return bool(conn.execute(stmt).scalar())

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -31,11 +30,16 @@ from backfill.states import RunState, TIState
 def reading(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction that sees one consistent snapshot. On SQLite it
     begins DEFERRED, not IMMEDIATE (see `backfill.db`): a reader takes no write
-    lock and never waits for a writer; on PostgreSQL it is REPEATABLE READ."""
-    options: dict[str, Any] = {"sqlite_begin": "DEFERRED"}
-    if engine.dialect.name == "postgresql":
-        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-    with engine.connect().execution_options(**options) as conn, conn.begin():
+    lock and never waits for a writer; on PostgreSQL it is REPEATABLE READ.
+
+    On PostgreSQL the transaction sets its own isolation, rather than the
+    connection (`db.autocommit` says why a per-checkout setting is a hazard)."""
+    if engine.dialect.name != "postgresql":
+        with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn, conn.begin():
+            yield conn
+        return
+    with engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         yield conn
 
 
