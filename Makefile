@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test stress lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# The connection storm of tests/integration/test_outages.py, 25 rounds per driver.
+stress: install
+	BACKFILL_STORM_ROUNDS=25 $(BIN)/pytest tests/integration/test_outages.py -m storm -q
 
 lint: install
 	$(BIN)/ruff check .

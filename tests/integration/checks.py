@@ -6,6 +6,7 @@ the tests check what the product wrote, not what its own readers report.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,3 +128,16 @@ def max_overlap(spans: Iterable[tuple[float, float]]) -> int:
         alive += step
         peak = max(peak, alive)
     return peak
+
+
+def claims_per_ti(engine: Engine, backfill_id: int) -> Counter[int]:
+    """How many times the journal shows each TI of the backfill entering `running`."""
+    journal, ti, run = ti_transitions, task_instances, dag_runs
+    stmt = (
+        sa.select(journal.c.task_instance_id)
+        .select_from(journal.join(ti, ti.c.id == journal.c.task_instance_id))
+        .join(run, run.c.id == ti.c.dag_run_id)
+        .where(run.c.backfill_id == backfill_id, journal.c.to_state == "running")
+    )
+    with engine.connect() as conn:
+        return Counter(conn.execute(stmt).scalars())

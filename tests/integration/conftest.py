@@ -8,6 +8,8 @@ processes, real coordinators, and an execution ledger (see `stack.py`,
   on a fresh database of each backend (`db_url`).
 - `workers`, `coordinators`: every process they start is killed at teardown.
 - `engine_of(stack)`: an engine on the stack's database, disposed at teardown.
+- `postgres_server`, `redis_server`: private servers a test may stop and
+  restart (`servers.py`), destroyed at teardown.
 
 Request the stack fixture BEFORE `workers` / `coordinators`: fixtures are torn
 down in reverse order, so processes die before their database is dropped.
@@ -27,19 +29,43 @@ from sqlalchemy.engine import Engine
 from backfill.db import create_engine_for
 
 from .processes import Coordinators, WorkerPool
+from .servers import postgres_server, redis_server
 from .stack import REDIS_URL, PrivateRedis, Stack, release_redis_db, take_redis_db
 
 HERE = Path(__file__).parent
+__all__ = ["postgres_server", "redis_server"]  # fixtures defined in servers.py
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: starts real worker processes (seconds, not ms)")
+    config.addinivalue_line("markers", "storm: a round of the connection storm (`make stress`)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(item.path).parents:
             item.add_marker(pytest.mark.slow)
+
+
+# Storm rounds by driver: [passed, ran]. `make stress` reads the summary line.
+_STORM: dict[str, list[int]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "storm" not in report.keywords or not (report.when == "call" or report.failed):
+        return
+    driver = report.nodeid.rsplit("-", 1)[-1].rstrip("]")
+    tally = _STORM.setdefault(driver, [0, 0])
+    tally[0] += report.passed
+    tally[1] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _STORM:
+        return
+    passed, ran = (sum(t[i] for t in _STORM.values()) for i in (0, 1))
+    each = ", ".join(f"{driver} {p}/{n}" for driver, (p, n) in sorted(_STORM.items()))
+    terminalreporter.write_line(f"connection storm: {passed}/{ran} rounds passed ({each})")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The real processes of an integration test, and how a test controls them.
 
-- `WorkerPool.start`: `celery -A workers worker -c 1` processes, each in a
+- `WorkerPool.start`: `celery -A workers worker -c N` processes, each in a
   session of its own (so a whole worker, main process and pool child, is one
   process group to SIGKILL / SIGSTOP / SIGCONT), returned once each has
   logged Celery's "ready." line.
@@ -67,7 +67,7 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class Worker:
-    """One `celery -A workers worker -c 1` process and its pool child."""
+    """One `celery -A workers worker` process and its pool children."""
 
     name: str
     process: subprocess.Popen[bytes]
@@ -115,14 +115,14 @@ class WorkerPool:
         self.logs = logs
         self.started: list[Worker] = []
 
-    def start(self, stack: Stack, count: int) -> list[Worker]:
-        """Start `count` workers (-c 1 each) and wait until every one is ready."""
+    def start(self, stack: Stack, count: int, *, concurrency: int = 1) -> list[Worker]:
+        """Start `count` workers (`-c concurrency` each) and wait until every one is ready."""
         batch = []
         for _ in range(count):
             name = f"it{len(self.started)}-{uuid.uuid4().hex[:6]}"
             args = [
                 sys.executable, "-m", "celery", "-A", "workers", "worker",
-                "-c", "1", "-n", f"{name}@%h", "-l", "INFO",
+                "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO",
                 "--without-mingle", "--without-gossip",
             ]  # fmt: skip
             log = self.logs / f"worker-{name}.log"

@@ -213,6 +213,7 @@ class Stack:
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float = 30.0
     queued_timeout: float = 60.0
+    broker: str | None = None  # another broker than the private Redis DB (`with_broker`)
 
     @classmethod
     def create(cls, db_url: str, private: PrivateRedis, folder: Path) -> Stack:
@@ -225,10 +226,16 @@ class Stack:
 
     @property
     def broker_url(self) -> str:
-        return self.redis.url
+        return self.broker or self.redis.url
 
     def with_timeouts(self, **timeouts: float) -> Stack:
         return dataclasses.replace(self, **timeouts)  # type: ignore[arg-type]
+
+    def with_database(self, db_url: str) -> Stack:
+        return dataclasses.replace(self, db_url=db_url)
+
+    def with_broker(self, broker_url: str) -> Stack:
+        return dataclasses.replace(self, broker=broker_url)
 
     def env(self) -> dict[str, str]:
         """The environment of every subprocess (workers, CLI, Flower)."""
