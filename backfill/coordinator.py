@@ -112,8 +112,10 @@ class Coordinator:
             heartbeat_timeout=self._heartbeat_timeout,
         )
         notice = on_notice or (lambda text: log.warning("%s", text))
+        self._target = describe(engine)
         self._db_outage = Outage("database", notice)
-        self._broker_outage = Outage("broker", notice)
+        # Publishing already retried (Celery's policy): a failed batch is an outage.
+        self._broker_outage = Outage("broker", notice, tolerated=0)
         self._stop: threading.Event | None = None  # the current drive's: ends retrying
 
     def run_pass(self, backfill_id: int, *, now: datetime | None = None) -> PassResult:
@@ -161,9 +163,8 @@ class Coordinator:
     def _retrying(self, work: Callable[[], T]) -> T:
         """`work`, run again on a fresh connection after a disconnect until it
         succeeds or the drive is stopped (`Unreachable`)."""
-        target = describe(self._engine)
-        reconnect = Reconnect(target=target, budget=None, outage=self._db_outage, stop=self._stop)
-        return reconnect.run(work)
+        outage, stop = self._db_outage, self._stop
+        return Reconnect(target=self._target, budget=None, outage=outage, stop=stop).run(work)
 
     def drive(
         self,

@@ -810,3 +810,23 @@ def test_run_with_an_unreachable_broker_exits_3_and_writes_nothing(home: Path) -
     result = CliRunner().invoke(main, args, env=env)
     assert_unreachable(result, "the broker at redis://:***@127.0.0.1:1/0", "refused")
     assert not (home / "backfill.db").exists()
+
+
+def test_a_database_refusing_the_login_exits_3_naming_it(home: Path, pg_url: str) -> None:
+    url = make_url(pg_url).set(username="no_such_role", password="secret")
+    result = invoke(home, "list", db_url=url.render_as_string(hide_password=False))
+    assert_unreachable(result, "the database at postgresql://no_such_role:***@", "no_such_role")
+
+
+def test_a_database_error_is_one_line_and_exit_1(home: Path, pg_url: str) -> None:
+    engine = create_engine_for(pg_url)
+    with engine.begin() as conn:  # e.g. a table someone dropped by hand
+        conn.execute(sa.text("ALTER TABLE backfills RENAME TO backfills_gone"))
+    engine.dispose()
+    result = invoke(home, "list", db_url=pg_url)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: the database at postgresql://")
+    assert 'refused a statement: relation "backfills" does not exist' in lines[0]
+    assert "Traceback" not in result.output

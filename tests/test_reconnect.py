@@ -155,3 +155,15 @@ def test_an_outage_is_said_once_when_it_starts_and_once_when_it_ends() -> None:
     latest = said.outage.latest()
     assert latest is not None
     assert latest[1] is not None
+
+
+def test_a_broker_outage_is_said_at_its_first_failure() -> None:
+    lines: list[str] = []
+    broker = Outage("broker", lines.append, tolerated=0)  # publishing has retried already
+    broker.failed(ConnectionError("Error 111 connecting to 127.0.0.1:6379. Refused."))
+    broker.failed(ConnectionError("again"))
+    broker.ok()
+    assert len(lines) == 2
+    assert lines[0].startswith("broker unreachable since ")
+    assert lines[0].endswith(", retrying (Error 111 connecting to 127.0.0.1:6379. Refused.)")
+    assert lines[1].startswith("broker reachable again after ")

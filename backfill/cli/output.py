@@ -3,9 +3,10 @@
 Invariants:
 - a `UserError` or a click usage error becomes ONE line `error: <message>` on
   stderr and the exit code it carries (2: bad input), never a traceback; so
-  does a database that cannot be reached (`Unreachable`, or a disconnect-class
-  error that reached the edge: exit 3, naming the masked URL and the cause);
-  anything else is a bug and keeps its traceback;
+  does a database that cannot be reached (`Unreachable`, or an error that says
+  so: exit 3, naming the masked URL and the cause), and any other error of the
+  database (exit 1: the cause, e.g. a permission revoked mid-run); anything
+  else is a bug and keeps its traceback;
 - `--output json` writes JSON and nothing else on stdout; warnings always go
   to stderr, so stdout stays machine-readable;
 - tables are rich Tables on a console that emits no escape codes unless stdout
@@ -28,7 +29,7 @@ from rich.table import Table
 
 from backfill.config import Settings, redact
 from backfill.errors import ConfigError, Unreachable, UserError
-from backfill.store.reconnect import cause, is_transient
+from backfill.store.reconnect import cause, is_database_error, is_unreachable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,10 +128,13 @@ class BackfillGroup(click.Group):
             _error(str(exc))
             return exc.exit_code
         except Exception as exc:
-            if not is_transient(exc):
-                raise
-            _error(f"cannot reach {_database()}: {cause(exc)}")
-            return Unreachable.exit_code
+            if is_unreachable(exc):
+                _error(f"cannot reach {_database()}: {cause(exc)}")
+                return Unreachable.exit_code
+            if is_database_error(exc):
+                _error(f"{_database()} refused a statement: {cause(exc)}")
+                return 1
+            raise
         except click.Abort:  # Ctrl-C; click raises it for KeyboardInterrupt too
             _error("interrupted")
             return EXIT_INTERRUPTED

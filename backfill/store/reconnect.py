@@ -86,6 +86,23 @@ def is_transient(exc: BaseException) -> bool:
     return any(marker in str(exc.orig) for marker in _CANNOT_CONNECT)
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached: a disconnect-class error,
+    or a connection attempt refused for good (unknown role or database, bad password)."""
+    return is_transient(exc) or (
+        isinstance(exc, sa.exc.OperationalError) and cause(exc).startswith(_CONNECTING)
+    )
+
+
+# How libpq begins the message of a connection attempt that failed.
+_CONNECTING = ("connection to server", "could not connect", "could not translate host name")
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether `exc` is an error the database (or its driver) raised."""
+    return isinstance(exc, sa.exc.DBAPIError)
+
+
 def cause(exc: BaseException) -> str:
     """The driver's own first line, without SQLAlchemy's decorations."""
     orig = getattr(exc, "orig", None) or exc
@@ -97,28 +114,28 @@ def cause(exc: BaseException) -> str:
 class Outage:
     """Whether `what` (the database, the broker) is reachable, said once per outage.
 
-    A single dropped connection that the next attempt replaces is no outage
-    and is not reported. Once a fresh attempt fails too, `notify` receives
-    "database unreachable since 12:03:01, retrying (cause)", the time being
-    the first failure's; at the next success, "database reachable again
-    after 6s". Thread-safe: the threads of one process may share it.
+    Up to `tolerated` failures in a row are no outage and are not reported (a
+    lone dropped connection, which the next attempt replaces). At the next,
+    `notify` receives "database unreachable since 12:03:01, retrying (cause)",
+    the time being the first failure's; at the next success, "database
+    reachable again after 6s". Thread-safe: the threads of one process may
+    share it.
     """
 
     what: str
     notify: Callable[[str], None]
-    since: datetime | None = None  # the first failure of the failures in a row
-    said: bool = False  # whether this outage was reported
+    tolerated: int = 1
+    since: datetime | None = None  # the first of the failures in a row
+    failures: int = 0  # in a row
     last: tuple[datetime, datetime] | None = None  # (began, ended) of the latest outage
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
-            if self.since is None:
-                self.since = _now()
+            self.since = self.since or _now()
+            self.failures += 1
+            if self.failures != self.tolerated + 1:
                 return
-            if self.said:
-                return
-            self.said = True
         self.notify(f"{self.what} unreachable since {self.since:%H:%M:%S}, retrying ({cause(exc)})")
 
     def latest(self) -> tuple[datetime, datetime | None] | None:
@@ -130,11 +147,11 @@ class Outage:
 
     def ok(self) -> None:
         with self._lock:
-            began, said = self.since, self.said
+            began, said = self.since, self.failures > self.tolerated
             if began is None:
                 return
             ended = _now()
-            self.since, self.said = None, False
+            self.since, self.failures = None, 0
             if said:
                 self.last = (began, ended)
         if said:

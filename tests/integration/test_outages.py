@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,3 +204,40 @@ def test_redis_restarted_mid_run_loses_nothing(
     assert output.count("broker reachable again after") == 1, output
     assert "Traceback" not in output, output
     assert_finished_unharmed(stack, engine, backfill_id)
+
+
+def test_a_run_stopped_while_the_database_is_down_exits_130_resumable(
+    pg_stack: Stack,
+    postgres_server: PostgresServer,
+    engine_of: Callable[[Stack], Engine],
+    coordinators: Coordinators,
+) -> None:
+    url = postgres_server.create_database("backfill")
+    schema = create_engine_for(url)
+    migrate(schema)
+    schema.dispose()
+    stack = pg_stack.with_database(url).with_timeouts(**TIMEOUTS)
+    engine = engine_of(stack)
+    process, backfill_id = start_driver("run", stack, engine, coordinators)  # no workers
+    wait_until(
+        lambda: backfill_row(engine, backfill_id).state == "running",
+        timeout=60,
+        what="the backfill to be driven",
+        explain=process.output,
+    )
+    engine.dispose()
+    postgres_server.stop("immediate")
+    wait_until(
+        lambda: "database unreachable since" in process.output(),
+        timeout=60,
+        what="`backfill run` to say the database is unreachable",
+        explain=process.output,
+    )
+    process.process.send_signal(signal.SIGINT)
+
+    assert process.wait(timeout=60) == 130, process.output()
+    output = process.output()
+    assert f"backfill {backfill_id} is resumable: backfill resume {backfill_id}" in output, output
+    assert "Traceback" not in output, output
+    postgres_server.start()
+    assert backfill_row(engine, backfill_id).state == "running"  # kept as it was
