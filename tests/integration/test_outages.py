@@ -81,10 +81,30 @@ class Storm:
         return sum(1 for at, victims in self.kills if at < moment and victims)
 
 
-def under_way(engine: Engine, backfill_id: int) -> bool:
-    """Some TIs of the backfill succeeded and some run: a fault now hits work in flight."""
-    states = [ti.state for ti in task_instances_of(engine, backfill_id)]
-    return states.count("success") >= 12 and "running" in states
+def on_private_database(stack: Stack, server: PostgresServer) -> Stack:
+    """`stack` on a migrated database of `server`, with this module's timeouts."""
+    url = server.create_database("backfill")
+    schema = create_engine_for(url)
+    migrate(schema)
+    schema.dispose()
+    return stack.with_database(url).with_timeouts(**TIMEOUTS)
+
+
+def wait_under_way(engine: Engine, backfill_id: int, driver: CliProcess) -> None:
+    """Until some TIs of the backfill succeeded and some run: a fault then hits work in flight."""
+
+    def under_way() -> bool:
+        states = [ti.state for ti in task_instances_of(engine, backfill_id)]
+        return states.count("success") >= 12 and "running" in states
+
+    wait_until(under_way, timeout=60, what="the backfill to be under way", explain=driver.output)
+
+
+def assert_said_once(driver: CliProcess, *notices: str) -> None:
+    output = driver.output()
+    for notice in notices:
+        assert output.count(notice) == 1, output
+    assert "Traceback" not in output, output
 
 
 def start_driver(
@@ -127,12 +147,7 @@ def test_a_connection_storm_loses_nothing(
     workers.start(stack, 2, concurrency=4)
     engine = engine_of(stack)
     process, backfill_id = start_driver(driver, stack, engine, coordinators)
-    wait_until(
-        lambda: under_way(engine, backfill_id),
-        timeout=60,
-        what="the backfill to be under way",
-        explain=process.output,
-    )
+    wait_under_way(engine, backfill_id, process)
     url = make_url(stack.db_url)
     storm = Storm(url.set(database="postgres").render_as_string(hide_password=False), url.database)
     storm.rage(STORM_SECONDS)  # this thread reads nothing meanwhile: its reads would be hit too
@@ -151,29 +166,17 @@ def test_postgresql_restarted_mid_run_loses_nothing(
     workers: WorkerPool,
     coordinators: Coordinators,
 ) -> None:
-    url = postgres_server.create_database("backfill")
-    schema = create_engine_for(url)
-    migrate(schema)
-    schema.dispose()
-    stack = pg_stack.with_database(url).with_timeouts(**TIMEOUTS)
+    stack = on_private_database(pg_stack, postgres_server)
     workers.start(stack, 2, concurrency=4)
     engine = engine_of(stack)
     process, backfill_id = start_driver("run", stack, engine, coordinators)
-    wait_until(
-        lambda: under_way(engine, backfill_id),
-        timeout=60,
-        what="the backfill to be under way",
-        explain=process.output,
-    )
+    wait_under_way(engine, backfill_id, process)
     # Down for longer than the heartbeat timeout: every running try's heartbeat
     # is stale when the server returns, yet none may be reaped.
     postgres_server.restart_after(stack.heartbeat_timeout + 2, mode="immediate")
 
     assert process.wait(timeout=DRIVE_TIMEOUT) == 0, process.output()
-    output = process.output()
-    assert output.count("database unreachable since") == 1, output  # said once
-    assert output.count("database reachable again after") == 1, output
-    assert "Traceback" not in output, output
+    assert_said_once(process, "database unreachable since", "database reachable again after")
     assert_finished_unharmed(stack, engine, backfill_id)
 
 
@@ -188,21 +191,13 @@ def test_redis_restarted_mid_run_loses_nothing(
     workers.start(stack, 2, concurrency=4)
     engine = engine_of(stack)
     process, backfill_id = start_driver("run", stack, engine, coordinators)
-    wait_until(
-        lambda: under_way(engine, backfill_id),
-        timeout=60,
-        what="the backfill to be under way",
-        explain=process.output,
-    )
+    wait_under_way(engine, backfill_id, process)
     # Nothing persisted: every message waiting in the broker is lost with it, and
     # the tries running now end while it is down, so their successors' messages fail.
     redis_server.restart_after(3.0)
 
     assert process.wait(timeout=DRIVE_TIMEOUT) == 0, process.output()
-    output = process.output()
-    assert output.count("broker unreachable since") == 1, output
-    assert output.count("broker reachable again after") == 1, output
-    assert "Traceback" not in output, output
+    assert_said_once(process, "broker unreachable since", "broker reachable again after")
     assert_finished_unharmed(stack, engine, backfill_id)
 
 
@@ -212,11 +207,7 @@ def test_a_run_stopped_while_the_database_is_down_exits_130_resumable(
     engine_of: Callable[[Stack], Engine],
     coordinators: Coordinators,
 ) -> None:
-    url = postgres_server.create_database("backfill")
-    schema = create_engine_for(url)
-    migrate(schema)
-    schema.dispose()
-    stack = pg_stack.with_database(url).with_timeouts(**TIMEOUTS)
+    stack = on_private_database(pg_stack, postgres_server)
     engine = engine_of(stack)
     process, backfill_id = start_driver("run", stack, engine, coordinators)  # no workers
     wait_until(
