@@ -69,6 +69,8 @@ _CANNOT_CONNECT = (
     "too many clients already",
     "remaining connection slots are reserved",
 )
+# How libpq begins the message of a connection attempt that failed, for any reason.
+_CONNECTING = ("connection to server", "could not connect", "could not translate host name")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -92,10 +94,6 @@ def is_unreachable(exc: BaseException) -> bool:
     return is_transient(exc) or (
         isinstance(exc, sa.exc.OperationalError) and cause(exc).startswith(_CONNECTING)
     )
-
-
-# How libpq begins the message of a connection attempt that failed.
-_CONNECTING = ("connection to server", "could not connect", "could not translate host name")
 
 
 def is_database_error(exc: BaseException) -> bool:
@@ -132,11 +130,11 @@ class Outage:
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
-            self.since = self.since or _now()
+            since = self.since = self.since or _now()
             self.failures += 1
             if self.failures != self.tolerated + 1:
                 return
-        self.notify(f"{self.what} unreachable since {self.since:%H:%M:%S}, retrying ({cause(exc)})")
+        self.notify(f"{self.what} unreachable since {since:%H:%M:%S}, retrying ({cause(exc)})")
 
     def latest(self) -> tuple[datetime, datetime | None] | None:
         """(began, ended) of the outage in progress (ended None) or else of the last one."""
