@@ -10,6 +10,7 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
@@ -830,3 +831,13 @@ def test_a_database_error_is_one_line_and_exit_1(home: Path, pg_url: str) -> Non
     assert lines[0].startswith("error: the database at postgresql://")
     assert 'refused a statement: relation "backfills" does not exist' in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_an_abort_is_interrupted_exit_130_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def aborted() -> None:
+        raise click.exceptions.Abort()
+
+    assert main._run(aborted) == 130  # type: ignore[attr-defined]
+    assert capsys.readouterr().err == "error: interrupted\n"

@@ -127,7 +127,10 @@ class BackfillGroup(click.Group):
         except (UserError, Unreachable) as exc:
             _error(str(exc))
             return exc.exit_code
-        except Exception as exc:
+        except click.Abort:  # Ctrl-C; click raises it for KeyboardInterrupt too
+            _error("interrupted")
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # last: click.Abort is an Exception too
             if is_unreachable(exc):
                 _error(f"cannot reach {_database()}: {cause(exc)}")
                 return Unreachable.exit_code
@@ -135,8 +138,5 @@ class BackfillGroup(click.Group):
                 _error(f"{_database()} refused a statement: {cause(exc)}")
                 return 1
             raise
-        except click.Abort:  # Ctrl-C; click raises it for KeyboardInterrupt too
-            _error("interrupted")
-            return EXIT_INTERRUPTED
         # A command returns None (success) or the exit code of `ctx.exit(code)`.
         return rv if isinstance(rv, int) else 0

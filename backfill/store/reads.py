@@ -33,7 +33,7 @@ def reading(engine: Engine) -> Iterator[Connection]:
     lock and never waits for a writer; on PostgreSQL it is REPEATABLE READ.
 
     On PostgreSQL the transaction sets its own isolation, rather than the
-    connection (`db.autocommit` says why a per-checkout setting is a hazard)."""
+    connection (`db.create_engine_for` says why a per-checkout setting is a hazard)."""
     if engine.dialect.name != "postgresql":
         with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn, conn.begin():
             yield conn
