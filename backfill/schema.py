@@ -64,6 +64,14 @@ def _timestamps() -> list[sa.Column[Any]]:
     ]
 
 
+def _partial_index(name: str, columns: list[str], where: str) -> sa.Index:
+    """An index of `task_instances` on the rows matching `where` only (both dialects)."""
+    predicate = sa.text(where)
+    return sa.Index(
+        f"ix_task_instances_{name}", *columns, postgresql_where=predicate, sqlite_where=predicate
+    )
+
+
 backfills = sa.Table(
     "backfills",
     metadata,
@@ -102,7 +110,8 @@ dag_runs = sa.Table(
     state_check(RunState),
     sa.UniqueConstraint("dag_id", "logical_date"),
     sa.UniqueConstraint("dag_id", "run_id"),
-    sa.Index(None, "backfill_id", "state"),
+    sa.Index(None, "backfill_id", "state", "logical_date"),  # the next runs to start
+    sa.Index(None, "dag_id", "state"),  # max_active_runs: the DAG's running runs
 )
 
 task_instances = sa.Table(
@@ -138,8 +147,9 @@ task_instances = sa.Table(
     sa.CheckConstraint("try_number >= 0", name="try_number_non_negative"),
     sa.CheckConstraint("pool_slots >= 1", name="pool_slots_positive"),
     sa.UniqueConstraint("dag_run_id", "task_id"),
-    sa.Index(None, "state", "pool"),
-    sa.Index(None, "dag_id", "task_id", "state"),
+    # Partial: their size follows the work in flight (or failed), not the work done.
+    _partial_index("active", ["pool", "dag_id", "task_id"], "state IN ('queued', 'running')"),
+    _partial_index("failed", ["dag_run_id"], "state IN ('failed', 'upstream_failed')"),
 )
 
 pools = sa.Table(

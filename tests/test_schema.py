@@ -226,7 +226,8 @@ def _reflect(engine: Engine) -> dict[str, Any]:
                 (u["name"], u["column_names"]) for u in inspector.get_unique_constraints(table)
             ),
             "indexes": sorted(
-                (i["name"], i["column_names"], i["unique"]) for i in inspector.get_indexes(table)
+                (i["name"], i["column_names"], i["unique"], _predicate(i))
+                for i in inspector.get_indexes(table)
             ),
             "checks": sorted(
                 (c["name"], c["sqltext"]) for c in inspector.get_check_constraints(table)
@@ -234,6 +235,13 @@ def _reflect(engine: Engine) -> dict[str, Any]:
         }
         for table in sorted(tables)
     }
+
+
+def _predicate(index: Any) -> str | None:
+    """A partial index's WHERE, as the backend renders it (None: a full index)."""
+    options = index.get("dialect_options", {})
+    where = options.get("postgresql_where") or options.get("sqlite_where")
+    return None if where is None else str(where)  # SQLite reflects a TextClause
 
 
 # -- (c) migrate is idempotent and seeds the default pool -----------------------

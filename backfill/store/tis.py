@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.schema import UTCDateTime, dag_runs, pools, task_instances
 from backfill.snapshot import LimitCounts, TIRow
-from backfill.states import ACTIVE, TIState, sources_of
+from backfill.states import ACTIVE, RunState, TIState, sources_of
 
 ti = task_instances
 _S = TIState
@@ -176,7 +176,7 @@ def reap_stale(
     fail. Clearing the claim token fences the lost worker: its heartbeat and
     its outcome will match no row.
     """
-    runs = sa.select(dag_runs.c.id).where(dag_runs.c.backfill_id == backfill_id)
+    runs = _running_runs(backfill_id)
     retry = ti.c.try_number <= ti.c.max_tries
     stmt = (
         sa.update(ti)
@@ -195,6 +195,14 @@ def reap_stale(
         .returning(ti.c.id)
     )
     return [row.id for row in conn.execute(stmt)]
+
+
+def _running_runs(backfill_id: int) -> sa.Select[tuple[int]]:
+    """The ids of the backfill's running runs: the only ones with queued or running TIs
+    (a run finishes once all its TIs have), so housekeeping never reads finished work."""
+    return sa.select(dag_runs.c.id).where(
+        dag_runs.c.backfill_id == backfill_id, dag_runs.c.state == RunState.RUNNING.value
+    )
 
 
 def _due_after(delays: Mapping[str, timedelta], now: datetime) -> sa.ColumnElement[datetime]:
@@ -219,7 +227,7 @@ def redispatch_lost(
 
     Same try: a duplicate delivery is harmless, since only one claim can win.
     """
-    runs = sa.select(dag_runs.c.id).where(dag_runs.c.backfill_id == backfill_id)
+    runs = _running_runs(backfill_id)
     stmt = (
         sa.update(ti)
         .where(ti.c.state == _S.QUEUED.value, ti.c.queued_at < cutoff, ti.c.dag_run_id.in_(runs))
