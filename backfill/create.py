@@ -16,6 +16,8 @@ Invariants:
 - every TI created or cleared gets its task's options, with the pool
   replaced by `--pool` when given. That the pools exist is checked by the
   caller before anything is written (`plan.refuse_missing_pools`);
+- the planner's statistics are refreshed once the rows are in
+  (`runs.refresh_statistics`): a pass must not depend on autovacuum;
 - a plan made from a stale read (someone created or took over a run for one
   of its dates meanwhile) writes nothing and raises `RunChangedMeanwhile`.
 """
@@ -75,6 +77,8 @@ def create_backfill(engine: Engine, dag: DAG, plan: BackfillPlan, *, now: dateti
         raise RunChangedMeanwhile(
             f"a run{shown} was created meanwhile; re-run the command"
         ) from None
+    with engine.begin() as conn:  # after the commit: ANALYZE sees the new rows
+        runs.refresh_statistics(conn)
     return backfill_id
 
 
@@ -100,7 +104,7 @@ def run_id_for(logical_date: datetime) -> str:
 def _insert_new(
     conn: Connection, backfill_id: int, dag: DAG, plan: BackfillPlan, *, now: datetime
 ) -> None:
-    new = [
+    new = (  # a generator: the store inserts them in batches
         NewRun(
             run_id=run_id_for(r.logical_date),
             logical_date=r.logical_date,
@@ -109,7 +113,7 @@ def _insert_new(
         )
         for r in plan.runs
         if r.action is Action.RUN
-    ]
+    )
     specs = task_specs(dag, pool=plan.options.pool)
     runs.insert_runs(
         conn,

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import abc
 import heapq
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import pendulum
 from cronsim import CronSim, CronSimError
@@ -114,6 +115,19 @@ class Schedule(abc.ABC):
             ) from None
         return out
 
+    def count(self, start: pendulum.DateTime, end: pendulum.DateTime, *, limit: int) -> int:
+        """How many logical dates lie in [start, end], counting no further than `limit` + 1:
+        the ticks alone, in constant memory, so an absurd range is refused without
+        being expanded."""
+        first, last = as_utc(start, self.timezone), as_utc(end, self.timezone)
+        if first > last:
+            return 0
+        try:
+            ticks = itertools.takewhile(lambda tick: tick <= last, self._ticks_from(first))
+            return sum(1 for _ in itertools.islice(ticks, limit + 1))
+        except OverflowError:
+            return limit + 1  # past year 9999: more than any cap
+
     def previous(self, dt: datetime, *, not_before: datetime | None = None) -> DataInterval | None:
         """The interval of the last tick before `dt`; None if none is at or after `not_before`
         (the DAG's start_date: its first logical date has no previous one)."""
@@ -169,6 +183,12 @@ class CronSchedule(Schedule):
 
     def _ticks_from(self, start: datetime) -> Iterator[datetime]:
         zone, fixed_time = stdlib_tz(self.timezone), self.fixed_time
+        if isinstance(zone, timezone):  # a fixed offset (UTC): no DST, wall = instant + offset
+            offset = zone.utcoffset(None)
+            walls = CronSim(self.cron, (start - _ONE_SECOND).astimezone(zone).replace(tzinfo=None))
+            utc = ((wall - offset).replace(tzinfo=UTC) for wall in walls)
+            yield from itertools.dropwhile(lambda instant: instant < start, utc)
+            return
         # cronsim yields ticks strictly after its seed; a wall time before
         # `start`'s can still be a later instant after a clock goes back.
         seed = (start - _ONE_SECOND).astimezone(zone).replace(tzinfo=None) - _WIDEST_FOLD
@@ -224,6 +244,10 @@ class DeltaSchedule(Schedule):
         # before a logical date is always `delta` earlier.
         tick = target - self.delta
         return None if floor is not None and tick < floor else tick
+
+    def count(self, start: pendulum.DateTime, end: pendulum.DateTime, *, limit: int) -> int:
+        first, last = as_utc(start, self.timezone), as_utc(end, self.timezone)
+        return 0 if first > last else min(limit + 1, (last - first) // self.delta + 1)
 
     def _ticks_from(self, start: datetime) -> Iterator[datetime]:
         tick = start

@@ -11,6 +11,7 @@ snapshot is read by `store.snapshot`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,37 +91,51 @@ def insert_backfill(
     return int(conn.execute(stmt).scalar_one())
 
 
+RUN_BATCH = 2000  # runs per INSERT: the rows in memory at once, whatever the backfill's size
+
+
 def insert_runs(
     conn: Connection,
     *,
     backfill_id: int,
     dag_id: str,
-    runs: Sequence[NewRun],
+    runs: Iterable[NewRun],
     tasks: Sequence[TaskSpec],
     conf: dict[str, Any],
     now: datetime,
 ) -> list[int]:
-    """Create `runs` (queued) and one TI per task in each (state none): two batched statements."""
-    if not runs:
-        return []
-    rows = [
-        {
-            "dag_id": dag_id,
-            "run_id": r.run_id,
-            "logical_date": r.logical_date,
-            "data_interval_start": r.data_interval_start,
-            "data_interval_end": r.data_interval_end,
-            "backfill_id": backfill_id,
-            "state": RunState.QUEUED.value,
-            "conf": conf,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for r in runs
-    ]
-    result = conn.execute(sa.insert(run).returning(run.c.id, sort_by_parameter_order=True), rows)
-    run_ids = [int(row.id) for row in result]
-    insert_tis(conn, dag_id=dag_id, run_ids=run_ids, tasks=tasks, now=now)
+    """Create `runs` (queued) and one TI per task in each (state none); the runs' ids.
+
+    Bounded memory: runs go in batches of RUN_BATCH, and their TIs are made by
+    the database (`_insert_tis`), never as rows in Python.
+    """
+    run_ids: list[int] = []
+    pending = iter(runs)
+    while batch := list(itertools.islice(pending, RUN_BATCH)):
+        rows = [
+            {
+                "dag_id": dag_id,
+                "run_id": r.run_id,
+                "logical_date": r.logical_date,
+                "data_interval_start": r.data_interval_start,
+                "data_interval_end": r.data_interval_end,
+                "backfill_id": backfill_id,
+                "state": RunState.QUEUED.value,
+                "conf": conf,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for r in batch
+        ]
+        stmt = sa.insert(run).returning(run.c.id, sort_by_parameter_order=True)
+        run_ids.extend(int(row.id) for row in conn.execute(stmt, rows))
+    if run_ids:
+        # Ids come from one sequence and this transaction alone writes the
+        # backfill's runs: its runs in [first, last] are exactly the new ones.
+        new = sa.select(run.c.id).where(
+            run.c.backfill_id == backfill_id, run.c.id.between(min(run_ids), max(run_ids))
+        )
+        _insert_tis(conn, dag_id=dag_id, runs=new, tasks=tasks, now=now)
     return run_ids
 
 
@@ -128,30 +143,46 @@ def insert_tis(
     conn: Connection,
     *,
     dag_id: str,
-    run_ids: Iterable[int],
+    run_ids: Sequence[int],
     tasks: Sequence[TaskSpec],
     now: datetime,
 ) -> None:
-    rows = [
-        {
-            "dag_run_id": run_id,
-            "dag_id": dag_id,
-            "task_id": t.task_id,
-            "state": TIState.NONE.value,
-            "try_number": 0,
-            "max_tries": t.max_tries,
-            "pool": t.pool,
-            "pool_slots": t.pool_slots,
-            "queue": t.queue,
-            "priority_weight": t.priority_weight,
-            "updated_at": now,
-            "updated_by": "coordinator",
-        }
-        for run_id in run_ids
-        for t in tasks
-    ]
-    if rows:
-        conn.execute(sa.insert(ti), rows)
+    """One TI per task in each of `run_ids` (state none)."""
+    if run_ids:
+        runs = sa.select(run.c.id).where(run.c.id.in_(run_ids))
+        _insert_tis(conn, dag_id=dag_id, runs=runs, tasks=tasks, now=now)
+
+
+def _insert_tis(
+    conn: Connection,
+    *,
+    dag_id: str,
+    runs: sa.Select[tuple[int]],
+    tasks: Sequence[TaskSpec],
+    now: datetime,
+) -> None:
+    """For each task, in order, ONE `INSERT ... SELECT` of its TI in every run `runs` names:
+    the database makes the rows, and a run's TI ids follow the task order."""
+    picked = runs.subquery()
+    columns = ["dag_run_id", "dag_id", "task_id", "state", "try_number", "max_tries", "pool"]
+    columns += ["pool_slots", "queue", "priority_weight", "updated_at", "updated_by"]
+    for t in tasks:
+        values = (
+            picked.c.id,
+            sa.literal(dag_id, ti.c.dag_id.type),
+            sa.literal(t.task_id, ti.c.task_id.type),
+            sa.literal(TIState.NONE.value, ti.c.state.type),
+            sa.literal(0),
+            sa.literal(t.max_tries),
+            sa.literal(t.pool, ti.c.pool.type),
+            sa.literal(t.pool_slots),
+            sa.literal(t.queue, ti.c.queue.type),
+            sa.literal(t.priority_weight),
+            sa.literal(now, ti.c.updated_at.type),
+            sa.literal("coordinator", ti.c.updated_by.type),
+        )
+        select = sa.select(*values).order_by(picked.c.id)
+        conn.execute(sa.insert(ti).from_select(columns, select))
 
 
 def lock_backfill(conn: Connection, backfill_id: int) -> BackfillRow | None:
@@ -254,3 +285,19 @@ def set_backfill_state(
         .values(state=state.value, updated_at=now)
     )
     return conn.execute(stmt).rowcount == 1
+
+
+def refresh_statistics(conn: Connection) -> None:
+    """Re-sample the planner's statistics of runs and TIs after a bulk write.
+
+    Autovacuum may be off (it is on some servers), and without statistics the
+    planner takes a new backfill's thousands of runs for a handful: nested
+    loops over every run in the pass's statements. PostgreSQL samples a fixed
+    number of rows; SQLite is told to do the same (`analysis_limit`).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ANALYZE dag_runs, task_instances"))
+    else:
+        conn.execute(sa.text("PRAGMA analysis_limit = 1000"))
+        conn.execute(sa.text("ANALYZE dag_runs"))
+        conn.execute(sa.text("ANALYZE task_instances"))
