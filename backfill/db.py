@@ -37,8 +37,14 @@ PG_CONNECT_TIMEOUT = 10  # seconds
 _PG_MIGRATE_LOCK = 0x6261636B66696C6C  # "backfill"
 
 
-def create_engine_for(url: str, *, autocommit: bool = False) -> Engine:
+def create_engine_for(url: str, *, autocommit: bool = False, pre_ping: bool = True) -> Engine:
     """An engine for `url`, tuned for the backend (see the module invariants).
+
+    `pre_ping`: test a pooled PostgreSQL connection (one round trip) at each
+    checkout, so a connection the server dropped while idle is replaced. Off
+    only for an engine whose every unit of work is retried on a fresh
+    connection after a disconnect (`store.reconnect.Reconnect`): there the
+    retry replaces it, and the ping would cost a round trip per checkout.
 
     `autocommit`: every statement commits on its own. On PostgreSQL the pool's
     connections are in autocommit from the moment they connect: switching a
@@ -54,7 +60,8 @@ def create_engine_for(url: str, *, autocommit: bool = False) -> Engine:
         engine = _sqlite_engine(parsed)
         return engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
     if backend == "postgresql":
-        return _postgres_engine(parsed, **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
+        options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+        return _postgres_engine(parsed, pool_pre_ping=pre_ping, **options)
     raise ConfigError(
         f"unsupported database {redact(url)!r}: BACKFILL_DATABASE_URL must be a "
         "postgresql:// or sqlite:// URL"
@@ -67,7 +74,6 @@ def _postgres_engine(url: URL, **options: Any) -> Engine:
         url = url.set(drivername="postgresql+psycopg2")
     return sa.create_engine(
         url,
-        pool_pre_ping=True,  # survive a server restart or an idle-connection reaper
         pool_size=5,
         max_overflow=5,
         connect_args={
@@ -188,7 +194,9 @@ def _known(revision: str) -> bool:
     return True
 
 
-def open_engine(settings: Settings, *, create: bool, autocommit: bool = False) -> Engine | None:
+def open_engine(
+    settings: Settings, *, create: bool, autocommit: bool = False, pre_ping: bool = True
+) -> Engine | None:
     """The engine of `settings.database_url`, with its schema checked.
 
     The embedded SQLite database is created and migrated on first use when
@@ -196,8 +204,8 @@ def open_engine(settings: Settings, *, create: bool, autocommit: bool = False) -
     yet migrated SQLite file gives None and nothing is created, neither the file
     nor its folder.
     Any other database is never migrated here: it must be current.
-    `autocommit`: see `create_engine_for`; not with `create` (a migration is one
-    transaction).
+    `autocommit`, `pre_ping`: see `create_engine_for`; not `autocommit` with
+    `create` (a migration is one transaction).
     """
     if create and autocommit:
         raise ValueError("an autocommit engine cannot migrate: create=True needs transactions")
@@ -207,7 +215,7 @@ def open_engine(settings: Settings, *, create: bool, autocommit: bool = False) -
         if not create:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine_for(settings.database_url, autocommit=autocommit)
+    engine = create_engine_for(settings.database_url, autocommit=autocommit, pre_ping=pre_ping)
     try:
         if create and url.get_backend_name() == "sqlite":
             migrate(engine)

@@ -6,7 +6,11 @@ Invariants:
   does not show as queued;
 - a batch goes out over ONE producer connection (`app.producer_or_acquire`),
   one message per (TI, try) to the TI's own queue, readable in Flower
-  (`argsrepr` = `TaskMessage.describe()`);
+  (`argsrepr` = `TaskMessage.describe()`); on Redis as one pipeline
+  (kombu's `Producer.batch`, messages and their task-sent events alike: one
+  round trip, not two per message), elsewhere one publish at a time. A
+  pipeline that fails may have delivered part of the batch: the messages
+  it lost are re-sent like any lost message;
 - a message that is lost (broker down, publisher crash) is harmless: the
   coordinator re-publishes a TI left queued longer than
   `BACKFILL_QUEUED_TIMEOUT`, and duplicate messages lose the claim race.
@@ -19,6 +23,7 @@ from typing import Protocol
 
 from celery import Celery
 from kombu import Connection
+from kombu import exceptions as kombu_errors
 from kombu.exceptions import OperationalError
 
 from backfill.config import redact
@@ -26,6 +31,8 @@ from backfill.errors import BackfillError, Unreachable
 from backfill.messages import TASK_NAME, TaskMessage
 
 BROKER_CONNECT_TIMEOUT = 10  # seconds
+# A Redis pipeline that failed: part of the batch may have been delivered (kombu 5.7).
+BatchPublishError: type[Exception] = kombu_errors.BatchPublishError  # type: ignore[attr-defined]
 
 
 class DispatchError(BackfillError):
@@ -47,7 +54,7 @@ class Dispatcher:
         if not messages:
             return
         try:
-            with self._app.producer_or_acquire() as producer:
+            with self._app.producer_or_acquire() as producer, producer.batch():
                 for message, queue in messages:
                     self._app.send_task(
                         TASK_NAME,
@@ -56,7 +63,7 @@ class Dispatcher:
                         producer=producer,
                         argsrepr=message.describe(),
                     )
-        except OperationalError as exc:
+        except (OperationalError, BatchPublishError) as exc:
             raise DispatchError(
                 f"could not publish {len(messages)} message(s) to the broker: {exc}"
             ) from exc

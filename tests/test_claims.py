@@ -82,6 +82,8 @@ def _queued(engine: Engine, count: int, *, max_tries: int = 1) -> Setup:
             .where(task_instances.c.dag_run_id == run_pk)
             .order_by(task_instances.c.id)
         ).all()
+        # As a coordinator does: TIs are queued in a running run.
+        runs.start_runs(conn, bf, 1, dag_id="race", limit=1_000, backwards=False, now=now)
         queued = tis.queue(
             conn, [_ti_row(r.id, run_pk, r.task_id) for r in rows], actor=COORDINATOR, now=now
         )

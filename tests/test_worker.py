@@ -266,6 +266,8 @@ def queue_tis(
                 )
             ).all()
         )
+        # As a coordinator does: TIs are queued in a running run.
+        runs.start_runs(conn, bf, 1, dag_id=dag_id, limit=1_000, backwards=False, now=now)
         rows = [_new_ti(ids[tid], run_pk, tid) for tid in task_ids]
         queued = tis.queue(conn, rows, actor=COORDINATOR, now=now)
     assert {q.id for q in queued} == set(ids.values())

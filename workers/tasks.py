@@ -272,7 +272,11 @@ class _PerProcess:
 
     def _load(self) -> _Process:
         settings = self._settings
-        engine = Reconnect().run(lambda: open_engine(settings, create=False, autocommit=True))
+        # No pre-ping: claim, finish and heartbeat are retried on a fresh connection
+        # after a disconnect, which replaces a connection the server dropped.
+        engine = Reconnect().run(
+            lambda: open_engine(settings, create=False, autocommit=True, pre_ping=False)
+        )
         if engine is None:
             raise ConfigError(
                 f"no database at {redact(settings.database_url)}; check "

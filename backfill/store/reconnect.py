@@ -16,8 +16,8 @@ Invariants:
   outside the database happens inside `work`: what must follow a commit
   (publishing messages) follows `run`, once the commit is known to have landed;
 - SQLAlchemy invalidates a connection that raised a disconnect error and every
-  pooled connection older than it (`pool_pre_ping` catches the rest), so the
-  next attempt connects afresh;
+  pooled connection older than it (`pool_pre_ping`, or on an engine without
+  it one more attempt, catches the rest), so the next attempt connects afresh;
 - the backoff doubles from `FIRST_DELAY` to `MAX_DELAY` with jitter, so a fleet
   of workers does not reconnect in lockstep; the first retry is almost
   immediate, since a dropped connection usually means a live server;
