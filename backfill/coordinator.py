@@ -49,7 +49,7 @@ from backfill.dispatch import Dispatcher, DispatchError, Publisher
 from backfill.options import RunOptions
 from backfill.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
-from backfill.states import BACKFILL_FINISHED
+from backfill.states import ACTIVE, BACKFILL_FINISHED
 from backfill.store import adopt, lease, reads, runs, status
 from backfill.store.reconnect import Outage, Reconnect
 from backfill.store.status import BackfillNotFound
@@ -71,7 +71,9 @@ HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals an
 # After a wake-up, wait about as long as the last pass took (at most this) before the
 # next one, so finishes that arrive together are decided by one pass, not one each:
 # a pass reads the whole snapshot, so a busy fan-out would otherwise spend the
-# coordinator's CPU re-reading it for every single finish.
+# coordinator's CPU re-reading it for every single finish. Not when the try that
+# woke it was the only one in flight (a chain): nothing else can end meanwhile,
+# and the next task waits for that pass.
 MAX_SETTLE = 0.01  # seconds
 
 
@@ -211,7 +213,8 @@ class Coordinator:
             if not result.again:
                 timeout = self._timeout(result, pendulum.now("UTC"), on_progress is not None)
                 if waker.wait(timeout, stop):
-                    stop.wait(min(took, MAX_SETTLE))
+                    if result.in_flight > 1:
+                        stop.wait(min(took, MAX_SETTLE))
                     waker.drain()  # what came while settling is decided by the next pass
                 if stop.is_set():  # no further pass: it could queue tries nobody will run
                     return result
@@ -349,4 +352,11 @@ class Coordinator:
                 else None
             ),
             next_due=next_due(snapshot, now),
+            in_flight=_in_flight(applied),
         )
+
+
+def _in_flight(applied: Applied) -> int:
+    """TIs queued or running once the pass committed: the snapshot's, plus those it queued."""
+    seen = applied.snapshot.tis if applied.snapshot else ()
+    return sum(1 for t in seen if t.state in ACTIVE) + len(applied.messages)

@@ -52,6 +52,7 @@ class PassResult:
     waiting: Mapping[str, tuple[TIKey, ...]]
     deadlock: Mapping[str, tuple[TIKey, ...]] | None
     next_due: datetime | None  # the earliest retry/reschedule due after this pass
+    in_flight: int = 0  # TIs queued or running after the pass (in the snapshot's runs)
 
 
 class Keys:

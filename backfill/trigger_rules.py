@@ -25,6 +25,8 @@ class Verdict(enum.Enum):
 
 _R = TriggerRule
 _V = Verdict
+_ONLY_SUCCESS = frozenset({TIState.SUCCESS})
+_FAILED_OR_SKIPPED = frozenset({TIState.FAILED, TIState.UPSTREAM_FAILED, TIState.SKIPPED})
 
 
 def evaluate(rule: TriggerRule, upstream_states: Iterable[TIState]) -> Verdict:
@@ -33,6 +35,12 @@ def evaluate(rule: TriggerRule, upstream_states: Iterable[TIState]) -> Verdict:
     total = len(states)
     if total == 0 or rule is _R.ALWAYS:
         return _V.RUN
+    if rule is _R.ALL_SUCCESS:  # the default rule, decided from the set of states alone
+        seen = set(states)
+        if seen == _ONLY_SUCCESS:
+            return _V.RUN
+        if seen.isdisjoint(_FAILED_OR_SKIPPED):
+            return _V.WAIT
     n = Counter(states)
     success, skipped = n[TIState.SUCCESS], n[TIState.SKIPPED]
     failed = n[TIState.FAILED] + n[TIState.UPSTREAM_FAILED]

@@ -16,6 +16,9 @@ from backfill.snapshot import LimitCounts, RunRow, Snapshot, TIRow
 from backfill.states import FAILED_STATES, RunState, TIState
 
 ti, run = task_instances, dag_runs
+# By value, looked up once per row: a pass reads every TI of the running runs.
+_TI_STATES = {state.value: state for state in TIState}
+_RUN_STATES = {state.value: state for state in RunState}
 
 
 def read_snapshot(
@@ -57,28 +60,25 @@ def read_snapshot(
     )
     runs: dict[int, RunRow] = {}
     tis: list[TIRow] = []
-    for r in conn.execute(stmt):
-        runs.setdefault(
-            r.run_pk,
-            RunRow(
-                id=r.run_pk,
-                run_id=r.run_id,
-                logical_date=r.logical_date,
-                state=RunState(r.run_state),
-            ),
-        )
+    for row in conn.execute(stmt).all():  # unpacked: a pass reads every TI of its runs
+        run_pk, run_id, logical_date, run_state, ti_id, task_id, state, *rest = row
+        if run_pk not in runs:  # each row carries its run; build the run once
+            runs[run_pk] = RunRow(
+                id=run_pk, run_id=run_id, logical_date=logical_date, state=_RUN_STATES[run_state]
+            )
+        try_number, max_tries, pool, pool_slots, priority_weight, next_try_at = rest
         tis.append(
             TIRow(
-                id=r.id,
-                run_id=r.run_pk,
-                task_id=r.task_id,
-                state=TIState(r.state),
-                try_number=r.try_number,
-                max_tries=r.max_tries,
-                pool=r.pool,
-                pool_slots=r.pool_slots,
-                priority_weight=r.priority_weight,
-                next_try_at=r.next_try_at,
+                id=ti_id,
+                run_id=run_pk,
+                task_id=task_id,
+                state=_TI_STATES[state],
+                try_number=try_number,
+                max_tries=max_tries,
+                pool=pool,
+                pool_slots=pool_slots,
+                priority_weight=priority_weight,
+                next_try_at=next_try_at,
             )
         )
     backlog = conn.execute(_backlog(backfill_id, task_ids)).one()

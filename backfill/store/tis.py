@@ -133,28 +133,33 @@ def lock_dag(conn: Connection, dag_id: str) -> None:
 
 
 def limit_counts(conn: Connection, dag_id: str) -> LimitCounts:
-    """Occupancy of every pool and of `dag_id`'s tasks, across all backfills (two statements)."""
-    by_pool_task = conn.execute(
-        sa.select(
-            ti.c.pool,
-            ti.c.dag_id,
-            ti.c.task_id,
-            sa.func.count().label("n"),
-            sa.func.sum(ti.c.pool_slots).label("slots"),
-        )
-        .where(ti.c.state.in_(_ACTIVE))
-        .group_by(ti.c.pool, ti.c.dag_id, ti.c.task_id)
-    ).all()
-    sizes = {row.name: row.slots for row in conn.execute(sa.select(pools.c.name, pools.c.slots))}
+    """Occupancy of every pool and of `dag_id`'s tasks, across all backfills, and the
+    pools' sizes: ONE statement (the active TIs by pool and task, then every pool's
+    row with a NULL task), read through the partial index of active TIs."""
+    active = sa.select(
+        ti.c.pool,
+        ti.c.dag_id,
+        ti.c.task_id,
+        sa.func.count().label("n"),
+        sa.func.sum(ti.c.pool_slots).label("slots"),
+    )
+    active = active.where(ti.c.state.in_(_ACTIVE)).group_by(ti.c.pool, ti.c.dag_id, ti.c.task_id)
+    sizes = sa.select(
+        pools.c.name, sa.null(), sa.null(), sa.literal(0), pools.c.slots.label("slots")
+    )
     pool_used: dict[str, int] = {}
+    pool_sizes: dict[str, int] = {}
     task_active: dict[str, int] = {}
-    for row in by_pool_task:
-        pool_used[row.pool] = pool_used.get(row.pool, 0) + int(row.slots)
-        if row.dag_id == dag_id:
-            task_active[row.task_id] = task_active.get(row.task_id, 0) + int(row.n)
+    for pool, dag, task_id, n, slots in conn.execute(sa.union_all(active, sizes)):
+        if task_id is None:  # a pool's row: its size
+            pool_sizes[pool] = int(slots)
+            continue
+        pool_used[pool] = pool_used.get(pool, 0) + int(slots)
+        if dag == dag_id:
+            task_active[task_id] = task_active.get(task_id, 0) + int(n)
     return LimitCounts(
         pool_slots=pool_used,
-        pool_sizes=sizes,
+        pool_sizes=pool_sizes,
         dag_active=sum(task_active.values()),
         task_active=task_active,
     )
