@@ -49,7 +49,7 @@ from backfill.dispatch import Dispatcher, DispatchError, Publisher
 from backfill.options import RunOptions
 from backfill.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
-from backfill.states import ACTIVE, BACKFILL_FINISHED
+from backfill.states import BACKFILL_FINISHED, TIState
 from backfill.store import adopt, lease, reads, runs, status
 from backfill.store.reconnect import Outage, Reconnect
 from backfill.store.status import BackfillNotFound
@@ -68,13 +68,16 @@ PROGRESS_MIN_GAP = 0.1  # seconds: and at most this often for passes that change
 POLL_POSTGRESQL = 1.0  # seconds: the fallback when no notification comes
 POLL_SQLITE = 0.2  # seconds: SQLite has no notifications
 HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals and recovery
-# After a wake-up, wait about as long as the last pass took (at most this) before the
-# next one, so finishes that arrive together are decided by one pass, not one each:
-# a pass reads the whole snapshot, so a busy fan-out would otherwise spend the
-# coordinator's CPU re-reading it for every single finish. Not when the try that
-# woke it was the only one in flight (a chain): nothing else can end meanwhile,
-# and the next task waits for that pass.
+# After a wake-up, wait about as long as the last pass took before the next one, so
+# finishes that arrive together are decided by one pass, not one each: a pass reads
+# the whole snapshot, so a busy backfill would otherwise spend the coordinator's CPU
+# (which the workers share on a small host) re-reading it for every single finish.
+# The wait is capped by how long the workers can go on without the next pass: up to
+# BUSY_SETTLE while at least as many TIs wait in the broker as are running (each
+# busy worker has its next try queued), else MAX_SETTLE; none when the try that woke
+# it was the only one in flight (a chain: nothing else can end, the next task waits).
 MAX_SETTLE = 0.01  # seconds
+BUSY_SETTLE = 0.1  # seconds
 
 
 class Coordinator:
@@ -213,8 +216,7 @@ class Coordinator:
             if not result.again:
                 timeout = self._timeout(result, pendulum.now("UTC"), on_progress is not None)
                 if waker.wait(timeout, stop):
-                    if result.in_flight > 1:
-                        stop.wait(min(took, MAX_SETTLE))
+                    stop.wait(_settle(result, took))
                     waker.drain()  # what came while settling is decided by the next pass
                 if stop.is_set():  # no further pass: it could queue tries nobody will run
                     return result
@@ -352,11 +354,19 @@ class Coordinator:
                 else None
             ),
             next_due=next_due(snapshot, now),
-            in_flight=_in_flight(applied),
+            queued=_count(applied, TIState.QUEUED) + len(applied.messages),
+            running=_count(applied, TIState.RUNNING),
         )
 
 
-def _in_flight(applied: Applied) -> int:
-    """TIs queued or running once the pass committed: the snapshot's, plus those it queued."""
+def _count(applied: Applied, state: TIState) -> int:
+    """TIs of the pass's snapshot in `state`, as it read them."""
     seen = applied.snapshot.tis if applied.snapshot else ()
-    return sum(1 for t in seen if t.state in ACTIVE) + len(applied.messages)
+    return sum(1 for t in seen if t.state is state)
+
+
+def _settle(last: PassResult, took: float) -> float:
+    """How long to wait after a wake-up before the next pass (see BUSY_SETTLE)."""
+    if last.in_flight <= 1:
+        return 0.0
+    return min(took, BUSY_SETTLE if last.queued >= last.running else MAX_SETTLE)

@@ -52,7 +52,12 @@ class PassResult:
     waiting: Mapping[str, tuple[TIKey, ...]]
     deadlock: Mapping[str, tuple[TIKey, ...]] | None
     next_due: datetime | None  # the earliest retry/reschedule due after this pass
-    in_flight: int = 0  # TIs queued or running after the pass (in the snapshot's runs)
+    queued: int = 0  # TIs queued after the pass (in the snapshot's runs): the workers' backlog
+    running: int = 0  # TIs running as the pass read them
+
+    @property
+    def in_flight(self) -> int:
+        return self.queued + self.running
 
 
 class Keys:

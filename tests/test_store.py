@@ -232,6 +232,15 @@ def test_lock_backfill_holds_the_row_until_the_transaction_ends(pg_url: str) -> 
         eng.dispose()
 
 
+def test_with_no_run_running_the_backlog_is_read_on_its_own(engine: Engine) -> None:
+    with engine.begin() as conn:
+        bid, _ = make_backfill(conn, n_runs=3, start=0)
+        with statements(engine) as sql:
+            snap = snapshots.read_snapshot(conn, bid, NO_LIMITS)
+    assert len(sql) == 2, sql  # no row carried the backlog: it is read apart
+    assert (snap.runs, snap.tis, snap.queued_runs, snap.earlier_failures) == ((), (), 3, False)
+
+
 def test_read_snapshot_is_one_statement_for_the_tis_of_running_runs(engine: Engine) -> None:
     with engine.begin() as conn:
         bid, run_ids = make_backfill(conn, n_runs=4, tasks=[spec("a"), spec("b")], start=2)
@@ -241,7 +250,7 @@ def test_read_snapshot_is_one_statement_for_the_tis_of_running_runs(engine: Engi
         limits = LimitCounts(pool_slots={"p": 1}, pool_sizes={"p": 2}, dag_active=1, task_active={})
         with statements(engine) as sql:
             snap = snapshots.read_snapshot(conn, bid, limits)
-    assert len(sql) == 2, sql  # the TIs, then the backlog
+    assert len(sql) == 1, sql  # the TIs, and the backlog on every row
     assert sum("task_instances.try_number" in s for s in sql) == 1
     assert [r.id for r in snap.runs] == run_ids[:2]  # oldest first
     assert [r.logical_date for r in snap.runs] == [T0, T0 + timedelta(days=1)]

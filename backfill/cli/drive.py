@@ -287,7 +287,8 @@ class _LeaseNotice:
 def resume_command(backfill_id: int, local_workers: int | None, output: OutputFormat) -> int:
     """Continue backfill ID (paused, or whose driver died) and drive it to the end here."""
     settings = Settings.from_env()
-    engine = db.open_engine(settings, create=False)
+    # No pre-ping: a driver retries each transaction on a fresh connection.
+    engine = db.open_engine(settings, create=False, pre_ping=False)
     if engine is None:
         raise BackfillNotFound(backfill_id)
     try:

@@ -178,7 +178,9 @@ def coordinator_command(once: bool) -> int:
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema check's chatter
-    engine = db.open_engine(settings, create=True)
+    # No pre-ping: the scan and every coordinator transaction are retried on a
+    # fresh connection, which replaces one the server dropped.
+    engine = db.open_engine(settings, create=True, pre_ping=False)
     assert engine is not None  # create=True always gives an engine
     stop = threading.Event()
     try:

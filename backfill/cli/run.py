@@ -177,7 +177,8 @@ def _show(plan: BackfillPlan, dag: DAG, output: OutputFormat) -> None:
 
 def _engine(settings: Settings) -> Engine:
     # The embedded database is created on first use; any other must be current.
-    engine = db.open_engine(settings, create=True)
+    # No pre-ping: a driver retries each transaction on a fresh connection.
+    engine = db.open_engine(settings, create=True, pre_ping=False)
     assert engine is not None  # create=True always gives an engine
     return engine
 

@@ -28,7 +28,9 @@ def read_snapshot(
     *,
     task_ids: Collection[str] | None = None,
 ) -> Snapshot:
-    """Every TI of the backfill's running runs, in ONE statement, plus the run backlog.
+    """Every TI of the backfill's running runs and the run backlog, in ONE statement
+    (the backlog rides on every row as two uncorrelated subqueries, evaluated once;
+    a second statement reads it only when no run is running).
 
     `removed` TIs are left out: their task is no longer in the DAG the planner has.
     `task_ids` (`--task-regex`; None: all) limits which TIs' failures count as
@@ -49,6 +51,7 @@ def read_snapshot(
             ti.c.pool_slots,
             ti.c.priority_weight,
             ti.c.next_try_at,
+            *_backlog(backfill_id, task_ids).selected_columns,
         )
         .select_from(run.join(ti, ti.c.dag_run_id == run.c.id))
         .where(
@@ -60,13 +63,14 @@ def read_snapshot(
     )
     runs: dict[int, RunRow] = {}
     tis: list[TIRow] = []
-    for row in conn.execute(stmt).all():  # unpacked: a pass reads every TI of its runs
+    rows = conn.execute(stmt).all()
+    for row in rows:  # unpacked: a pass reads every TI of its runs
         run_pk, run_id, logical_date, run_state, ti_id, task_id, state, *rest = row
         if run_pk not in runs:  # each row carries its run; build the run once
             runs[run_pk] = RunRow(
                 id=run_pk, run_id=run_id, logical_date=logical_date, state=_RUN_STATES[run_state]
             )
-        try_number, max_tries, pool, pool_slots, priority_weight, next_try_at = rest
+        try_number, max_tries, pool, pool_slots, priority_weight, next_try_at = rest[:6]
         tis.append(
             TIRow(
                 id=ti_id,
@@ -81,13 +85,15 @@ def read_snapshot(
                 next_try_at=next_try_at,
             )
         )
-    backlog = conn.execute(_backlog(backfill_id, task_ids)).one()
+    queued_runs, earlier_failures = (
+        rows[0][-2:] if rows else conn.execute(_backlog(backfill_id, task_ids)).one()
+    )
     return Snapshot(
         runs=tuple(runs.values()),
         tis=tuple(tis),
-        queued_runs=int(backlog[0]),
+        queued_runs=int(queued_runs),
         limits=limits,
-        earlier_failures=bool(backlog[1]),
+        earlier_failures=bool(earlier_failures),
     )
 
 
