@@ -65,6 +65,9 @@ T = TypeVar("T")
 
 PROGRESS_EVERY = 1.0  # seconds: on_progress is called at least this often
 PROGRESS_MIN_GAP = 0.1  # seconds: and at most this often for passes that changed something
+# Counting a huge backfill's TIs for the progress takes a while: the gaps above grow
+# to this many times the last count's duration, so progress costs at most ~1/10.
+PROGRESS_COST_FACTOR = 10
 POLL_POSTGRESQL = 1.0  # seconds: the fallback when no notification comes
 POLL_SQLITE = 0.2  # seconds: SQLite has no notifications
 HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals and recovery
@@ -199,18 +202,20 @@ class Coordinator:
         on_progress: Callable[[Progress], None] | None,
         stop: threading.Event,
     ) -> PassResult:
-        reported = float("-inf")
+        reported, cost = float("-inf"), 0.0  # when progress was last reported, what it took
         while True:
             started = time.monotonic()
             result = self.run_pass(backfill_id)
             took = time.monotonic() - started
             done = result.state in BACKFILL_FINISHED
             since = time.monotonic() - reported
-            if on_progress and (
-                done or since >= PROGRESS_EVERY or (result.changed and since >= PROGRESS_MIN_GAP)
-            ):
+            every = max(PROGRESS_EVERY, PROGRESS_COST_FACTOR * cost)
+            gap = max(PROGRESS_MIN_GAP, PROGRESS_COST_FACTOR * cost)
+            if on_progress and (done or since >= every or (result.changed and since >= gap)):
+                counted = time.monotonic()
                 on_progress(self.progress(backfill_id, result))
                 reported = time.monotonic()
+                cost = reported - counted
             if done or stop.is_set():
                 return result
             if not result.again:
