@@ -665,6 +665,51 @@ def test_a_claim_reaped_during_an_outage_stops_the_callable_when_the_heartbeat_r
 
 
 @pytest.mark.timeout(120, method="thread")
+def test_tries_running_at_once_in_one_process_each_beat_until_they_end() -> None:
+    # A threads pool: one pacemaker thread beats for both tries, each at its interval.
+    beats: dict[str, int] = {"fast": 0, "slow": 0}
+    barrier = threading.Barrier(2)
+
+    def counting(name: str) -> Callable[[], bool]:
+        def beat() -> bool:
+            beats[name] += 1
+            return True
+
+        return beat
+
+    def fast(_ctx: Context) -> None:
+        barrier.wait()
+        deadline = time.monotonic() + 60
+        while beats["fast"] < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def slow(_ctx: Context) -> None:
+        barrier.wait()
+        deadline = time.monotonic() + 60
+        while beats["slow"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    runs = [
+        threading.Thread(
+            target=_run, args=(fast,), kwargs={"beat": counting("fast"), "interval": 0.01}
+        ),
+        threading.Thread(
+            target=_run, args=(slow,), kwargs={"beat": counting("slow"), "interval": 0.2}
+        ),
+    ]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(timeout=60)
+    assert beats["fast"] >= 10
+    assert 3 <= beats["slow"] < beats["fast"]
+    ended = dict(beats)
+    time.sleep(0.5)  # 50 fast intervals: an ended try is not beaten for (one may be in flight)
+    assert beats["fast"] - ended["fast"] <= 1
+    assert beats["slow"] - ended["slow"] <= 1
+
+
+@pytest.mark.timeout(120, method="thread")
 def test_a_callable_that_swallows_the_stop_is_still_reported_stopped() -> None:
     def stubborn(_ctx: Context) -> None:
         with contextlib.suppress(BaseException):  # swallows Interrupted too: the point
