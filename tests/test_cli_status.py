@@ -7,6 +7,9 @@ plain Core updates, so every count and order below is known in advance.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +21,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import Connection, Engine
 
 from backfill.cli import main
+from backfill.db import create_engine_for
 from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 from backfill.store import claims, runs
 from backfill.store.runs import NewRun, TaskSpec
@@ -491,3 +495,364 @@ def test_cancel_refusals_write_nothing(
         f"backfill {seeded.other} is already cancelled",
     )
     assert_user_error(invoke(home, "cancel", "999", db_url=db_url), "no backfill with id 999")
+
+
+# --- tasks: paging, filters and streaming at any size ---------------------------------
+
+WIDE_DAYS = 40  # 120 TIs: more than the default page of 100
+FAILED_DAYS = (5, 17)  # `clean` failed, `aggregate` upstream_failed
+DONE_DAYS = 30  # days 0..29 ran; 30..39 have not started (none)
+
+
+@pytest.fixture
+def wide(engine: Engine) -> int:
+    """A backfill of 40 daily runs x 3 tasks: 86 success, 2 failed, 2 upstream_failed,
+    30 none (the last ten days)."""
+    with engine.begin() as conn:
+        backfill_id = seed(conn, "wide", WIDE_DAYS, created=T0, state="running")
+        for day in range(DONE_DAYS):
+            for task_id in TASK_IDS:
+                set_ti(conn, backfill_id, day, task_id, **DONE)
+        for day in FAILED_DAYS:
+            set_ti(conn, backfill_id, day, "clean", state="failed", last_error="boom")
+            set_ti(conn, backfill_id, day, "aggregate", state="upstream_failed")
+    return backfill_id
+
+
+def day(n: int) -> str:
+    return iso(T0 + n * DAY)
+
+
+def keys(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(logical date, task_id) of each row, in order."""
+    return [(row["logical_date"], row["task_id"]) for row in rows]
+
+
+def every_ti(home: Path, db_url: str, backfill_id: int, *args: str) -> list[dict[str, Any]]:
+    result = invoke(home, "tasks", str(backfill_id), "-o", "json", "--limit", "0", *args,
+                    db_url=db_url)  # fmt: skip
+    assert result.stderr == ""
+    rows: list[dict[str, Any]] = as_json(result)
+    return rows
+
+
+def test_tasks_json_limit_0_is_every_ti_in_order(home: Path, db_url: str, wide: int) -> None:
+    rows = every_ti(home, db_url, wide)
+    assert keys(rows) == [(day(d), task_id) for d in range(WIDE_DAYS) for task_id in TASK_IDS]
+    assert rows[3 * 5 + 1] | {"end_date": None, "start_date": None} == {
+        "dag_id": "wide", "task_id": "clean", "run_id": "backfill__2024-01-06",
+        "logical_date": day(5), "state": "failed", "try_number": 1, "max_tries": 2,
+        "hostname": "w1", "start_date": None, "end_date": None, "pool": "default_pool",
+        "last_error": "boom",
+    }  # fmt: skip
+
+
+def test_tasks_json_is_written_one_element_a_line(home: Path, db_url: str, wide: int) -> None:
+    out = invoke(home, "tasks", str(wide), "-o", "json", "--limit", "3", db_url=db_url).stdout
+    lines = out.split("\n")
+    assert lines[0] == "["
+    assert [line.endswith("},") for line in lines[1:4]] == [True, True, False]
+    assert lines[4:] == ["]", ""]
+    assert [json.loads(line.rstrip(",")) for line in lines[1:4]] == json.loads(out)
+    empty = invoke(home, "tasks", str(wide), "-o", "json", "--state", "removed", db_url=db_url)
+    assert empty.stdout == "[]\n"
+
+
+def test_tasks_json_default_page_says_more_on_stderr(home: Path, db_url: str, wide: int) -> None:
+    result = invoke(home, "tasks", str(wide), "-o", "json", db_url=db_url)
+    assert json.loads(result.stdout) == every_ti(home, db_url, wide)[:100]
+    assert result.stderr == (
+        "warning: more TIs match than the 100 written from offset 0; use --offset 100 for "
+        "the next ones, --limit 0 or -o jsonl for all\n"
+    )
+    last = invoke(home, "tasks", str(wide), "-o", "json", "--offset", "100", db_url=db_url)
+    assert len(as_json(last)) == 20
+    assert last.stderr == ""  # the last page: nothing more to say
+
+
+@pytest.mark.parametrize(("limit", "offset"), [("7", "10"), ("1", "0"), ("50", "115")])
+def test_tasks_json_pages(home: Path, db_url: str, wide: int, limit: str, offset: str) -> None:
+    full = every_ti(home, db_url, wide)
+    page = as_json(invoke(home, "tasks", str(wide), "-o", "json", "--limit", limit,
+                          "--offset", offset, db_url=db_url))  # fmt: skip
+    assert page == full[int(offset) : int(offset) + int(limit)]
+
+
+def test_tasks_jsonl_streams_every_ti(home: Path, db_url: str, wide: int) -> None:
+    result = invoke(home, "tasks", str(wide), "-o", "jsonl", db_url=db_url)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert result.stdout.endswith("}\n")
+    lines = result.stdout.splitlines()
+    assert [json.loads(line) for line in lines] == every_ti(home, db_url, wide)  # all 120
+    paged = invoke(home, "tasks", str(wide), "-o", "jsonl", "--limit", "2", "--offset", "3",
+                   db_url=db_url)  # fmt: skip
+    assert paged.stdout.splitlines() == lines[3:5]  # an explicit --limit still applies
+    assert "--offset 5 for the next ones" in paged.stderr
+    none = invoke(home, "tasks", str(wide), "-o", "jsonl", "--task-regex", "^x", db_url=db_url)
+    assert (none.exit_code, none.stdout) == (0, "")
+
+
+def test_tasks_json_escapes_what_it_must(home: Path, db_url: str, engine: Engine) -> None:
+    error = 'ValueError: "quoted" \\ back\nslash\ttab \x01 \u00e9\u4e2d \U0001f600 </script>'
+    with engine.begin() as conn:
+        backfill_id = seed(conn, "t\u00e9st", 1, created=T0)
+        set_ti(
+            conn, backfill_id, 0, "clean", state="failed", hostname="h\u00f4te", last_error=error
+        )
+    for output in ("json", "jsonl"):
+        result = invoke(home, "tasks", str(backfill_id), "-o", output, db_url=db_url)
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        rows = json.loads(result.stdout) if output == "json" else [json.loads(ln) for ln in lines]
+        assert (rows[1]["dag_id"], rows[1]["hostname"], rows[1]["last_error"]) == (
+            "t\u00e9st",
+            "h\u00f4te",
+            error,
+        )
+        assert len(lines) == (5 if output == "json" else 3)  # no raw newline inside a value
+
+
+def test_tasks_state_filter_is_repeatable(home: Path, db_url: str, wide: int) -> None:
+    rows = every_ti(home, db_url, wide, "--state", "upstream_failed", "--state", "failed")
+    assert [(r["logical_date"], r["task_id"], r["state"]) for r in rows] == [
+        (day(d), task_id, state)
+        for d in FAILED_DAYS
+        for task_id, state in (("clean", "failed"), ("aggregate", "upstream_failed"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("regex", "tasks"),
+    [("^c", ["clean"]), ("gg", ["aggregate"]), ("a", ["extract", "clean", "aggregate"]),
+     ("^(extract|aggregate)$", ["extract", "aggregate"]), ("^x", [])],
+)  # fmt: skip
+def test_tasks_regex_is_re_search(
+    home: Path, db_url: str, wide: int, regex: str, tasks: list[str]
+) -> None:
+    rows = every_ti(home, db_url, wide, "--task-regex", regex)
+    assert keys(rows) == [(day(d), t) for d in range(WIDE_DAYS) for t in tasks]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "days"),
+    [
+        ("2024-01-05", "2024-01-07", [4, 5, 6]),  # both bounds inclusive
+        ("2024-02-08", None, [38, 39]),
+        (None, "2024-01-02", [0, 1]),
+        ("2024-01-05T01:00:00+02:00", "2024-01-05T23:59:59", [4]),  # an offset is honoured
+        ("2024-01-05T00:00:01", None, list(range(5, WIDE_DAYS))),
+        ("2025-01-01", None, []),
+    ],
+)
+def test_tasks_date_range(
+    home: Path, db_url: str, wide: int, *, start: str | None, end: str | None, days: list[int]
+) -> None:
+    args = [*(["-s", start] if start else []), *(["--end-date", end] if end else [])]
+    rows = every_ti(home, db_url, wide, *args)
+    assert keys(rows) == [(day(d), task_id) for d in days for task_id in TASK_IDS]
+
+
+def test_tasks_filters_combine(home: Path, db_url: str, wide: int) -> None:
+    args = ["--state", "failed", "--state", "success", "--task-regex", "^cl", "-s", "2024-01-10"]
+    rows = every_ti(home, db_url, wide, *args)
+    assert [(r["logical_date"], r["state"]) for r in rows] == [
+        (day(d), "failed" if d in FAILED_DAYS else "success") for d in range(9, DONE_DAYS)
+    ]
+    page = as_json(invoke(home, "tasks", str(wide), "-o", "json", *args, "--limit", "2",
+                          "--offset", "7", db_url=db_url))  # fmt: skip
+    assert page == rows[7:9]
+
+
+def table_lines(result: Result) -> list[list[str]]:
+    """The cells of each table row, for rows of rich's default box."""
+    assert result.exit_code == 0, result.output
+    return [
+        [cell.strip() for cell in line.strip("│┃").split("│")]
+        for line in result.stdout.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def test_tasks_table_counts_then_a_page(home: Path, db_url: str, wide: int) -> None:
+    result = invoke(home, "tasks", str(wide), db_url=db_url)
+    out = result.stdout
+    header = next(line for line in out.splitlines() if "task_id" in line)
+    assert header.split() == [
+        "┃", "task_id", "┃", "none", "┃", "success", "┃", "failed", "┃", "upstream_failed",
+        "┃", "total", "┃",
+    ]  # fmt: skip
+    rows = table_lines(result)
+    assert rows[:4] == [
+        ["extract", "10", "30", "-", "-", "40"],
+        ["clean", "10", "28", "2", "-", "40"],
+        ["aggregate", "10", "28", "-", "2", "40"],
+        ["3 tasks", "30", "86", "2", "2", "120"],
+    ]
+    tis = rows[4:]
+    assert len(tis) == 100
+    assert tis[0][:3] == ["2024-01-01 00:00:00+00:00", "extract", "success"]
+    assert tis[-1][:3] == ["2024-02-03 00:00:00+00:00", "extract", "none"]  # day 33
+    assert out.splitlines()[-1] == (
+        "showing TIs 1-100 of 120; use --offset/--limit, --state, --task-regex, -s/-e to see others"
+    )
+
+
+def test_tasks_table_filtered_and_paged(home: Path, db_url: str, wide: int) -> None:
+    args = ["--task-regex", "^(clean|aggregate)$", "-e", "2024-01-20", "--limit", "5"]
+    result = invoke(home, "tasks", str(wide), *args, "--offset", "30", db_url=db_url)
+    rows = table_lines(result)
+    assert rows[:3] == [
+        ["clean", "18", "2", "-", "20"],
+        ["aggregate", "18", "-", "2", "20"],
+        ["2 tasks", "36", "2", "2", "40"],
+    ]
+    assert [row[:3] for row in rows[3:]] == [
+        ["2024-01-16 00:00:00+00:00", "clean", "success"],
+        ["2024-01-16 00:00:00+00:00", "aggregate", "success"],
+        ["2024-01-17 00:00:00+00:00", "clean", "success"],
+        ["2024-01-17 00:00:00+00:00", "aggregate", "success"],
+        ["2024-01-18 00:00:00+00:00", "clean", "failed"],
+    ]
+    assert result.stdout.splitlines()[-1].startswith("showing TIs 31-35 of 40; use ")
+    past = invoke(home, "tasks", str(wide), *args, "--offset", "40", db_url=db_url)
+    assert (
+        past.stdout.splitlines()[-1] == "no TIs from offset 40: 40 in all; use a smaller --offset"
+    )
+
+
+def test_tasks_table_shows_everything_without_a_showing_line(
+    home: Path, db_url: str, wide: int
+) -> None:
+    result = invoke(home, "tasks", str(wide), "--limit", "0", db_url=db_url)
+    assert len(table_lines(result)) == 4 + 120
+    assert "showing" not in result.stdout
+    failed = invoke(home, "tasks", str(wide), "--state", "failed", db_url=db_url)
+    assert [row[:3] for row in table_lines(failed)] == [
+        ["clean", "2", "2"],
+        ["1 task", "2", "2"],
+        ["2024-01-06 00:00:00+00:00", "clean", "failed"],
+        ["2024-01-18 00:00:00+00:00", "clean", "failed"],
+    ]
+    assert "showing" not in failed.stdout
+
+
+def test_tasks_table_when_nothing_matches(home: Path, db_url: str, wide: int) -> None:
+    result = invoke(home, "tasks", str(wide), "--state", "removed", "--task-regex", "^c",
+                    "-s", "2024-01-02", db_url=db_url)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"backfill {wide} has no task instances matching --state removed --task-regex '^c' "
+        "-s '2024-01-02'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--task-regex", "(x"], ["--task-regex", "'(x' is not a regular expression"]),
+        (["-s", "2024-13-01"], ["--start-date: '2024-13-01' is not a date"]),
+        (["--end-date", "yesterday"], ["--end-date: 'yesterday' is not a date"]),
+        (["-s", "2024-01-05", "-e", "2024-01-04"], ["--start-date 2024-01-05 is after --end-date"]),
+        (["--limit", "-1"], ["--limit", "-1 is not in the range x>=0"]),
+        (["--offset", "-5"], ["--offset", "-5 is not in the range x>=0"]),
+        (["--limit", "ten"], ["--limit", "'ten' is not a valid integer"]),
+        (["--state", "done"], ["--state", "'done' is not one of"]),
+        (["-o", "yaml"], ["--output", "'yaml' is not one of 'table', 'json', 'jsonl'"]),
+    ],
+)  # fmt: skip
+def test_tasks_bad_input_names_the_option(
+    home: Path, db_url: str, wide: int, args: list[str], fragments: list[str]
+) -> None:
+    for output in ("table", "jsonl"):
+        assert_user_error(invoke(home, "tasks", str(wide), "-o", output, *args, db_url=db_url),
+                          *fragments)  # fmt: skip
+
+
+@pytest.mark.parametrize("output", ["table", "json", "jsonl"])
+def test_tasks_unknown_id(home: Path, db_url: str, wide: int, output: str) -> None:
+    assert_user_error(
+        invoke(home, "tasks", "999", "-o", output, "--state", "failed", db_url=db_url),
+        "no backfill with id 999; see `backfill list`",
+    )
+
+
+def test_tasks_stream_from_a_server_side_cursor(home: Path, pg_url: str) -> None:
+    """A streamed read holds one batch, not the result: PostgreSQL must hand the rows
+    over from a named (server-side) cursor, fetched STREAM_BATCH at a time."""
+    engine = create_engine_for(pg_url)
+    with engine.begin() as conn:
+        backfill_id = seed(conn, "etl", 3, created=T0)
+    engine.dispose()
+    reads: list[bool] = []
+
+    def spy(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if "ORDER BY dag_runs.logical_date, task_instances.id" in statement:
+            reads.append(cursor.name is not None)  # psycopg2: a named cursor is server-side
+
+    sa.event.listen(Engine, "before_cursor_execute", spy)
+    try:
+        for output in ("jsonl", "json", "table"):
+            result = invoke(home, "tasks", str(backfill_id), "-o", output, db_url=pg_url)
+            assert result.exit_code == 0, result.output
+    finally:
+        sa.event.remove(Engine, "before_cursor_execute", spy)
+    assert reads == [True, True, True]
+
+
+def test_tasks_jsonl_into_a_closed_pipe_ends_quietly(home: Path, db_url: str) -> None:
+    engine = create_engine_for(db_url)
+    with engine.begin() as conn:
+        backfill_id = seed(conn, "long", 400, created=T0)  # 1,200 TIs: more than a pipe holds
+    engine.dispose()
+    env = {**os.environ, "BACKFILL_HOME": str(home), "BACKFILL_DATABASE_URL": db_url}
+    argv = [sys.executable, "-m", "backfill.cli", "tasks", str(backfill_id), "-o", "jsonl"]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()  # as `| head -1` does
+        stderr = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    assert first["run_id"] == "backfill__2024-01-01"
+    assert (code, stderr) == (1, b"")  # click's EPIPE handling: quiet, no traceback
+
+
+# --- list: paging ---------------------------------------------------------------------
+
+
+def test_list_pages(home: Path, db_url: str, seeded: Seeded) -> None:
+    def ids(*args: str) -> list[int]:
+        return [row["id"] for row in as_json(invoke(home, "list", "-o", "json", *args,
+                                                     db_url=db_url))]  # fmt: skip
+
+    newest_first = [seeded.empty, seeded.other, seeded.etl]
+    assert ids() == newest_first  # JSON: every backfill unless --limit says otherwise
+    assert ids("--limit", "2") == newest_first[:2]
+    assert ids("--limit", "2", "--offset", "2") == newest_first[2:]
+    assert ids("--offset", "1") == newest_first[1:]
+    assert ids("--limit", "0") == newest_first
+    page = as_json(invoke(home, "list", "-o", "json", "--offset", "2", db_url=db_url))
+    assert (page[0]["task_instances_total"], page[0]["task_instances_finished"]) == (9, 4)
+
+    result = invoke(home, "list", "--limit", "1", "--offset", "1", db_url=db_url)
+    assert [row[:3] for row in table_lines(result)] == [[str(seeded.other), "other", "queued"]]
+    assert result.stdout.splitlines()[-1] == (
+        "showing backfills 2-2 of 3; use --offset/--limit (--limit 0: all), --state to see others"
+    )
+    assert "showing" not in invoke(home, "list", db_url=db_url).stdout  # 3 < the default 50
+    past = invoke(home, "list", "--offset", "3", db_url=db_url)
+    assert past.stdout == "no backfills from offset 3: 3 in all; use a smaller --offset\n"
+    assert_user_error(invoke(home, "list", "--limit", "-2", db_url=db_url), "--limit")
+
+
+def test_list_table_default_page_is_the_newest_50(home: Path, db_url: str, engine: Engine) -> None:
+    with engine.begin() as conn:
+        for n in range(55):
+            runs.insert_backfill(conn, dag_id=f"dag_{n:02d}", fingerprint="f" * 64, start=T0,
+                                 end=T0, options={}, conf={}, now=T0 + n * DAY)  # fmt: skip
+    result = invoke(home, "list", db_url=db_url)
+    shown = [row[1] for row in table_lines(result)]
+    assert shown == [f"dag_{n:02d}" for n in reversed(range(5, 55))]
+    assert result.stdout.splitlines()[-1].startswith("showing backfills 1-50 of 55; use ")
+    assert len(as_json(invoke(home, "list", "-o", "json", db_url=db_url))) == 55

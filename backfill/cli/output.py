@@ -9,6 +9,11 @@ Invariants:
   else is a bug and keeps its traceback;
 - `--output json` writes JSON and nothing else on stdout; warnings always go
   to stderr, so stdout stays machine-readable;
+- a listing that can be as large as a backfill streams (`emit_json_array`,
+  `emit_jsonl`): each element, already JSON text, is written as it is read,
+  in constant memory;
+  a reader that goes away (`| head`) ends the command quietly with exit code
+  1 (click's own handling of EPIPE), never with a traceback;
 - tables are rich Tables on a console that emits no escape codes unless stdout
   is a terminal, and that never interprets user text (ids, reasons) as markup;
   cells fold instead of being cut with an ellipsis, so no value is hidden.
@@ -20,7 +25,7 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -40,19 +45,30 @@ PIPE_WIDTH = 160
 class OutputFormat(enum.StrEnum):
     TABLE = "table"
     JSON = "json"
+    JSONL = "jsonl"  # one JSON object a line, streamed: only where a command offers it
 
 
 def output_option(fn: F) -> F:
     """`--output table|json` on a command; the command receives an `OutputFormat`."""
+    return _output_option(OutputFormat.TABLE, OutputFormat.JSON)(fn)
+
+
+def streaming_output_option(fn: F) -> F:
+    """`--output table|json|jsonl`, for a listing that may be as large as a backfill."""
+    return _output_option(*OutputFormat)(fn)
+
+
+def _output_option(*formats: OutputFormat) -> Callable[[F], F]:
     return click.option(
         "--output",
         "-o",
-        type=click.Choice([f.value for f in OutputFormat]),
+        type=click.Choice([f.value for f in formats]),
         default=OutputFormat.TABLE.value,
         show_default=True,
         callback=lambda _ctx, _param, value: OutputFormat(value),
-        help="Human-readable table or machine-readable JSON on stdout.",
-    )(fn)
+        help="Human-readable table or machine-readable JSON on stdout"
+        + ("; jsonl: one JSON object a line." if OutputFormat.JSONL in formats else "."),
+    )
 
 
 def console() -> Console:
@@ -73,6 +89,27 @@ def table(*columns: str, title: str | None = None) -> Table:
 
 def emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def emit_json_array(values: Iterable[str]) -> None:
+    """A JSON array of `values`, each already JSON text, written as they come: `[`,
+    one value a line, separated by `,`, then `]`. Constant memory."""
+    write = sys.stdout.write  # looked up per call: click's test runner swaps stdout
+    separator = "\n"
+    write("[")
+    for value in values:
+        write(separator + value)
+        separator = ",\n"
+    write("]\n" if separator == "\n" else "\n]\n")
+    sys.stdout.flush()
+
+
+def emit_jsonl(values: Iterable[str]) -> None:
+    """`values`, each already compact JSON text, one a line (JSON Lines), as they come."""
+    write = sys.stdout.write
+    for value in values:
+        write(value + "\n")
+    sys.stdout.flush()
 
 
 def warn(message: str) -> None:
