@@ -26,7 +26,7 @@ from backfill.dag import DAG
 from backfill.limits import admit
 from backfill.snapshot import LimitCounts, PastTI, TIRow
 from backfill.states import BackfillState, RunState, TIState
-from backfill.store import claims, lease, past, runs, tis
+from backfill.store import claims, lease, past, runs, status, tis
 from backfill.store import snapshot as snapshots
 from backfill.store.runs import NewRun, TaskSpec
 from backfill.task_options import DEFAULT_POOL
@@ -879,3 +879,25 @@ def _wait_blocked_or(engine: Engine, pid: list[int], done: threading.Event) -> N
             conn.rollback()  # a fresh snapshot of pg_stat_activity next time
             time.sleep(0.01)
     pytest.fail("the second queuer neither blocked nor counted within 30 s")
+
+
+def test_a_coordinator_drives_active_backfills_and_cancelled_ones_not_wound_down(
+    engine: Engine,
+) -> None:
+    states = {}
+    with engine.begin() as conn:
+        for n, state in enumerate(BackfillState):
+            bid, run_ids = make_backfill(conn, dag_id=f"d{n}", n_runs=2, start=1)
+            runs.set_backfill_state(conn, bid, state, expected=[BackfillState.QUEUED], now=NOW)
+            states[bid] = state
+        wound_down, run_ids = make_backfill(conn, dag_id="wound", n_runs=1, start=1)
+        runs.set_backfill_state(
+            conn, wound_down, BackfillState.CANCELLED, expected=[BackfillState.QUEUED], now=NOW
+        )
+        runs.finish_runs(conn, [(run_ids[0], RunState.FAILED)], now=NOW)
+        with statements(engine) as sql:
+            wanted = status.needing_a_driver(conn)
+    driven = {BackfillState.QUEUED, BackfillState.RUNNING, BackfillState.CANCELLED}
+    assert wanted == {bid: f"d{n}" for n, (bid, s) in enumerate(states.items()) if s in driven}
+    assert len(sql) == 1
+    assert not any("task_instances" in s for s in sql)

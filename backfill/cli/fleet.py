@@ -42,7 +42,6 @@ from backfill.config import Settings
 from backfill.coordinator import Coordinator
 from backfill.discovery import DagBag, load_dags
 from backfill.errors import BackfillError, Unreachable
-from backfill.states import BackfillState
 from backfill.store import reads, status
 from backfill.store.reconnect import Outage, Reconnect
 
@@ -53,7 +52,6 @@ log = logging.getLogger("backfill.coordinator")
 
 SCAN_INTERVAL = 2.0  # seconds between looks for backfills that need a driver
 RETRY_AFTER = 30.0  # seconds before a backfill whose thread failed is tried again
-_ACTIVE = (BackfillState.RUNNING, BackfillState.QUEUED)
 
 
 @contextmanager
@@ -87,13 +85,7 @@ class _Drivers:
     def needing_a_driver(self) -> dict[int, str]:
         """Backfill id -> dag_id of every backfill that needs a driver now."""
         with reads.reading(self._engine) as conn:
-            listed = status.list_backfills(conn)
-        return {
-            b.id: b.dag_id
-            for b in listed
-            if b.state in _ACTIVE
-            or (b.state is BackfillState.CANCELLED and b.runs_finished < b.runs_total)
-        }
+            return status.needing_a_driver(conn)
 
     def start_new(self, wanted: dict[int, str]) -> int:
         """Start a thread for each wanted backfill not driven yet; how many started."""
