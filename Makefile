@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test stress lint format bench clean
+.PHONY: install demo test stress lint format bench bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -29,8 +29,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# What users run, against raw Celery on the same broker and workers (~15-25 min);
+# figures in .backfill/bench.json, logs in .backfill/bench/logs/. Subsets: --only a,b,...
 bench: install
 	$(BIN)/python -m benchmarks.bench
+
+# (a), (b), (d) at smaller sizes on one worker shape, no (e): for iteration (< 3 min).
+bench-quick: install
+	$(BIN)/python -m benchmarks.bench --quick
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -1,12 +1,17 @@
-"""The bench's measurements, each on the servers and workers `benchmarks.stack` set up.
+"""The bench's measurements of one stage: a database, a broker, and the workers on them.
 
 Invariants:
-- every backfill is created and driven by `benchmarks.driver` in a process
-  of its own (its statements and peak RSS are the coordinator's alone);
-- every wait polls for a condition with a deadline, and a missed deadline
-  is an error naming what did not happen, never a silently short figure;
-- a backfill that does not end in SUCCESS, or that ran any TI more than
-  once, fails the bench: its figures would not mean what they say.
+- every backfill is created and driven by the user's command, `backfill run
+  DAG -s START -e END --output json`, run through `benchmarks.commands` (no
+  `--local-workers`: on a server broker the workers are the bench's own;
+  on the embedded default, `run`'s default local workers);
+- a backfill that does not end in SUCCESS, or any of whose TIs did not
+  succeed on its first try, fails the bench: its figures would not mean what
+  they say;
+- every wait polls for a condition with a deadline, and a missed deadline is
+  an error naming what did not happen, never a silently short figure;
+- the raw Celery baseline is `count` no-op tasks published to the default
+  queue of the same broker, run by the same worker processes.
 """
 
 from __future__ import annotations
@@ -14,10 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,17 +28,15 @@ from typing import Any
 
 import redis
 from celery import Celery
+from sqlalchemy.engine import Engine
 
 from backfill.config import Settings
-from backfill.db import create_engine_for
-from backfill.local_workers import settings_env
-from backfill.states import TIState
-from backfill.store import reads, status
-from backfill.store.status import TaskRow
 from backfill.task_options import DEFAULT_QUEUE
-from benchmarks import keys
+from benchmarks import keys, queries
+from benchmarks.commands import Commands, Ran, Stdout
+from benchmarks.dags.bench_dags import START
 
-DRIVE_TIMEOUT = 240.0  # seconds one backfill may take before the bench gives up
+DRIVE_TIMEOUT = 600.0  # seconds one `backfill run` may take before the bench gives up
 POLL = 0.01  # seconds between looks at a Redis counter
 
 
@@ -44,52 +44,107 @@ class BenchError(RuntimeError):
     """A measurement could not be made (a backfill failed, a wait timed out)."""
 
 
+class Calendar:
+    """Hands out date ranges never used before on a stage, per daily DAG: a range used
+    twice would be skipped by `backfill run` (its runs exist), not run again."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, datetime] = {}
+
+    def take(self, dag_id: str, days: int) -> tuple[datetime, datetime]:
+        start = self._next.get(dag_id, START)
+        self._next[dag_id] = start + timedelta(days=days)
+        return start, start + timedelta(days=days - 1)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where one series of measurements runs: settings, commands, reads, counters."""
+
+    settings: Settings
+    commands: Commands
+    engine: Engine  # the bench's own reads of the metadata database
+    client: redis.Redis  # the counters of `benchmarks.worker_app`, in the bench's Redis index
+    redis_url: str  # that index's URL, for the workers
+    app: Celery  # publishes the raw baseline's no-ops
+    calendar: Calendar
+
+
 @dataclass(frozen=True)
 class Drive:
-    """One backfill, created and driven by `benchmarks.driver`."""
+    """One backfill, created and driven by `backfill run`, read back from the database."""
 
-    report: dict[str, Any]
-    rows: list[TaskRow]
+    dag_id: str
+    ran: Ran
+    backfill_id: int
+    created_at: datetime
+    rows: list[queries.TIRow]
+    worker_sql: dict[str, int]  # counted in the workers while it ran ({} if not counted)
 
     @property
     def tries(self) -> int:
         return sum(r.try_number for r in self.rows)
 
+    @property
+    def db_seconds(self) -> float:
+        """The backfill's created_at -> its last TI's end_date."""
+        last = max(r.end_date for r in self.rows if r.end_date is not None)
+        return (last - self.created_at).total_seconds()
 
-def drive(settings: Settings, dag_id: str, start: datetime, end: datetime) -> Drive:
-    """Create a backfill of `dag_id` over [start, end] and drive it to SUCCESS."""
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"driver-{dag_id}-{start:%Y%m%d}.log"
-    command = [sys.executable, "-m", "benchmarks.driver", dag_id]
-    command += [start.isoformat(), end.isoformat()]
-    env = {**os.environ, **settings_env(settings)}
-    with log.open("wb") as err:
-        done = subprocess.run(
-            command, env=env, stdout=subprocess.PIPE, stderr=err, timeout=DRIVE_TIMEOUT, check=False
-        )
-    if done.returncode != 0:
-        raise BenchError(f"the coordinator of {dag_id} exited {done.returncode}; see {log}")
-    report: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    rows = _rows(settings, report["backfill_id"])
-    if report["state"] != "success":
-        raise BenchError(f"backfill {report['backfill_id']} of {dag_id} ended {report['state']}")
-    repeated = [r for r in rows if r.state is not TIState.SUCCESS or r.try_number != 1]
-    if repeated:
-        raise BenchError(f"{len(repeated)} TIs of {dag_id} did not succeed on their first try")
-    return Drive(report, rows)
+    def figures(self) -> dict[str, Any]:
+        tis = len(self.rows)
+        return {
+            "dag_id": self.dag_id,
+            "backfill_id": self.backfill_id,
+            "task_instances": tis,
+            "wall_seconds": self.ran.seconds,
+            "ti_per_second": tis / self.ran.seconds,
+            "db_seconds": self.db_seconds,
+            "db_ti_per_second": tis / self.db_seconds,
+            "command_peak_rss_mib": self.ran.max_rss_mib,
+            "command_statements": self.ran.statements,
+            "worker_statements": self.worker_sql.get("statements"),
+            "tries": self.tries,
+        }
 
 
-def _rows(settings: Settings, backfill_id: int) -> list[TaskRow]:
-    engine = create_engine_for(settings.database_url)
-    try:
-        with reads.reading(engine) as conn:
-            rows = status.task_rows(conn, backfill_id)
-    finally:
-        engine.dispose()
-    if rows is None:
-        raise BenchError(f"backfill {backfill_id} is not in the database")
-    return rows
+def drive(stage: Stage, dag_id: str, days: int, *, name: str) -> Drive:
+    """`backfill run dag_id -s START -e END` over `days` new dates; its backfill, checked
+    (see the module doc)."""
+    start, end = stage.calendar.take(dag_id, days)
+    before = worker_sql(stage.client)
+    argv = ("backfill", "run", dag_id, "-s", start.isoformat(), "-e", end.isoformat())
+    ran = stage.commands.run(
+        name, *argv, "--output", "json", timeout=DRIVE_TIMEOUT, stdout=Stdout.CAPTURE
+    )
+    if ran.exit_code != 0:
+        raise BenchError(f"{dag_id}: {ran.describe()}")
+    backfill_id = int(json.loads(ran.stdout)["id"])
+    with stage.engine.connect() as conn:
+        found = queries.backfill_row(conn, backfill_id)
+        rows = queries.ti_rows(conn, backfill_id)
+    if found is None or found[0] != "success":
+        raise BenchError(f"backfill {backfill_id} of {dag_id} ended {found and found[0]}")
+    again = [r for r in rows if r.state != "success" or r.try_number != 1]
+    if again:
+        raise BenchError(f"{len(again)} TIs of {dag_id} did not succeed on their first try")
+    tries = sum(r.try_number for r in rows)
+    return Drive(dag_id, ran, backfill_id, found[1], rows, _worker_delta(stage, before, tries))
+
+
+def _worker_delta(stage: Stage, before: dict[str, int], tries: int) -> dict[str, int]:
+    """What the workers counted since `before`, once every try's count has arrived."""
+    if stage.settings.embedded_broker:  # `run`'s own local workers count nothing
+        return {}
+    # A worker flushes its counts just after its finish, maybe after the
+    # coordinator saw SUCCESS: wait for one flush per try at least.
+    wait_for(
+        "the workers' statement counts",
+        lambda: counter(stage.client, keys.TI_TASKS_DONE) - before["tasks"] >= tries,
+        30.0,
+    )
+    after = worker_sql(stage.client)
+    return {k: after[k] - before[k] for k in after}
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float) -> None:
@@ -104,25 +159,39 @@ def counter(client: redis.Redis, key: str) -> int:
     return int(client.get(key) or 0)
 
 
-def warm_up(settings: Settings, client: redis.Redis, start: datetime, workers: int) -> int:
-    """Run small backfills until every worker process has run an engine task; how many."""
+def worker_sql(client: redis.Redis) -> dict[str, int]:
+    return {
+        "statements": counter(client, keys.WORKER_STATEMENTS),
+        "checkouts": counter(client, keys.WORKER_CHECKOUTS),
+        "connects": counter(client, keys.WORKER_CONNECTS),
+        "tasks": counter(client, keys.TI_TASKS_DONE),
+    }
+
+
+def warm_up(stage: Stage, processes: int) -> int:
+    """Run one-date backfills until every pool process has run an engine task; how many."""
+    stage.client.delete(keys.WORKER_PIDS)
     for attempt in range(5):
-        date = start + timedelta(days=attempt)
-        drive(settings, "bench_warmup", date, date)
-        if client.scard(keys.WORKER_PIDS) >= workers:
+        drive(stage, "bench_warmup", 1, name=f"warmup-{attempt}")
+        if stage.client.scard(keys.WORKER_PIDS) >= processes:
             return attempt + 1
-    raise BenchError(f"after 5 warm-up backfills, not all {workers} workers had run a task")
+    raise BenchError(f"after 5 warm-up backfills, not all {processes} processes had run a task")
 
 
-def raw_celery(app: Celery, client: redis.Redis, count: int) -> dict[str, float]:
+def raw_celery(stage: Stage, count: int) -> dict[str, float]:
     """Publish `count` no-ops to the default queue; time until the workers ran them all."""
-    client.delete(keys.NOOP_DONE)
+    stage.client.delete(keys.NOOP_DONE)
+    app = stage.app
     began = time.perf_counter()
     with app.producer_or_acquire() as producer:
         for _ in range(count):
             app.send_task(keys.NOOP_TASK, queue=DEFAULT_QUEUE, producer=producer)
     published = time.perf_counter()
-    wait_for(f"{count} no-op tasks", lambda: counter(client, keys.NOOP_DONE) >= count, 120.0)
+
+    def done() -> bool:
+        return counter(stage.client, keys.NOOP_DONE) >= count
+
+    wait_for(f"{count} no-op tasks", done, 300.0)
     seconds = time.perf_counter() - began
     return {
         "tasks": count,
@@ -142,41 +211,15 @@ def chain_hops(run: Drive) -> dict[str, Any]:
         if end is None or start is None:
             raise BenchError(f"chain TI {up} or {down} has no end/start date")
         hops.append((start - end).total_seconds() * 1000)
-    return {"hops": len(hops), **_stats(hops)}
+    return {"hops": len(hops), **stats_ms(hops)}
 
 
-def _stats(values: Sequence[float]) -> dict[str, float]:
+def stats_ms(values: Sequence[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
         "mean_ms": statistics.fmean(ordered),
         "p50_ms": statistics.median(ordered),
-        "p95_ms": ordered[math.ceil(0.95 * len(ordered)) - 1],  # nearest rank
+        "p99_ms": ordered[math.ceil(0.99 * len(ordered)) - 1],  # nearest rank
         "max_ms": ordered[-1],
         "min_ms": ordered[0],
     }
-
-
-def worker_sql(client: redis.Redis) -> dict[str, int]:
-    return {
-        "statements": counter(client, keys.WORKER_STATEMENTS),
-        "checkouts": counter(client, keys.WORKER_CHECKOUTS),
-        "connects": counter(client, keys.WORKER_CONNECTS),
-        "tasks": counter(client, keys.TI_TASKS_DONE),
-    }
-
-
-def fanout(
-    settings: Settings, client: redis.Redis, start: datetime, end: datetime
-) -> tuple[Drive, dict[str, int]]:
-    """The fan-out backfill, and the statements its workers sent (counted in the workers)."""
-    before = worker_sql(client)
-    run = drive(settings, "bench_fanout", start, end)
-    # The last worker flushes its counts just after its finish, maybe after the
-    # coordinator saw SUCCESS: wait for one flush per message it handled.
-    wait_for(
-        "the workers' statement counts",
-        lambda: counter(client, keys.TI_TASKS_DONE) - before["tasks"] >= run.report["dispatched"],
-        30.0,
-    )
-    after = worker_sql(client)
-    return run, {k: after[k] - before[k] for k in after}

@@ -1,111 +1,144 @@
-"""The bench's figures: computed from the raw measurements, printed, and kept as JSON.
+"""The bench's figures: each with its target and whether it was met, printed and kept as JSON.
 
-Each figure carries its target and whether it was met, so the table and
-`.backfill/bench.json` say the same thing.
+Invariants:
+- one list of `figure` records is both the printed table and the `figures`
+  of `.backfill/bench.json`, so the two always say the same thing;
+- a figure without a target is reported for information (`met` None); one
+  whose measurement failed or timed out has value None and is not met;
+- sizes are MB (10^6 bytes), as the targets are written;
+- (e)'s figures are `benchmarks.report_scale`'s.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.phases import Drive
+from rich.console import Console
+from rich.table import Table
 
-TARGET_RATIO = 0.5  # engine TI/s over raw Celery no-op task/s, at least
-TARGET_HOP_MS = 25.0  # mean upstream success -> downstream start, at most
-TARGET_STATEMENTS = 4.0  # SQL statements per TI try, amortized, at most
+from benchmarks import environment, report_scale
+from benchmarks.figure import Figure, figure
 
-
-def figures(
-    *,
-    fanout: Drive,
-    worker_sql: dict[str, int],
-    raw: list[dict[str, float]],
-    chain: Drive,
-    hops: dict[str, Any],
-) -> dict[str, Any]:
-    """Everything `make bench` reports, JSON-ready."""
-    return {
-        "a_fanout": _throughput(fanout, raw),
-        "b_chain": {
-            "tasks": len(chain.rows),
-            "seconds": chain.report["total_seconds"],
-            **hops,
-            "target_mean_ms": TARGET_HOP_MS,
-            "met": hops["mean_ms"] <= TARGET_HOP_MS,
-        },
-        "c_sql": _statements(fanout, worker_sql),
-        "d_rss": {
-            "fanout_coordinator_peak_rss_mib": fanout.report["max_rss_kib"] / 1024,
-            "chain_coordinator_peak_rss_mib": chain.report["max_rss_kib"] / 1024,
-        },
-    }
+RATIO = 0.5  # (a)-(c) TI/s over raw Celery no-op task/s, at least, on every shape
+EMBEDDED_RATIO = 0.3  # (a) on the embedded default
+CHAIN_MEAN_MS, CHAIN_P99_MS = 15.0, 40.0  # with one worker -c 2
+CHAIN_SHAPE = "1x2"
+STATEMENTS_PER_TRY = 3.0
+NAMES = {"a": "(a) wide", "b": "(b) fan-out/in", "c": "(c) layered"}
 
 
-def _throughput(fanout: Drive, raw: list[dict[str, float]]) -> dict[str, Any]:
-    fan = fanout.report
-    ti_rate = fan["task_instances"] / fan["total_seconds"]
-    raw_rate = sum(r["per_second"] for r in raw) / len(raw)
-    return {
-        "task_instances": fan["task_instances"],
-        "seconds": fan["total_seconds"],
-        "create_seconds": fan["create_seconds"],
-        "ti_per_second": ti_rate,
-        "coordinator_passes": fan["passes"],
-        "coordinator_pass_seconds": fan["pass_seconds"],
-        "raw_celery_runs": raw,
-        "raw_celery_per_second": raw_rate,
-        "ratio": ti_rate / raw_rate,
-        "target_ratio": TARGET_RATIO,
-        "met": ti_rate / raw_rate >= TARGET_RATIO,
-    }
+def figures(results: dict[str, Any]) -> list[Figure]:
+    rows: list[Figure] = []
+    for series in results.get("shapes", []):
+        rows += _shape(series)
+    if "embedded" in results:
+        rows += _embedded(results["embedded"])
+    if "scale" in results:
+        rows += report_scale.figures(results["scale"], results.get("pass_time", {}))
+    return rows
 
 
-def _statements(fanout: Drive, worker_sql: dict[str, int]) -> dict[str, Any]:
-    fan, tries = fanout.report, fanout.tries
-    coordinator = fan["create_sql"]["statements"] + fan["drive_sql"]["statements"]
-    pings = _pings(fan["create_sql"]) + _pings(fan["drive_sql"]) + _pings(worker_sql)
-    per_try = (coordinator + worker_sql["statements"]) / tries
-    return {
-        "tries": tries,
-        "coordinator_statements": coordinator,
-        "worker_statements": worker_sql["statements"],
-        "statements_per_try": per_try,
-        "coordinator_per_try": coordinator / tries,
-        "worker_per_try": worker_sql["statements"] / tries,
-        "pre_pings_per_try": pings / tries,
-        "worker_messages_handled": worker_sql["tasks"],
-        "target_per_try": TARGET_STATEMENTS,
-        "met": per_try <= TARGET_STATEMENTS,
-    }
+def _shape(s: dict[str, Any]) -> list[Figure]:
+    name, raw = s["shape"], s["raw_celery_per_second"]
+    rows = []
+    for key, label in NAMES.items():
+        if key in s:
+            r = s[key]
+            rows.append(
+                figure(
+                    f"{key}.{name}.ratio",
+                    f"{label} {r['task_instances']} TIs, {s['workers']}: TI/s / raw",
+                    r["ratio"],
+                    "x",
+                    at_least=RATIO,
+                    detail=_rates(r, f"raw {raw:.0f}/s"),
+                )
+            )
+    if "d" in s:
+        rows += _chain(name, s["d"])
+    if "sql" in s:
+        q = s["sql"]
+        rows.append(
+            figure(
+                f"sql.{name}",
+                f"SQL statements per TI try over (a), {s['workers']}",
+                q["statements_per_try"],
+                "",
+                at_most=STATEMENTS_PER_TRY,
+                detail=f"command {q['coordinator_per_try']:.2f} + workers "
+                f"{q['worker_per_try']:.2f}; not counted: pre-pings {q['pre_pings_per_try']:.2f}",
+            )
+        )
+    return rows
 
 
-def _pings(sql: dict[str, int]) -> int:
-    return max(0, sql["checkouts"] - sql["connects"])
+def _rates(r: dict[str, Any], baseline: str) -> str:
+    return (
+        f"{r['ti_per_second']:.0f} TI/s ({r['wall_seconds']:.1f} s launch->exit; db span "
+        f"{r['db_ti_per_second']:.0f} TI/s) vs {baseline}"
+    )
 
 
-def table(f: dict[str, Any], environment: str) -> str:
-    a, b, c, d = f["a_fanout"], f["b_chain"], f["c_sql"], f["d_rss"]
-    raw = " / ".join(f"{r['per_second']:.0f}" for r in a["raw_celery_runs"])
-    lines = [
-        f"backfill bench: {environment}",
-        f"(a) fan-out {a['task_instances']} TIs: {a['ti_per_second']:.0f} TI/s "
-        f"({a['seconds']:.2f} s create -> SUCCESS, {a['coordinator_passes']} passes, "
-        f"{a['coordinator_pass_seconds']:.2f} s in passes) | raw celery no-op: "
-        f"{a['raw_celery_per_second']:.0f} task/s (before / after: {raw}) | "
-        f"ratio {a['ratio']:.2f} (target >= {a['target_ratio']}) {_verdict(a)}",
-        f"(b) chain of {b['tasks']} tasks, {b['hops']} hops, upstream end -> downstream start: "
-        f"mean {b['mean_ms']:.1f} ms | p50 {b['p50_ms']:.1f} ms | p95 {b['p95_ms']:.1f} ms | "
-        f"max {b['max_ms']:.1f} ms (target mean <= {b['target_mean_ms']:g} ms) {_verdict(b)}",
-        f"(c) SQL statements per TI try (fan-out, {c['tries']} tries): "
-        f"{c['statements_per_try']:.2f} = coordinator {c['coordinator_per_try']:.2f} + "
-        f"workers {c['worker_per_try']:.2f} (target <= {c['target_per_try']:g}) {_verdict(c)}",
-        f"    not counted above: pool pre-ping SELECT 1 {c['pre_pings_per_try']:.2f}/try, and "
-        "psycopg2's BEGIN/COMMIT around non-autocommit transactions",
-        f"(d) coordinator peak RSS: {d['fanout_coordinator_peak_rss_mib']:.1f} MiB (fan-out), "
-        f"{d['chain_coordinator_peak_rss_mib']:.1f} MiB (chain)",
+def _chain(shape: str, d: dict[str, Any]) -> list[Figure]:
+    targeted = shape == CHAIN_SHAPE
+    label = f"(d) chain of {d['task_instances']}, {shape}: hop"
+    detail = f"p50 {d['p50_ms']:.1f} ms, max {d['max_ms']:.1f} ms over {d['hops']} hops"
+    return [
+        figure(
+            f"d.{shape}.mean",
+            f"{label} mean",
+            d["mean_ms"],
+            "ms",
+            at_most=CHAIN_MEAN_MS if targeted else None,
+            detail=detail,
+        ),
+        figure(
+            f"d.{shape}.p99",
+            f"{label} p99",
+            d["p99_ms"],
+            "ms",
+            at_most=CHAIN_P99_MS if targeted else None,
+        ),
     ]
-    return "\n".join(lines)
 
 
-def _verdict(figure: dict[str, Any]) -> str:
-    return "OK" if figure["met"] else "MISSED"
+def _embedded(e: dict[str, Any]) -> list[Figure]:
+    rows = []
+    raw = e["raw_celery_per_second"]
+    for key in ("a", "b"):
+        if key in e:
+            r = e[key]
+            rows.append(
+                figure(
+                    f"embedded.{key}.ratio",
+                    f"embedded {NAMES[key]} {r['task_instances']} TIs, {e['workers']}: TI/s / raw",
+                    r["ratio"],
+                    "x",
+                    at_least=EMBEDDED_RATIO if key == "a" else None,
+                    detail=_rates(r, f"raw filesystem:// {raw:.0f}/s"),
+                )
+            )
+    return rows
+
+
+def table(rows: list[Figure], env: dict[str, Any]) -> str:
+    out = Console(width=160, record=True, markup=False, highlight=False, emoji=False)
+    tbl = Table(title=f"backfill bench: {environment.summary(env)}", title_justify="left")
+    for column in ("figure", "value", "target", "", "detail"):
+        tbl.add_column(column, overflow="fold")
+    for row in rows:
+        verdict = {True: "met", False: "NOT MET", None: ""}[row["met"]]
+        tbl.add_row(row["label"], _value(row), row["target"] or "-", verdict, row["detail"])
+    with out.capture() as captured:
+        out.print(tbl)
+    met = sum(1 for r in rows if r["met"])
+    targeted = sum(1 for r in rows if r["met"] is not None)
+    return captured.get() + f"{met} of {targeted} targets met\n"
+
+
+def _value(row: Figure) -> str:
+    value = row["value"]
+    if value is None:
+        return "n/a"
+    text = f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{text} {row['unit']}".strip()

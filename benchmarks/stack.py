@@ -1,20 +1,21 @@
-"""The bench's servers: a fresh PostgreSQL database, a Redis DB index, 2 workers.
+"""The bench's servers: a fresh PostgreSQL database, a Redis DB index, the embedded home.
 
 Invariants:
-- the database is created for the bench (`backfill_bench_<random>`),
+- each PostgreSQL database is created for the bench (`backfill_bench_<random>`),
   migrated, given an unlimited `default_pool` (limits are not what is
   measured), and dropped at the end even if the bench failed;
+- the embedded home (SQLite + `filesystem://` broker) is a folder emptied
+  before use, its database migrated with the same unlimited `default_pool`;
 - the Redis DB index is an empty one, marked with the owner key the test
   suite uses (`backfill-it:owner`), so a concurrent test run never takes it;
-  at the end it is emptied with FLUSHDB of that index only, if still ours;
-- the workers are `LocalWorkers`: real `celery worker -c 1` processes of
-  `benchmarks.worker_app` (the product's app plus the no-op), stopped warmly
-  at the end (SIGKILL after a deadline).
+  at the end it is emptied with FLUSHDB of that index only, if still ours.
+The workers are `benchmarks.fleet`'s.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,17 +27,14 @@ from sqlalchemy.engine import Engine, make_url
 
 from backfill.config import Settings, redact
 from backfill.db import create_engine_for, migrate
-from backfill.local_workers import LocalWorkers
 from backfill.store import pools
-from backfill.task_options import DEFAULT_POOL, DEFAULT_QUEUE
+from backfill.task_options import DEFAULT_POOL
 
 PG_ADMIN_URL = os.environ.get(
     "BACKFILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("BACKFILL_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 OWNER_KEY = "backfill-it:owner"  # the test suite's mark of a taken Redis DB index
-WORKERS = 2
-WORKER_APP = "benchmarks.worker_app"
 DAGS_FOLDER = Path(__file__).parent / "dags"
 
 
@@ -59,17 +57,22 @@ def pg_database() -> Iterator[str]:
         ) from None
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        engine = create_engine_for(url)
-        try:
-            migrate(engine)
-            with engine.begin() as conn:
-                pools.upsert(conn, DEFAULT_POOL, pools.UNLIMITED)
-        finally:
-            engine.dispose()
+        prepare_database(url)
         yield url
     finally:
         _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def prepare_database(url: str) -> None:
+    """Migrate the database at `url` and make its `default_pool` unlimited."""
+    engine = create_engine_for(url)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            pools.upsert(conn, DEFAULT_POOL, pools.UNLIMITED)
+    finally:
+        engine.dispose()
 
 
 def _admin(admin: Engine, sql: str) -> None:
@@ -111,5 +114,22 @@ def bench_settings(database_url: str, broker_url: str, home: Path) -> Settings:
     )
 
 
-def workers(settings: Settings) -> LocalWorkers:
-    return LocalWorkers(settings, WORKERS, queues=(DEFAULT_QUEUE,), app=WORKER_APP)
+def embedded_settings(home: Path) -> Settings:
+    """The embedded default under a fresh `home`: SQLite, `filesystem://`, prepared."""
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    # The home from the environment given: the default database and broker derive from it.
+    env = {"BACKFILL_HOME": str(home.absolute()), "BACKFILL_DAGS_FOLDER": str(DAGS_FOLDER)}
+    settings = Settings.from_env(env)
+    prepare_database(settings.database_url)
+    return settings
+
+
+def user_env(settings: Settings, *, embedded: bool = False) -> dict[str, str]:
+    """The variables a user sets for `settings`; on the embedded default only the home
+    and DAGs folder (the database and broker are the defaults under the home)."""
+    env = {"BACKFILL_HOME": str(settings.home), "BACKFILL_DAGS_FOLDER": str(settings.dags_folder)}
+    if not embedded:
+        env["BACKFILL_DATABASE_URL"] = settings.database_url
+        env["BACKFILL_BROKER_URL"] = settings.broker_url
+    return env

@@ -12,8 +12,9 @@ settings and its `backfill.run_task_instance` - and adds:
   bench knows when the last count has arrived;
 - `WORKER_PIDS`: the processes that have run an engine task (warm-up check).
 
-The counters (`benchmarks.keys`) live in the broker's Redis DB index, which
-the bench owns.
+The counters (`benchmarks.keys`) live in the Redis DB index the bench owns:
+BENCH_REDIS_URL, else the broker's URL (on the embedded `filesystem://`
+broker the bench still counts in its Redis index).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class _Redis:
         return self._client
 
 
-_redis = _Redis(settings.broker_url)
+_redis = _Redis(os.environ.get("BENCH_REDIS_URL") or settings.broker_url)
 
 
 @app.task(name=NOOP_TASK, ignore_result=True)
