@@ -188,7 +188,9 @@ def _run(
     reaped, lost = _recover(conn, row, cfg, housekeeping, now=now) if housekeeping else ([], [])
     policy = policy_for(row, cfg.dag)
     counts = tis.limit_counts(conn, row.dag_id)
-    snapshot = snapshots.read_snapshot(conn, row.id, counts, task_ids=policy.selected)
+    snapshot = snapshots.read_snapshot(
+        conn, row.id, counts, task_ids=policy.selected, backlog_cap=policy.max_active_runs
+    )
     snapshot = _with_past(conn, snapshot, cfg.dag, policy)
     decisions = planner.plan(snapshot, cfg.dag, policy, now)
     ended = _apply_terminal(conn, decisions, actor=cfg.actor, now=now)

@@ -55,7 +55,9 @@ class Snapshot:
 
     runs: tuple[RunRow, ...]  # running runs, oldest logical date first
     tis: tuple[TIRow, ...]
-    queued_runs: int  # runs of this backfill not yet started (the rolling window's backlog)
+    # Runs of this backfill not yet started (the rolling window's backlog), counted up to
+    # the backfill's max_active_runs: as many as one pass can start.
+    queued_runs: int
     limits: LimitCounts
     # A TI of a run of this backfill that is not running any more ended failed or
     # upstream_failed: with stop-on-failure no new run may start.

@@ -241,6 +241,14 @@ def test_with_no_run_running_the_backlog_is_read_on_its_own(engine: Engine) -> N
     assert (snap.runs, snap.tis, snap.queued_runs, snap.earlier_failures) == ((), (), 3, False)
 
 
+def test_the_backlog_is_counted_no_further_than_a_pass_can_start(engine: Engine) -> None:
+    with engine.begin() as conn:
+        bid, _ = make_backfill(conn, n_runs=6, start=1)
+        assert snapshots.read_snapshot(conn, bid, NO_LIMITS).queued_runs == 5
+        assert snapshots.read_snapshot(conn, bid, NO_LIMITS, backlog_cap=2).queued_runs == 2
+        assert snapshots.read_snapshot(conn, bid, NO_LIMITS, backlog_cap=9).queued_runs == 5
+
+
 def test_read_snapshot_is_one_statement_for_the_tis_of_running_runs(engine: Engine) -> None:
     with engine.begin() as conn:
         bid, run_ids = make_backfill(conn, n_runs=4, tasks=[spec("a"), spec("b")], start=2)

@@ -27,6 +27,7 @@ def read_snapshot(
     limits: LimitCounts,
     *,
     task_ids: Collection[str] | None = None,
+    backlog_cap: int | None = None,
 ) -> Snapshot:
     """Every TI of the backfill's running runs and the run backlog, in ONE statement
     (the backlog rides on every row as two uncorrelated subqueries, evaluated once;
@@ -35,6 +36,8 @@ def read_snapshot(
     `removed` TIs are left out: their task is no longer in the DAG the planner has.
     `task_ids` (`--task-regex`; None: all) limits which TIs' failures count as
     `earlier_failures`; the TIs of other tasks are still read (the planner ignores them).
+    `backlog_cap`: count the runs not started yet no further (a pass starts at most
+    max_active_runs of them), so the count does not grow with a year of queued runs.
     """
     stmt = (
         sa.select(
@@ -51,7 +54,7 @@ def read_snapshot(
             ti.c.pool_slots,
             ti.c.priority_weight,
             ti.c.next_try_at,
-            *_backlog(backfill_id, task_ids).selected_columns,
+            *_backlog(backfill_id, task_ids, backlog_cap).selected_columns,
         )
         .select_from(run.join(ti, ti.c.dag_run_id == run.c.id))
         .where(
@@ -86,7 +89,7 @@ def read_snapshot(
             )
         )
     queued_runs, earlier_failures = (
-        rows[0][-2:] if rows else conn.execute(_backlog(backfill_id, task_ids)).one()
+        rows[0][-2:] if rows else conn.execute(_backlog(backfill_id, task_ids, backlog_cap)).one()
     )
     return Snapshot(
         runs=tuple(runs.values()),
@@ -97,14 +100,18 @@ def read_snapshot(
     )
 
 
-def _backlog(backfill_id: int, task_ids: Collection[str] | None) -> sa.Select[int, bool]:
-    """One statement: the runs not started yet, and whether a run no longer running had a
-    failed TI (which the snapshot of the running runs cannot show)."""
-    queued = (
-        sa.select(sa.func.count())
+def _backlog(
+    backfill_id: int, task_ids: Collection[str] | None, cap: int | None
+) -> sa.Select[int, bool]:
+    """One statement: the runs not started yet (counted up to `cap`), and whether a run
+    no longer running had a failed TI (which the snapshot of the running runs cannot show)."""
+    waiting = (
+        sa.select(run.c.id)
         .where(run.c.backfill_id == backfill_id, run.c.state == RunState.QUEUED.value)
-        .scalar_subquery()
+        .limit(cap)
+        .subquery()
     )
+    queued = sa.select(sa.func.count()).select_from(waiting).scalar_subquery()
     failed = _failed_tis(backfill_id, task_ids).where(run.c.state != RunState.RUNNING.value)
     return sa.select(queued, sa.exists(failed))
 
