@@ -71,16 +71,19 @@ PROGRESS_COST_FACTOR = 10
 POLL_POSTGRESQL = 1.0  # seconds: the fallback when no notification comes
 POLL_SQLITE = 0.2  # seconds: SQLite has no notifications
 HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals and recovery
-# After a wake-up, wait about as long as the last pass took before the next one, so
-# finishes that arrive together are decided by one pass, not one each: a pass reads
-# the whole snapshot, so a busy backfill would otherwise spend the coordinator's CPU
-# (which the workers share on a small host) re-reading it for every single finish.
-# The wait is capped by how long the workers can go on without the next pass: up to
-# BUSY_SETTLE while at least as many TIs wait in the broker as are running (each
-# busy worker has its next try queued), else MAX_SETTLE; none when the try that woke
-# it was the only one in flight (a chain: nothing else can end, the next task waits).
+# After a wake-up, wait before the next pass, so finishes that arrive together are
+# decided by one pass, not one each: a pass reads the whole snapshot, so a busy
+# backfill would otherwise spend the coordinator's CPU (which the workers share on a
+# small host) re-reading it for every single finish. How long:
+# - not at all when the try that woke it was the only one in flight (a chain:
+#   nothing else can end, and the next task waits for that pass);
+# - about as long as a pass takes, at most MAX_SETTLE, when fewer TIs wait in the
+#   broker than are running (some worker may soon have nothing to do);
+# - else longer the more work is queued per running TI (the workers cannot run dry
+#   before the queue drains), from one pass's time up to BUSY_SETTLE.
 MAX_SETTLE = 0.01  # seconds
-BUSY_SETTLE = 0.1  # seconds
+BUSY_SETTLE = 1.0  # seconds
+QUEUED_PER_PASS = 4  # queued TIs per running one that one more pass's wait is worth
 
 
 class Coordinator:
@@ -371,7 +374,10 @@ def _count(applied: Applied, state: TIState) -> int:
 
 
 def _settle(last: PassResult, took: float) -> float:
-    """How long to wait after a wake-up before the next pass (see BUSY_SETTLE)."""
+    """How long to wait after a wake-up before the next pass (see MAX_SETTLE)."""
     if last.in_flight <= 1:
         return 0.0
-    return min(took, BUSY_SETTLE if last.queued >= last.running else MAX_SETTLE)
+    if last.queued < last.running:
+        return min(took, MAX_SETTLE)
+    backlog = last.queued / max(last.running, 1)  # queued TIs per busy worker slot
+    return min(took * max(1.0, backlog / QUEUED_PER_PASS), BUSY_SETTLE)

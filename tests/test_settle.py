@@ -30,10 +30,15 @@ def test_a_lone_try_in_flight_is_decided_at_once(queued: int, running: int) -> N
     assert _settle(replace(LAST, queued=queued, running=running), took=0.5) == 0.0
 
 
-def test_with_work_queued_for_every_busy_worker_it_waits_as_long_as_a_pass() -> None:
-    busy = replace(LAST, queued=40, running=2)
-    assert _settle(busy, took=0.03) == 0.03
-    assert _settle(busy, took=5.0) == BUSY_SETTLE
+def test_with_work_queued_for_every_busy_worker_it_waits_at_least_a_pass() -> None:
+    just_enough = replace(LAST, queued=2, running=2)
+    assert _settle(just_enough, took=0.03) == 0.03
+    assert _settle(just_enough, took=5.0) == BUSY_SETTLE
+
+
+def test_the_fuller_the_queue_the_longer_it_waits_up_to_a_bound() -> None:
+    waits = [_settle(replace(LAST, queued=q, running=2), took=0.02) for q in (8, 80, 800)]
+    assert waits == [0.02, 0.2, BUSY_SETTLE]
 
 
 def test_when_the_workers_may_run_dry_it_waits_briefly() -> None:
