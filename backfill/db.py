@@ -17,20 +17,25 @@ Invariants:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from backfill.config import Settings, redact
 from backfill.errors import ConfigError
 
+if TYPE_CHECKING:  # Alembic is imported where it is used: every command checks the
+    # schema's revision, only `db migrate` and the embedded default's first use migrate,
+    # and importing Alembic costs a quarter of a second of every command's start-up.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration's revision: what `require_current_schema` expects, read without
+# Alembic. A test holds it equal to the head of `migrations/`.
+SCHEMA_HEAD = "0002"
+VERSION_TABLE = "alembic_version"
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for the lock before failing
 PG_CONNECT_TIMEOUT = 10  # seconds
 # Serializes concurrent `migrate` calls on PostgreSQL (an arbitrary constant key).
@@ -122,6 +127,8 @@ def _sqlite_engine(url: URL) -> Engine:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """The Alembic configuration, built in code: the package ships no alembic.ini."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -130,7 +137,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    """The revision the code expects the database to be at."""
+    """The head revision of the migrations the package ships (Alembic's reading)."""
     head = _scripts().get_current_head()
     if head is None:  # pragma: no cover - the package always ships migrations
         raise RuntimeError(f"no migrations found in {MIGRATIONS}")
@@ -138,13 +145,19 @@ def head_revision() -> str:
 
 
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
 def schema_revision(engine: Engine) -> str | None:
     """The database's current revision; None when it has no Backfill schema."""
     with engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not sa.inspect(connection).has_table(VERSION_TABLE):
+            return None
+        version = sa.table(VERSION_TABLE, sa.column("version_num"))
+        found = connection.execute(sa.select(version.c.version_num)).scalars().all()
+    return found[0] if len(found) == 1 else None  # Alembic's own reading: one head or none
 
 
 def migrate(engine: Engine) -> None:
@@ -159,6 +172,9 @@ def migrate(engine: Engine) -> None:
             connection.execute(
                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATE_LOCK}
             )
+        from alembic import command
+        from alembic.util import CommandError
+
         try:
             command.upgrade(alembic_config(connection), "head")
         except CommandError as exc:
@@ -171,7 +187,7 @@ def migrate(engine: Engine) -> None:
 
 def require_current_schema(engine: Engine) -> None:
     """Raise `ConfigError` unless the database is at the head revision."""
-    current, expected = schema_revision(engine), head_revision()
+    current, expected = schema_revision(engine), SCHEMA_HEAD
     if current == expected:
         return
     if current is None:
@@ -187,6 +203,8 @@ def require_current_schema(engine: Engine) -> None:
 
 
 def _known(revision: str) -> bool:
+    from alembic.util import CommandError
+
     try:
         _scripts().get_revision(revision)
     except CommandError:

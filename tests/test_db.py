@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine, make_url
 from backfill import schema
 from backfill.config import Settings
 from backfill.db import (
+    SCHEMA_HEAD,
     create_engine_for,
     head_revision,
     migrate,
@@ -243,3 +244,8 @@ def test_postgres_at_head_opens(pg_url: str, tmp_path: Path) -> None:
         assert schema_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def test_the_schema_head_the_commands_expect_is_the_newest_migration() -> None:
+    # Every command checks the revision against SCHEMA_HEAD without importing Alembic.
+    assert head_revision() == SCHEMA_HEAD

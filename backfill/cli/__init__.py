@@ -10,35 +10,36 @@ from __future__ import annotations
 
 import click
 
-from backfill.cli.control import cancel_command, pause_command
-from backfill.cli.dags import dags_group
-from backfill.cli.db import db_group
-from backfill.cli.drive import resume_command
-from backfill.cli.fleet import coordinator_command, worker_command
 from backfill.cli.output import BackfillGroup
-from backfill.cli.pools import pools_group
-from backfill.cli.run import create_command, run_command
-from backfill.cli.status import list_command, status_command, tasks_command
+
+# Command name -> "module:attribute", imported when the command runs: a read-only
+# command (`status`, `tasks`, `list`) must not pay for Celery, the coordinator and
+# Alembic at start-up (the whole CLI took ~0.7 s to import).
+COMMANDS = {
+    "db": "backfill.cli.db:db_group",
+    "dags": "backfill.cli.dags:dags_group",
+    "run": "backfill.cli.run:run_command",
+    "status": "backfill.cli.status:status_command",
+    "list": "backfill.cli.status:list_command",
+    "tasks": "backfill.cli.status:tasks_command",
+    "pause": "backfill.cli.control:pause_command",
+    "cancel": "backfill.cli.control:cancel_command",
+    "pools": "backfill.cli.pools:pools_group",
+    "create": "backfill.cli.run:create_command",
+    "resume": "backfill.cli.drive:resume_command",
+    "coordinator": "backfill.cli.fleet:coordinator_command",
+    "worker": "backfill.cli.fleet:worker_command",
+}
 
 
-@click.group(cls=BackfillGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=BackfillGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="backfill")
 def main() -> None:
     """Backfill: run a DAG for every logical date of a range on a Celery worker fleet."""
 
-
-main.add_command(db_group)
-main.add_command(dags_group)
-main.add_command(run_command)
-main.add_command(status_command)
-main.add_command(list_command)
-main.add_command(tasks_command)
-main.add_command(pause_command)
-main.add_command(cancel_command)
-main.add_command(pools_group)
-main.add_command(create_command)
-main.add_command(resume_command)
-main.add_command(coordinator_command)
-main.add_command(worker_command)
 
 __all__ = ["main"]

@@ -22,10 +22,11 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -129,7 +130,22 @@ def _database() -> str:
 
 
 class BackfillGroup(click.Group):
-    """The root group: turns user errors into one line and an exit code."""
+    """The root group: turns user errors into one line and an exit code, and imports
+    each command's module only when that command is asked for (`lazy_commands`:
+    name -> "module:attribute")."""
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = dict(lazy_commands)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self._lazy:
+            module, _, attribute = self._lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(  # one signature for click's two overloads
         self,
