@@ -74,16 +74,16 @@ HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals an
 # After a wake-up, wait before the next pass, so finishes that arrive together are
 # decided by one pass, not one each: a pass reads the whole snapshot, so a busy
 # backfill would otherwise spend the coordinator's CPU (which the workers share on a
-# small host) re-reading it for every single finish. How long:
+# small host) re-reading it for every single finish. How long (`settle`):
 # - not at all when the try that woke it was the only one in flight (a chain:
 #   nothing else can end, and the next task waits for that pass);
-# - about as long as a pass takes, at most MAX_SETTLE, when fewer TIs wait in the
-#   broker than are running (some worker may soon have nothing to do);
-# - else longer the more work is queued per running TI (the workers cannot run dry
-#   before the queue drains), from one pass's time up to BUSY_SETTLE.
+# - until half the TIs queued at the last pass have ended (each end is one more
+#   notification, and frees a worker for a queued TI): the pass then comes while the
+#   workers still have the other half to run, whatever the tasks' durations;
+# - at most MAX_SETTLE when fewer TIs are queued than running (a worker may run dry
+#   any moment), else at most BUSY_SETTLE.
 MAX_SETTLE = 0.01  # seconds
 BUSY_SETTLE = 1.0  # seconds
-QUEUED_PER_PASS = 4  # queued TIs per running one that one more pass's wait is worth
 
 
 class Coordinator:
@@ -207,9 +207,7 @@ class Coordinator:
     ) -> PassResult:
         reported, cost = float("-inf"), 0.0  # when progress was last reported, what it took
         while True:
-            started = time.monotonic()
             result = self.run_pass(backfill_id)
-            took = time.monotonic() - started
             done = result.state in BACKFILL_FINISHED
             since = time.monotonic() - reported
             every = max(PROGRESS_EVERY, PROGRESS_COST_FACTOR * cost)
@@ -223,8 +221,9 @@ class Coordinator:
                 return result
             if not result.again:
                 timeout = self._timeout(result, pendulum.now("UTC"), on_progress is not None)
-                if waker.wait(timeout, stop):
-                    stop.wait(_settle(result, took))
+                woken = waker.wait(timeout, stop)
+                if woken:
+                    settle(result, waker, stop, ended=woken)
                     waker.drain()  # what came while settling is decided by the next pass
                 if stop.is_set():  # no further pass: it could queue tries nobody will run
                     return result
@@ -373,11 +372,16 @@ def _count(applied: Applied, state: TIState) -> int:
     return sum(1 for t in seen if t.state is state)
 
 
-def _settle(last: PassResult, took: float) -> float:
-    """How long to wait after a wake-up before the next pass (see MAX_SETTLE)."""
+def settle(last: PassResult, waker: Waker, stop: threading.Event, *, ended: int) -> None:
+    """Wait for more tries to end before the next pass (see MAX_SETTLE); `ended` tries
+    have ended since `last`, as told by the wake-up."""
     if last.in_flight <= 1:
-        return 0.0
-    if last.queued < last.running:
-        return min(took, MAX_SETTLE)
-    backlog = last.queued / max(last.running, 1)  # queued TIs per busy worker slot
-    return min(took * max(1.0, backlog / QUEUED_PER_PASS), BUSY_SETTLE)
+        return
+    enough = max(1, last.queued // 2)
+    budget = MAX_SETTLE if last.queued < last.running else BUSY_SETTLE
+    deadline = time.monotonic() + budget
+    while ended < enough and not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        ended += waker.wait(remaining, stop)

@@ -41,8 +41,9 @@ CONNECT_TIMEOUT = 10  # seconds
 
 
 class Waker(Protocol):
-    def wait(self, timeout: float, stop: threading.Event) -> bool:
-        """Block up to `timeout` s; True if woken by a notification."""
+    def wait(self, timeout: float, stop: threading.Event) -> int:
+        """Block up to `timeout` s; how many notifications woke it (each a try that
+        ended; 0: the timeout passed, or the stop event was set)."""
         ...
 
     def drain(self) -> None:
@@ -62,9 +63,9 @@ def open_waker(engine: Engine) -> Waker:
 
 
 class Poller:
-    def wait(self, timeout: float, stop: threading.Event) -> bool:
+    def wait(self, timeout: float, stop: threading.Event) -> int:
         stop.wait(max(0.0, timeout))
-        return False
+        return 0
 
     def drain(self) -> None:
         pass
@@ -105,7 +106,7 @@ class Listener:
         self.close()
         self._failed_at = time.monotonic()
 
-    def wait(self, timeout: float, stop: threading.Event) -> bool:
+    def wait(self, timeout: float, stop: threading.Event) -> int:
         if self._conn is None and (
             self._failed_at is None or time.monotonic() - self._failed_at >= RECONNECT_AFTER
         ):
@@ -114,32 +115,33 @@ class Listener:
         while not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                return 0
             if self._conn is None:
                 stop.wait(min(remaining, STOP_CHECK))
                 continue
-            if self._poll(min(remaining, STOP_CHECK)):
-                return True
-        return False
+            woken = self._poll(min(remaining, STOP_CHECK))
+            if woken:
+                return woken
+        return 0
 
     def drain(self) -> None:
         if self._conn is not None:
             self._poll(0.0)
 
-    def _poll(self, timeout: float) -> bool:
-        """Wait up to `timeout` for notifications; drain them all; True if any came."""
+    def _poll(self, timeout: float) -> int:
+        """Wait up to `timeout` for notifications; drain them all; how many came."""
         try:
             if not self._conn.notifies:
                 readable, _, _ = select.select([self._conn], [], [], timeout)
                 if not readable:
-                    return False
+                    return 0
                 self._conn.poll()
-            woken = bool(self._conn.notifies)
+            woken = len(self._conn.notifies)
             self._conn.notifies.clear()
             return woken
         except (psycopg2.Error, OSError) as exc:
             self._broken(exc)
-            return False
+            return 0
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
