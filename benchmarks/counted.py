@@ -110,6 +110,7 @@ def main(argv: list[str]) -> int:
                     "statements": counts.statements,
                     "checkouts": counts.checkouts,
                     "connects": counts.connects,
+                    "pings": counts.pings,
                     "max_rss_kib": peak_rss_kib(),
                     "seconds": seconds,
                 },

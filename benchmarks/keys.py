@@ -12,4 +12,5 @@ TI_TASKS_DONE = "bench:ti_tasks_done"  # engine tasks whose statement counts wer
 WORKER_STATEMENTS = "bench:worker_statements"
 WORKER_CHECKOUTS = "bench:worker_checkouts"
 WORKER_CONNECTS = "bench:worker_connects"
+WORKER_PINGS = "bench:worker_pings"
 WORKER_PIDS = "bench:worker_pids"  # processes that have run an engine task

@@ -164,6 +164,7 @@ def worker_sql(client: redis.Redis) -> dict[str, int]:
         "statements": counter(client, keys.WORKER_STATEMENTS),
         "checkouts": counter(client, keys.WORKER_CHECKOUTS),
         "connects": counter(client, keys.WORKER_CONNECTS),
+        "pings": counter(client, keys.WORKER_PINGS),
         "tasks": counter(client, keys.TI_TASKS_DONE),
     }
 

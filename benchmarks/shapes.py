@@ -87,4 +87,4 @@ def statements(fanout: Drive) -> dict[str, Any]:
 
 
 def _pings(sql: dict[str, Any]) -> int:
-    return max(0, int(sql.get("checkouts", 0)) - int(sql.get("connects", 0)))
+    return int(sql.get("pings", 0))

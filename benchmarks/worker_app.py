@@ -34,6 +34,7 @@ from benchmarks.keys import (
     WORKER_CHECKOUTS,
     WORKER_CONNECTS,
     WORKER_PIDS,
+    WORKER_PINGS,
     WORKER_STATEMENTS,
 )
 from benchmarks.sqlcount import Counts, SQLCounter
@@ -83,6 +84,7 @@ def _flush(sender: Any = None, **_: Any) -> None:
     pipe.incrby(WORKER_STATEMENTS, delta.statements)
     pipe.incrby(WORKER_CHECKOUTS, delta.checkouts)
     pipe.incrby(WORKER_CONNECTS, delta.connects)
+    pipe.incrby(WORKER_PINGS, delta.pings)
     pipe.sadd(WORKER_PIDS, os.getpid())
     pipe.incr(TI_TASKS_DONE)
     pipe.execute()
