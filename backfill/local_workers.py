@@ -1,9 +1,10 @@
 """Local Celery workers for the embedded default (`backfill run --local-workers N`).
 
 Invariants:
-- every worker is a real `celery -A workers worker -c 1` subprocess with the
-  BACKFILL_* environment of the `Settings` it was started for, so it sees the
-  same database, broker and DAGs folder as the coordinator that started it;
+- every worker is a real `celery -A workers worker -c 1` subprocess (the app and
+  `-c` can be chosen) with the BACKFILL_* environment of the `Settings` it was
+  started for, so it sees the same database, broker and DAGs folder as the
+  coordinator that started it;
 - each worker runs in a session (process group) of its own: a Ctrl-C at the
   terminal reaches the coordinator only, which then stops the workers itself,
   warmly. On Linux a worker is also sent SIGTERM when the thread that started
@@ -22,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -109,18 +111,25 @@ class LocalWorkers:
         *,
         queues: Iterable[str] = (DEFAULT_QUEUE,),
         app: str = "workers",
+        concurrency: int = 1,
+        env: Mapping[str, str] | None = None,
+        log_folder: Path | None = None,
         ready_timeout: float = 120.0,
         stop_timeout: float = 60.0,
     ) -> None:
+        """`concurrency`: pool processes per worker (`-c`); `env`: variables added to
+        the BACKFILL_* ones of `settings`; `log_folder`: default `<home>/logs`."""
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         self.settings = settings
         self.count = count
         self.queues = tuple(queues) or (DEFAULT_QUEUE,)
         self.app = app
+        self.concurrency = concurrency
+        self.env = dict(env or {})
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
-        self.log_folder = settings.home / "logs"
+        self.log_folder = log_folder or settings.home / "logs"
         self._procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []  # not stopped yet
         self.pids: list[int] = []  # of every worker started, for reports and tests
         self.logs: list[Path] = []
@@ -145,7 +154,7 @@ class LocalWorkers:
         if self.settings.embedded_broker:
             clear_stale_broker_files(self.settings.broker_folder)
         self.log_folder.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **settings_env(self.settings)}
+        env = {**os.environ, **settings_env(self.settings), **self.env}
         try:
             # The first alone: it creates the transport's exchange tables, which
             # kombu's filesystem transport cannot create safely from two processes
@@ -163,7 +172,8 @@ class LocalWorkers:
     def _spawn(self, name: str, env: dict[str, str]) -> None:
         log = self.log_folder / f"{name}.log"
         command = [
-            *(sys.executable, "-m", "celery", "-A", self.app, "worker", "-c", "1"),
+            *(sys.executable, "-m", "celery", "-A", self.app, "worker"),
+            *("-c", str(self.concurrency)),
             *("-n", f"{name}@%h", "--without-mingle", "--without-gossip"),
             *("-l", "INFO", "-Q", ",".join(self.queues)),
         ]
@@ -204,6 +214,15 @@ class LocalWorkers:
                 )
             if waiting:
                 time.sleep(_POLL)
+
+    def pool_pids(self) -> list[int]:
+        """The pool processes of the running workers: those that run the tasks."""
+        pids = []
+        for _, proc, _ in self._procs:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")  # Linux
+            with contextlib.suppress(OSError):
+                pids += [int(pid) for pid in children.read_text().split()]
+        return pids
 
     def exited(self) -> list[tuple[str, int, Path]]:
         """(name, exit code, log) of each worker that has exited since it started."""

@@ -34,9 +34,10 @@ from typing import Any
 import redis
 
 from backfill.db import create_engine_for
+from backfill.local_workers import LocalWorkersError
 from benchmarks import embedded, environment, passtime, profiles, report, scale, shapes, stack
 from benchmarks.commands import Commands
-from benchmarks.fleet import Shape, WorkerError
+from benchmarks.fleet import Shape
 from benchmarks.phases import BenchError, Calendar, Stage
 from workers.app import make_app
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(HOME / "logs", ignore_errors=True)  # the last run's logs
     try:
         results = measure(args.selected, quick=args.quick)
-    except (stack.BenchSetupError, BenchError, WorkerError) as exc:
+    except (stack.BenchSetupError, BenchError, LocalWorkersError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     figures = report.figures(results)

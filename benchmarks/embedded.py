@@ -25,7 +25,7 @@ import redis
 from backfill.db import create_engine_for
 from benchmarks import phases, stack
 from benchmarks.commands import Commands
-from benchmarks.fleet import Shape, Workers
+from benchmarks.fleet import Shape, workers
 from benchmarks.phases import Calendar, Drive, Stage
 from benchmarks.shapes import ENGINE_SCENARIOS, Sizes
 from workers.app import make_app
@@ -69,6 +69,6 @@ def measure(home: Path, redis_url: str, client: redis.Redis, sizes: Sizes) -> di
 
 
 def _raw(stage: Stage, logs: Path, sizes: Sizes) -> dict[str, float]:
-    with Workers(stage.settings, LOCAL_WORKERS, redis_url=stage.redis_url, logs=logs):
+    with workers(stage.settings, LOCAL_WORKERS, redis_url=stage.redis_url, logs=logs):
         phases.raw_celery(stage, RAW_WARMUP)
         return phases.raw_celery(stage, sizes.raw_tasks)

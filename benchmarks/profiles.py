@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import phases
-from benchmarks.fleet import Shape, Workers
+from benchmarks.fleet import Shape, workers
 from benchmarks.phases import Stage
 from benchmarks.shapes import ENGINE_SCENARIOS, Sizes
 
@@ -62,7 +62,7 @@ def _profile(stage: Stage, shape: Shape, key: str, sizes: Sizes, folder: Path) -
     dates = ("-s", start.isoformat(), "-e", end.isoformat())
     argv = ("backfill", "run", ENGINE_SCENARIOS[key], *dates, "--output", "json")
     logs = stage.settings.home / "logs"
-    with Workers(stage.settings, shape, redis_url=stage.redis_url, logs=logs) as workers:
+    with workers(stage.settings, shape, redis_url=stage.redis_url, logs=logs) as running_workers:
         phases.warm_up(stage, shape.processes)
         if spy is None:
             stage.commands.profile_next = folder / "coordinator.prof"
@@ -70,7 +70,7 @@ def _profile(stage: Stage, shape: Shape, key: str, sizes: Sizes, folder: Path) -
         samplers = []
         if spy is not None:
             time.sleep(ATTACH_AFTER)
-            targets = {"coordinator": running.pid, "worker": workers.pool_pids()[0]}
+            targets = {"coordinator": running.pid, "worker": running_workers.pool_pids()[0]}
             samplers = [_record(spy, pid, folder / f"{name}.svg") for name, pid in targets.items()]
         ran = running.wait(phases.DRIVE_TIMEOUT)
         for sampler in samplers:  # the worker's outlives the run: stop it, it writes on SIGINT

@@ -33,7 +33,7 @@ from benchmarks.commands import Ran, Stdout
 from benchmarks.dags.bench_dags import LAYER_WIDTH, LAYERS
 from benchmarks.fastforward import fast_forward
 from benchmarks.figure import MB
-from benchmarks.fleet import Shape, Workers
+from benchmarks.fleet import Shape, workers
 from benchmarks.phases import BenchError, Stage
 
 DAG_ID = "bench_hourly_layers"
@@ -49,7 +49,7 @@ def measure(stage: Stage, shape: Shape) -> dict[str, Any]:
     created = _create(stage)
     backfill_id, tis = created["backfill_id"], created["task_instances"]
     logs = stage.settings.home / "logs"
-    with Workers(stage.settings, shape, redis_url=stage.redis_url, logs=logs):
+    with workers(stage.settings, shape, redis_url=stage.redis_url, logs=logs):
         early = _window(stage, backfill_id, "early")
         early["leftover_after_drain"] = _drain(stage, backfill_id)
         early_bytes = _bytes(stage, tis)

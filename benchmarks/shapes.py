@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import phases
-from benchmarks.fleet import Shape, Workers
+from benchmarks.fleet import Shape, workers
 from benchmarks.phases import Drive, Stage
 
 RAW_WARMUP = 200  # no-ops run before the first raw measurement
@@ -42,7 +42,7 @@ def measure(stage: Stage, shape: Shape, sizes: Sizes, only: frozenset[str]) -> d
     """Every selected scenario of (a)-(d) on `shape`; JSON-ready figures."""
     logs = stage.settings.home / "logs"
     result: dict[str, Any] = {"shape": shape.name, "workers": shape.describe()}
-    with Workers(stage.settings, shape, redis_url=stage.redis_url, logs=logs):
+    with workers(stage.settings, shape, redis_url=stage.redis_url, logs=logs):
         result["warmup_backfills"] = phases.warm_up(stage, shape.processes)
         phases.raw_celery(stage, RAW_WARMUP)
         raw = [phases.raw_celery(stage, sizes.raw_tasks)]

@@ -166,6 +166,24 @@ def test_start_ready_and_stop_leave_nothing_behind(settings: Settings, started: 
     workers.stop()  # idempotent
 
 
+def test_a_worker_can_have_more_pool_processes_its_own_logs_and_environment(
+    settings: Settings, started: list[int], tmp_path: Path
+) -> None:
+    logs = tmp_path / "elsewhere"
+    workers = LocalWorkers(
+        settings, 1, concurrency=2, env={"BACKFILL_TEST_MARK": "x"}, log_folder=logs
+    )
+    with workers:
+        started.extend(workers.pids)
+        [pid] = workers.pids
+        assert workers.logs == [logs / workers.logs[0].name]
+        assert len(workers.pool_pids()) == 2  # -c 2
+        assert len(group_members(pid)) == 3
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"BACKFILL_TEST_MARK=x" in environ
+    assert workers.pool_pids() == []
+
+
 def test_a_worker_dying_at_start_is_a_clear_error(settings: Settings, started: list[int]) -> None:
     workers = LocalWorkers(settings, 2, app="no_such_module_for_backfill_tests")
     with pytest.raises(LocalWorkersError) as caught:
