@@ -203,16 +203,25 @@ def raw_celery(stage: Stage, count: int) -> dict[str, float]:
 
 
 def chain_hops(run: Drive) -> dict[str, Any]:
-    """Upstream end_date -> downstream start_date along the chain, in ms (DB rows)."""
+    """Upstream end_date -> downstream start_date along the chain, in ms (DB rows), and
+    its two parts: until the pass that queued the downstream began (its `queued_at`: the
+    coordinator's wake-up), and from then to the claim (the pass, publish, delivery)."""
     by_task = {r.task_id: r for r in run.rows}
     order = sorted(by_task)  # hop_00 .. hop_49: the chain's order
-    hops = []
+    hops, deciding, delivering = [], [], []
     for up, down in itertools.pairwise(order):
-        end, start = by_task[up].end_date, by_task[down].start_date
-        if end is None or start is None:
-            raise BenchError(f"chain TI {up} or {down} has no end/start date")
+        end, queued, start = by_task[up].end_date, by_task[down].queued_at, by_task[down].start_date
+        if end is None or queued is None or start is None:
+            raise BenchError(f"chain TI {up} or {down} has no end/queued/start date")
         hops.append((start - end).total_seconds() * 1000)
-    return {"hops": len(hops), **stats_ms(hops)}
+        deciding.append((queued - end).total_seconds() * 1000)
+        delivering.append((start - queued).total_seconds() * 1000)
+    return {
+        "hops": len(hops),
+        **stats_ms(hops),
+        "wake_mean_ms": statistics.fmean(deciding),
+        "pass_to_start_mean_ms": statistics.fmean(delivering),
+    }
 
 
 def stats_ms(values: Sequence[float]) -> dict[str, float]:

@@ -28,6 +28,7 @@ class TIRow:
     logical_date: datetime
     state: str
     try_number: int
+    queued_at: datetime | None
     start_date: datetime | None
     end_date: datetime | None
 
@@ -47,6 +48,7 @@ def ti_rows(conn: Connection, backfill_id: int) -> list[TIRow]:
             _run.c.logical_date,
             _ti.c.state,
             _ti.c.try_number,
+            _ti.c.queued_at,
             _ti.c.start_date,
             _ti.c.end_date,
         )

@@ -82,7 +82,10 @@ def _rates(r: dict[str, Any], baseline: str) -> str:
 def _chain(shape: str, d: dict[str, Any]) -> list[Figure]:
     targeted = shape == CHAIN_SHAPE
     label = f"(d) chain of {d['task_instances']}, {shape}: hop"
-    detail = f"p50 {d['p50_ms']:.1f} ms, max {d['max_ms']:.1f} ms over {d['hops']} hops"
+    detail = (
+        f"p50 {d['p50_ms']:.1f} ms, max {d['max_ms']:.1f} ms over {d['hops']} hops; mean "
+        f"end->pass {d['wake_mean_ms']:.1f} ms, pass->start {d['pass_to_start_mean_ms']:.1f} ms"
+    )
     return [
         figure(
             f"d.{shape}.mean",
