@@ -15,8 +15,10 @@ Invariants:
 - every decision comes from the one snapshot of this pass; a row that
   changed since is not touched by its conditional statement and is decided
   again next pass;
-- TIs are queued only after `lock_limits` and a recount under that lock, so
-  pools and concurrency limits hold across coordinators and backfills;
+- the limits are locked (`lock_limits`: the DAG and every pool its TIs can use)
+  before they are counted, and stay locked until the pass commits, so what it
+  queues is admitted under counts nobody else can add to meanwhile: pools and
+  concurrency limits hold across coordinators and backfills, from one count;
 - with stop-on-failure no run starts once any TI of the backfill has failed
   (the planner sees failures of finished runs in `Snapshot.earlier_failures`);
   the runs already running are driven to their end, then the backfill ends
@@ -44,7 +46,7 @@ from backfill.limits import admit
 from backfill.messages import TaskMessage
 from backfill.options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
 from backfill.planner import Decisions, Policy
-from backfill.snapshot import Snapshot, TIRow
+from backfill.snapshot import LimitCounts, Snapshot, TIRow
 from backfill.states import BackfillState, TIState
 from backfill.store import adopt, lease, past, runs, tis
 from backfill.store import snapshot as snapshots
@@ -187,6 +189,7 @@ def _run(
 ) -> Applied:
     reaped, lost = _recover(conn, row, cfg, housekeeping, now=now) if housekeeping else ([], [])
     policy = policy_for(row, cfg.dag)
+    tis.lock_limits(conn, row.dag_id, pools_of(cfg.dag, RunOptions.from_json(row.options)))
     counts = tis.limit_counts(conn, row.dag_id)
     snapshot = snapshots.read_snapshot(
         conn, row.id, counts, task_ids=policy.selected, backlog_cap=policy.max_active_runs
@@ -194,7 +197,7 @@ def _run(
     snapshot = _with_past(conn, snapshot, cfg.dag, policy)
     decisions = planner.plan(snapshot, cfg.dag, policy, now)
     ended = _apply_terminal(conn, decisions, actor=cfg.actor, now=now)
-    queued = _queue(conn, decisions.to_queue, cfg.dag, actor=cfg.actor, now=now)
+    queued = _queue(conn, decisions.to_queue, cfg.dag, counts, actor=cfg.actor, now=now)
     outcomes = [(run.id, state) for run, state in decisions.finished_runs]
     finished = runs.finish_runs(conn, outcomes, now=now)
     started = runs.start_runs(
@@ -255,14 +258,26 @@ def _apply_terminal(conn: Connection, decisions: Decisions, *, actor: str, now: 
 
 
 def _queue(
-    conn: Connection, candidates: Sequence[TIRow], dag: DAG, *, actor: str, now: datetime
+    conn: Connection,
+    candidates: Sequence[TIRow],
+    dag: DAG,
+    counts: LimitCounts,
+    *,
+    actor: str,
+    now: datetime,
 ) -> list[tis.Queued]:
-    """Queue the planner's choice, re-admitted under the limit locks (the authoritative check)."""
+    """Queue the planner's choice, admitted under `counts`, read under the limit locks."""
     if not candidates:
         return []
-    tis.lock_limits(conn, dag.dag_id, sorted({t.pool for t in candidates}))
-    admission = admit(candidates, dag, tis.limit_counts(conn, dag.dag_id))
-    return tis.queue(conn, admission.admitted, actor=actor, now=now)
+    return tis.queue(conn, admit(candidates, dag, counts).admitted, actor=actor, now=now)
+
+
+def pools_of(dag: DAG, options: RunOptions) -> list[str]:
+    """Every pool the backfill's TIs can use: `--pool`, else its tasks' own (each TI
+    copies its task's pool, or `--pool`, when created or cleared: `backfill.create`)."""
+    if options.pool is not None:
+        return [options.pool]
+    return sorted({task.options.pool for task in dag.tasks.values()})
 
 
 def _conclude(

@@ -46,7 +46,7 @@ from backfill.discovery import load_dags
 from backfill.dispatch import Dispatcher
 from backfill.messages import TaskMessage
 from backfill.options import RunOptions
-from backfill.passes import DagChanged
+from backfill.passes import DagChanged, pools_of
 from backfill.plan import expand_range, plan_backfill
 from backfill.planner import UPSTREAM_CANNOT_RUN
 from backfill.schema import backfills, dag_runs, pools, task_instances, ti_transitions
@@ -334,6 +334,17 @@ def drive_by_hand(
         for m in todo:
             claim_and_finish(engine, m, outcome(m), now=clock.tick(), error="ValueError: no")
     pytest.fail(f"backfill {backfill_id} did not end in {max_passes} passes")
+
+
+def test_a_pass_locks_every_pool_its_tis_can_use() -> None:
+    """The limits are locked before they are counted, so before the pass knows which
+    TIs it will queue: the pools of every task, or `--pool` alone."""
+    dag = DAG("pooled", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
+    dag.add_task("a", lambda ctx: None, pool="zeta")
+    dag.add_task("b", lambda ctx: None, pool="alpha")
+    dag.add_task("c", lambda ctx: None)
+    assert pools_of(dag, RunOptions()) == ["alpha", "default_pool", "zeta"]
+    assert pools_of(dag, RunOptions(pool="only")) == ["only"]
 
 
 def test_runs_start_in_a_rolling_window(engine: Engine, db_url: str, tmp_path: Path) -> None:

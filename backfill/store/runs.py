@@ -185,12 +185,14 @@ def _insert_tis(
         conn.execute(sa.insert(ti).from_select(columns, select))
 
 
+_READ_BACKFILL = sa.select(bf).where(bf.c.id == sa.bindparam("p_id"))
+_LOCK_BACKFILL = _READ_BACKFILL.with_for_update()  # built once: every pass starts with it
+
+
 def lock_backfill(conn: Connection, backfill_id: int) -> BackfillRow | None:
     """Read the backfill row, locking it (PostgreSQL) until the transaction ends."""
-    stmt = sa.select(bf).where(bf.c.id == backfill_id)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).one_or_none()
+    stmt = _LOCK_BACKFILL if conn.dialect.name == "postgresql" else _READ_BACKFILL
+    row = conn.execute(stmt, {"p_id": backfill_id}).one_or_none()
     return None if row is None else _backfill_row(row)
 
 

@@ -73,30 +73,41 @@ def queue(conn: Connection, tis: Sequence[TIRow], *, actor: str, now: datetime) 
     """
     if not tis:
         return []
-    expected = [(t.id, t.state.value, t.try_number) for t in tis]
-    stmt = (
-        sa.update(ti)
-        .where(sa.tuple_(ti.c.id, ti.c.state, ti.c.try_number).in_(expected))
-        .where(ti.c.state.in_([s.value for s in sources_of(_S.QUEUED)]))
-        .values(
-            state=_S.QUEUED.value,
-            try_number=sa.case(
-                (ti.c.state == _S.UP_FOR_RESCHEDULE.value, ti.c.try_number),
-                else_=ti.c.try_number + 1,
-            ),
-            queued_at=now,
-            next_try_at=None,
-            claim_token=None,
-            updated_at=now,
-            updated_by=actor,
-        )
-        .returning(ti.c.id, ti.c.try_number, ti.c.task_id, ti.c.queue)
-    )
+    params = {
+        "p_expected": [(t.id, t.state.value, t.try_number) for t in tis],
+        "p_now": now,
+        "p_actor": actor,
+    }
     rank = {t.id: i for i, t in enumerate(tis)}
-    rows = sorted(conn.execute(stmt), key=lambda r: rank[r.id])
+    rows = sorted(conn.execute(_QUEUE, params), key=lambda r: rank[r.id])
     return [
         Queued(id=r.id, try_number=r.try_number, task_id=r.task_id, queue=r.queue) for r in rows
     ]
+
+
+_NOW = ti.c.updated_at.type  # UTCDateTime
+_QUEUE = (
+    sa.update(ti)
+    .where(
+        sa.tuple_(ti.c.id, ti.c.state, ti.c.try_number).in_(
+            sa.bindparam("p_expected", expanding=True)
+        )
+    )
+    .where(ti.c.state.in_([s.value for s in sources_of(_S.QUEUED)]))
+    .values(
+        state=_S.QUEUED.value,
+        try_number=sa.case(
+            (ti.c.state == _S.UP_FOR_RESCHEDULE.value, ti.c.try_number),
+            else_=ti.c.try_number + 1,
+        ),
+        queued_at=sa.bindparam("p_now", type_=_NOW),
+        next_try_at=None,
+        claim_token=None,
+        updated_at=sa.bindparam("p_now", type_=_NOW),
+        updated_by=sa.bindparam("p_actor"),
+    )
+    .returning(ti.c.id, ti.c.try_number, ti.c.task_id, ti.c.queue)
+)
 
 
 def lock_limits(conn: Connection, dag_id: str, pool_names: Sequence[str]) -> None:
@@ -112,12 +123,7 @@ def lock_limits(conn: Connection, dag_id: str, pool_names: Sequence[str]) -> Non
     lock_dag(conn, dag_id)
     names = sorted(set(pool_names))
     if names:
-        conn.execute(
-            sa.select(pools.c.name)
-            .where(pools.c.name.in_(names))
-            .order_by(pools.c.name)
-            .with_for_update()
-        )
+        conn.execute(_LOCK_POOLS, {"p_names": names})
 
 
 def lock_dag(conn: Connection, dag_id: str) -> None:
@@ -128,29 +134,40 @@ def lock_dag(conn: Connection, dag_id: str) -> None:
     nothing to take, every write transaction holds the database's write lock.
     """
     if conn.dialect.name == "postgresql":
-        key = sa.func.hashtext(f"backfill:dag:{dag_id}")
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        conn.execute(_LOCK_DAG, {"p_key": f"backfill:dag:{dag_id}"})
 
 
-def limit_counts(conn: Connection, dag_id: str) -> LimitCounts:
-    """Occupancy of every pool and of `dag_id`'s tasks, across all backfills, and the
-    pools' sizes: ONE statement (the active TIs by pool and task, then every pool's
-    row with a NULL task), read through the partial index of active TIs."""
-    active = sa.select(
+# The statements of every pass, built once with bound parameters (building them per
+# pass cost about as much as running them).
+_LOCK_DAG = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("p_key"))))
+_LOCK_POOLS = (
+    sa.select(pools.c.name)
+    .where(pools.c.name.in_(sa.bindparam("p_names", expanding=True)))
+    .order_by(pools.c.name)
+    .with_for_update()
+)
+_LIMIT_COUNTS = sa.union_all(
+    sa.select(
         ti.c.pool,
         ti.c.dag_id,
         ti.c.task_id,
         sa.func.count().label("n"),
         sa.func.sum(ti.c.pool_slots).label("slots"),
     )
-    active = active.where(ti.c.state.in_(_ACTIVE)).group_by(ti.c.pool, ti.c.dag_id, ti.c.task_id)
-    sizes = sa.select(
-        pools.c.name, sa.null(), sa.null(), sa.literal(0), pools.c.slots.label("slots")
-    )
+    .where(ti.c.state.in_(_ACTIVE))
+    .group_by(ti.c.pool, ti.c.dag_id, ti.c.task_id),
+    sa.select(pools.c.name, sa.null(), sa.null(), sa.literal(0), pools.c.slots.label("slots")),
+)
+
+
+def limit_counts(conn: Connection, dag_id: str) -> LimitCounts:
+    """Occupancy of every pool and of `dag_id`'s tasks, across all backfills, and the
+    pools' sizes: ONE statement (the active TIs by pool and task, then every pool's
+    row with a NULL task), read through the partial index of active TIs."""
     pool_used: dict[str, int] = {}
     pool_sizes: dict[str, int] = {}
     task_active: dict[str, int] = {}
-    for pool, dag, task_id, n, slots in conn.execute(sa.union_all(active, sizes)):
+    for pool, dag, task_id, n, slots in conn.execute(_LIMIT_COUNTS):
         if task_id is None:  # a pool's row: its size
             pool_sizes[pool] = int(slots)
             continue
