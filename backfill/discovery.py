@@ -3,6 +3,10 @@
 Invariants:
 - every `*.py` directly in the folder is imported, in sorted order, except
   names starting with `_` or `.` (helpers, editor droppings);
+- the folder is importable, as Airflow's DAGS_FOLDER is: it is appended to
+  `sys.path` (after everything installed, so a helper cannot shadow a library),
+  so a DAG file imports a helper module beside it (`import _common`) by name,
+  once per process, however many DAG files share it;
 - each file becomes its own uniquely named module, so two files with the same
   stem in different folders, or a reload, never collide in `sys.modules`;
 - a file is all or nothing: either every module-level `DAG` it defines is
@@ -79,6 +83,7 @@ def load_dags(folder: Path) -> DagBag:
             f"the DAGs folder {folder} {problem}; set BACKFILL_DAGS_FOLDER to the folder "
             "holding your DAG files"
         )
+    _importable(folder)
     paths = tuple(
         p for p in sorted(folder.glob("*.py")) if p.is_file() and not p.name.startswith(("_", "."))
     )
@@ -102,6 +107,12 @@ def load_dags(folder: Path) -> DagBag:
         errors=MappingProxyType(errors),
         scanned=paths,
     )
+
+
+def _importable(folder: Path) -> None:
+    entry = str(folder.resolve())
+    if entry not in sys.path:
+        sys.path.append(entry)
 
 
 def _module_name(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -217,3 +218,25 @@ def test_the_bag_is_read_only() -> None:
         bag.dags["x"] = bag.get("linear")  # type: ignore[index]
     with pytest.raises(AttributeError):
         bag.folder = Path()  # type: ignore[misc]
+
+
+def test_a_dag_file_imports_a_helper_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is importable (Airflow's DAGS_FOLDER is on sys.path, after what is
+    installed): DAG files import a helper module beside them by its name."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # restored after the test
+    folder = tmp_path / "dags_with_helper"
+    folder.mkdir()
+    helper = write(folder, "_helper_for_discovery.py", "RETRIES = 4\n")
+    for name in ("one", "two"):
+        body = f"import _helper_for_discovery as helper\n{dag_file(name)}n = helper.RETRIES\n"
+        write(folder, f"{name}.py", body)
+    try:
+        bag = load_dags(folder)
+        assert dict(bag.errors) == {}
+        assert sorted(bag.dags) == ["one", "two"]
+        assert sys.modules["_helper_for_discovery"].__file__ == str(helper.resolve())
+        assert sys.path[-1] == str(folder.resolve())
+    finally:
+        sys.modules.pop("_helper_for_discovery", None)

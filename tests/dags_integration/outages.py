@@ -12,31 +12,10 @@ Every callable appends to the test's execution ledger (see `_support.py`).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-from typing import Any
-
+import _support as support  # beside this file: the DAGs folder is importable
 import pendulum
 
 from backfill import DAG, Context
-
-
-def _support() -> ModuleType:
-    # DAG files are imported by path, not as a package: load the helper the same way.
-    name = "backfill_it_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_support.py"))
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {name} next to {__file__}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-support: Any = _support()
 
 
 def work(ctx: Context) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 
 def _integration_support() -> ModuleType:
-    name = "backfill_it_support"  # the integration DAGs' and tests' name for it
+    name = "_support"  # the name the integration DAGs import it by (their folder is on sys.path)
     if name not in sys.modules:
         path = Path(__file__).resolve().parents[1] / "dags_integration" / "_support.py"
         spec = importlib.util.spec_from_file_location(name, path)

@@ -17,32 +17,14 @@ enough for the limited TIs to overlap:
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import _parity as parity  # beside this file: the DAGs folder is importable
 import pendulum
 
 from backfill import DAG, Context
 
-
-def _parity() -> ModuleType:
-    # DAG files are imported by path, not as a package: load the helper the same way.
-    name = "backfill_parity_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_parity.py"))
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {name} next to {__file__}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-parity: Any = _parity()
 START = pendulum.datetime(2016, 1, 1, tz="UTC")
 
 

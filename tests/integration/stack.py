@@ -43,8 +43,9 @@ OWNER_KEY = "backfill-it:owner"  # marks a Redis DB index as taken by one test m
 
 
 def _load_support() -> ModuleType:
-    # The DAG files' helper, loaded by path exactly as they load it: one definition.
-    name = "backfill_it_support"
+    # The DAG files' helper, under the name they import it by (`import _support`, their
+    # folder being on sys.path once loaded): one module in this process, whoever loads it first.
+    name = "_support"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, DAGS / "_support.py")
         if spec is None or spec.loader is None:
