@@ -331,9 +331,9 @@ class Coordinator:
 
     def _get_publisher(self) -> Publisher:
         if self._publisher is None:
-            from workers.app import make_app  # the worker package's app, same settings
+            from backfill.broker.app import make_celery  # Celery loads only when publishing
 
-            self._publisher = Dispatcher(make_app(self._settings))
+            self._publisher = Dispatcher(make_celery(self._settings))
         return self._publisher
 
     def _release(self, backfill_id: int) -> None:

@@ -44,7 +44,7 @@ class Publisher(Protocol):
 
 
 class Dispatcher:
-    """Publishes TI-try messages through a Celery app (`workers.app.make_app`)."""
+    """Publishes TI-try messages through a Celery app (`backfill.broker.app.make_celery`)."""
 
     def __init__(self, app: Celery) -> None:
         self._app = app

@@ -2,9 +2,10 @@
 
 `celery -A workers worker` and `celery -A workers flower` find `app` here:
 an app configured from the environment (`Settings.from_env`). It is built on
-first access, not at import: importing `workers.app` to publish with other
-settings (as the coordinator does) must neither read the environment nor
-create the embedded broker's folders under the current directory.
+first access, not at import: importing `workers.app` with other settings (as
+tests and the bench do) must neither read the environment nor create the
+embedded broker's folders under the current directory. The coordinator never
+imports this package: it publishes with `backfill.broker.app.make_celery`.
 """
 
 from __future__ import annotations
