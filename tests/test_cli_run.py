@@ -15,10 +15,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from rich.console import Console
+from support.waiting import wait_until
 
 from backfill.cli.report import DEPENDS_ON_PAST_HINT, outcome_json, print_report
 from backfill.config import Settings
@@ -117,17 +117,6 @@ def needs_pool(ctx: Context) -> None: ...
 
 first >> needs_pool
 """
-
-
-def wait_until(condition: Callable[[], T], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.1)
 
 
 def processes_of(home: Path) -> list[int]:

@@ -35,6 +35,7 @@ import redis
 import sqlalchemy as sa
 from kombu import Connection as KombuConnection
 from sqlalchemy.engine import Engine
+from support.waiting import wait_until
 
 from backfill import DAG, Context
 from backfill.config import Settings
@@ -66,18 +67,6 @@ Message = tuple[TaskMessage, str]
 
 
 # -- harness -----------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], T], *, timeout: float, what: str) -> T:
-    """Poll `condition` until truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", False)
-        time.sleep(0.05)
 
 
 class Recorder:

@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pendulum
 import pytest
+from support.waiting import wait_until
 
 from backfill import DAG, Context
 from backfill.config import Settings
@@ -55,14 +55,6 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
-
-
-def wait_until(condition: object, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.1)
 
 
 def kill_groups(pids: list[int]) -> None:

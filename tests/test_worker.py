@@ -31,6 +31,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support.waiting import wait_until
 
 from backfill.config import Settings
 from backfill.context import Context, Reschedule, Skip
@@ -143,15 +144,10 @@ class Rig:
     def wait_for(
         self, condition: Callable[[], T | None], what: str, timeout: float = DEADLINE
     ) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                logs = "\n".join(w.text()[-4000:] for w in self.workers)
-                pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{logs}")
-            time.sleep(0.05)
+        def logs() -> str:
+            return "\n".join(w.text()[-4000:] for w in self.workers)
+
+        return wait_until(condition, timeout=timeout, what=what, explain=logs)
 
     def ledger_lines(self) -> list[str]:
         return self.ledger.read_text().splitlines() if self.ledger.exists() else []

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from backfill.coordinator import Coordinator
 from backfill.dag import DAG
 from backfill.db import create_engine_for
 
-from .stack import PROJECT, Stack, wait_until
+from .stack import PROJECT, Stack
 
 READY_TIMEOUT = 60.0  # seconds a starting worker may take on a loaded CI machine
 LOG_TAIL = 40

@@ -6,8 +6,8 @@
   marks it taken), emptied by deleting its own keys: never FLUSHALL.
 - `Ledger`: the execution ledger the integration DAGs append to (format and
   atomicity in tests/dags_integration/_support.py).
-- `wait_until`: every wait of these tests is a condition polled against a
-  deadline, never a bare sleep.
+Every wait of these tests is a condition polled against a deadline, never a bare
+sleep (`support.waiting.wait_until`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,26 +55,6 @@ def _load_support() -> ModuleType:
 
 
 support: Any = _load_support()
-
-
-def wait_until(
-    condition: Callable[[], T | None],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-    explain: Callable[[], str] | None = None,
-) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f"\n{explain()}" if explain else ""
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}{detail}", False)
-        time.sleep(interval)
 
 
 def utc(day: str) -> pendulum.DateTime:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
+from support.waiting import wait_until
 
 from .checks import (
     assert_all_succeeded_first_try,
@@ -32,7 +33,7 @@ from .checks import (
     the_ti,
 )
 from .processes import Coordinators, WorkerPool
-from .stack import Key, Stack, utc, wait_until
+from .stack import Key, Stack, utc
 
 DAY = "2016-01-01"
 HOLD_TRY_1: Key = ("fault_gate", "hold", utc(DAY), 1)

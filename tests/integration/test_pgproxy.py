@@ -16,13 +16,14 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg2  # type: ignore[import-untyped]
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
+from support.waiting import wait_until
 
 from backfill.db import create_engine_for
 
@@ -59,14 +60,6 @@ def proxied(direct: Engine, proxy: PgProxy, pg_url: str) -> Iterator[Engine]:
 def value(engine: Engine, row_id: int = 1) -> int | None:
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT v FROM t WHERE id = :id"), {"id": row_id}).scalar()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def proxy_threads(proxy: PgProxy) -> list[threading.Thread]:
@@ -122,7 +115,7 @@ def test_traffic_passes_unchanged_when_nothing_is_armed(
             pg.poll()
             return bool(pg.notifies)
 
-        wait_until(notified, FIRE_TIMEOUT, "the notification")
+        wait_until(notified, timeout=FIRE_TIMEOUT, what="the notification", interval=0.02)
         assert [(n.channel, n.payload) for n in pg.notifies] == [("pgproxy_test", "hello ✓")]
     finally:
         listener.close()
@@ -252,7 +245,7 @@ def test_close_returns_promptly_with_connections_open(
             )
             return conn.exec_driver_sql(query).scalar() == 1
 
-    wait_until(sleeping, FIRE_TIMEOUT, "pg_sleep to run on the server")
+    wait_until(sleeping, timeout=FIRE_TIMEOUT, what="pg_sleep to run on the server", interval=0.02)
     assert len(proxy_threads(proxy)) >= 1 + 2 * 4  # accept + two per connection
 
     started = time.monotonic()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
+from support.waiting import wait_until
 
 from backfill.dispatch import Dispatcher
 from backfill.messages import TaskMessage
@@ -32,7 +33,7 @@ from .checks import (
     task_instances_of,
 )
 from .processes import Coordinators, WorkerPool
-from .stack import Key, Stack, utc, wait_until
+from .stack import Key, Stack, utc
 
 REPETITIONS = 30
 COPIES = 3

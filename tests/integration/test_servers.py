@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy as sa
+from support.waiting import wait_until
 
 from backfill.db import create_engine_for
 
 from .servers import PostgresServer, RedisServer
-from .stack import wait_until
 
 
 def _alive(pid: int) -> bool:

@@ -44,9 +44,9 @@ from integration.stack import (
     Stack,
     release_redis_db,
     take_redis_db,
-    wait_until,
 )
 from sqlalchemy.engine import Engine
+from support.waiting import wait_until
 
 from backfill.dag import DAG
 from backfill.db import create_engine_for

@@ -26,8 +26,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from integration.stack import Key, wait_until
+from integration.stack import Key
 from sqlalchemy.engine import Engine
+from support.waiting import wait_until
 
 from . import observe
 from .conftest import Cli, ParityStack
