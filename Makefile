@@ -28,6 +28,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # What users run, against raw Celery on the same broker and workers (~15-25 min);
 # figures in .backfill/bench.json, logs in .backfill/bench/logs/. Subsets: --only a,b,...
