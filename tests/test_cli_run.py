@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import redis
 import sqlalchemy as sa
 from rich.console import Console
+from support.private_redis import private_redis
 from support.waiting import wait_until
 
 from backfill.cli.report import DEPENDS_ON_PAST_HINT, outcome_json, print_report
@@ -51,8 +51,6 @@ from backfill.store import lease, reads, status
 T = TypeVar("T")
 REPO = Path(__file__).parent.parent
 SCRIPT = Path(sys.executable).with_name("backfill")
-REDIS_URL = os.environ.get("BACKFILL_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-OWNER_KEY = "backfill-it:owner"  # marks a Redis DB index as taken (as tests/integration do)
 
 LEDGER_DAG = """
 import os, time
@@ -416,28 +414,8 @@ def test_rerun_failed_tasks_reruns_only_the_failed_tis(harness: Harness) -> None
 @pytest.fixture
 def redis_db() -> Iterator[str]:
     """A Redis DB index of our own (empty, marked), cleared afterwards."""
-    token = uuid.uuid4().hex
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.ConnectionError as exc:
-        message = f"Redis at {REDIS_URL} does not answer ({exc}); start it"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}. CI is set: Redis tests must not be skipped")
-        pytest.skip(message)
-    for index in range(15, 0, -1):
-        client = redis.Redis.from_url(f"{REDIS_URL}/{index}")
-        if client.dbsize() == 0 and client.set(OWNER_KEY, token, nx=True, ex=3600):
-            break
-        client.close()
-    else:
-        pytest.skip("every Redis DB index is in use")
-    try:
-        yield f"{REDIS_URL}/{index}"
-    finally:
-        if client.get(OWNER_KEY) == token.encode():
-            for key in client.scan_iter(count=500):
-                client.delete(key)
-        client.close()
+    with private_redis("tests/test_cli_run.py") as private:
+        yield private.url
 
 
 def test_run_on_postgres_and_redis(harness: Harness, pg_url: str, redis_db: str) -> None:

@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 
 import pendulum
 import pytest
-import redis
 import sqlalchemy as sa
 from kombu import Connection as KombuConnection
 from sqlalchemy.engine import Engine
+from support.private_redis import PrivateRedis, private_redis
 from support.waiting import wait_until
 
 from backfill import DAG, Context
@@ -58,8 +58,6 @@ from workers.app import make_app
 T = TypeVar("T")
 PROJECT = Path(__file__).resolve().parents[1]
 ENGINE_DAGS = PROJECT / "tests" / "dags_engine"
-REDIS_URL = os.environ.get("BACKFILL_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-OWNER_KEY = "backfill-it:owner"
 D1 = datetime(2024, 1, 1, tzinfo=UTC)
 T0 = pendulum.datetime(2024, 6, 1, tz="UTC")
 
@@ -183,43 +181,10 @@ def set_backfill(engine: Engine, backfill_id: int, state: BackfillState) -> None
         )
 
 
-@dataclass
-class PrivateRedis:
-    index: int
-    client: redis.Redis
-    token: str
-
-    @property
-    def url(self) -> str:
-        return f"{REDIS_URL}/{self.index}"
-
-    def clear(self) -> None:
-        assert self.client.get(OWNER_KEY) == self.token.encode(), "lost our Redis DB"
-        for key in self.client.scan_iter(count=500):
-            if key != OWNER_KEY.encode():
-                self.client.delete(key)
-
-
 @pytest.fixture(scope="module")
 def _redis_db() -> Iterator[PrivateRedis]:
-    token = os.urandom(16).hex()
-    try:
-        for index in range(15, 0, -1):
-            client = redis.Redis.from_url(f"{REDIS_URL}/{index}")
-            if client.dbsize() == 0 and client.set(OWNER_KEY, token, nx=True, ex=3600):
-                break
-            client.close()
-        else:
-            pytest.fail("no free Redis DB index (1..15)", False)
-    except redis.ConnectionError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis does not answer: {exc}", False)
-        pytest.skip(f"Redis does not answer: {exc}")
-    private = PrivateRedis(index, client, token)
-    yield private
-    private.clear()
-    client.delete(OWNER_KEY)
-    client.close()
+    with private_redis("tests/test_coordinator.py") as private:
+        yield private
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support.private_redis import private_redis
 from support.waiting import wait_until
 
 from backfill.config import Settings
@@ -49,7 +50,6 @@ from workers.execute import Ending, Result, execute
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = Path(__file__).resolve().parent / "dags_worker"
 BAG = load_dags(DAGS)
-REDIS_URL = os.environ.get("BACKFILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 LOGICAL_DATE = pendulum.datetime(2024, 3, 31, 22, tz="UTC")  # 2024-04-01 in Paris
 DEADLINE = 60.0  # seconds to wait for any condition: generous, never a fixed sleep
 COORDINATOR = "coordinator:test"
@@ -57,18 +57,10 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} does not answer ({exc}); start it"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}. CI is set: Redis tests must not be skipped", False)
-        pytest.skip(message)
-    finally:
-        client.close()
-    return REDIS_URL
+def redis_url() -> Iterator[str]:
+    """A Redis DB index of this module's own (not a fixed one), emptied after."""
+    with private_redis("tests/test_worker.py") as private:
+        yield private.url
 
 
 @dataclass

@@ -18,19 +18,18 @@ Every test here is marked `slow` (it starts processes); all run in CI.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy.engine import Engine
+from support.private_redis import PrivateRedis, private_redis
 
 from backfill.db import create_engine_for
 
 from .processes import Coordinators, WorkerPool
 from .servers import postgres_server, redis_server
-from .stack import REDIS_URL, PrivateRedis, Stack, release_redis_db, take_redis_db
+from .stack import Stack
 
 HERE = Path(__file__).parent
 __all__ = ["postgres_server", "redis_server"]  # fixtures defined in servers.py
@@ -70,20 +69,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="module")
 def _redis_db() -> Iterator[PrivateRedis]:
-    try:
-        redis.Redis.from_url(f"{REDIS_URL}/0").ping()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} does not answer ({exc}); start it"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}. CI is set: Redis tests must not be skipped", False)
-        pytest.skip(message)
-    private = take_redis_db()
-    if private is None:
-        pytest.fail("no empty Redis DB index (1-15) is free for the integration tests", False)
-    try:
+    with private_redis("the integration tests") as private:
         yield private
-    finally:
-        release_redis_db(private)
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 - `Stack`: database URL, private Redis DB, DAGs folder, timeouts, ledger and
   gates; `env()` for subprocesses, `settings()` for in-process coordinators.
-- `PrivateRedis`: one Redis DB index owned by a test module (an owner key
-  marks it taken), emptied by deleting its own keys: never FLUSHALL.
+- the module's Redis DB: `support.private_redis` (one index per test module,
+  emptied key by key, never FLUSHALL);
 - `Ledger`: the execution ledger the integration DAGs append to (format and
   atomicity in tests/dags_integration/_support.py).
 Every wait of these tests is a condition polled against a deadline, never a bare
@@ -25,8 +25,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import pendulum
-import pytest
-import redis
+from support.private_redis import PrivateRedis
 
 from backfill.config import Settings
 from backfill.dag import DAG
@@ -36,8 +35,6 @@ T = TypeVar("T")
 
 PROJECT = Path(__file__).resolve().parents[2]
 DAGS = PROJECT / "tests" / "dags_integration"
-REDIS_URL = os.environ.get("BACKFILL_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-OWNER_KEY = "backfill-it:owner"  # marks a Redis DB index as taken by one test module
 
 
 def _load_support() -> ModuleType:
@@ -64,56 +61,6 @@ def utc(day: str) -> pendulum.DateTime:
 
 
 # --- Redis -----------------------------------------------------------------------------
-
-
-@dataclass
-class PrivateRedis:
-    """One Redis DB index owned by this test module."""
-
-    index: int
-    client: redis.Redis
-    token: str
-
-    @property
-    def url(self) -> str:
-        return f"{REDIS_URL}/{self.index}"
-
-    def owned(self) -> bool:
-        return bool(self.client.get(OWNER_KEY) == self.token.encode())
-
-    def clear(self) -> None:
-        """Delete every key of this DB but the owner mark (the DB is ours alone)."""
-        if not self.owned():
-            pytest.fail(f"Redis DB {self.index} lost its owner mark: another run is using it")
-        for key in self.client.scan_iter(count=500):
-            if key != OWNER_KEY.encode():
-                self.client.delete(key)
-
-    def queue_keys(self, queue: str) -> list[str]:
-        # kombu's Redis transport keeps a list per priority step; priority 0 is the bare name.
-        return [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]
-
-    def queue_length(self, queue: str) -> int:
-        return sum(int(self.client.llen(k)) for k in self.queue_keys(queue))
-
-
-def take_redis_db() -> PrivateRedis | None:
-    """An empty Redis DB index marked as ours, or None when all 15 are in use."""
-    token = os.urandom(16).hex()
-    # High indexes first: DB 0 is what everything else uses by default.
-    for index in range(15, 0, -1):
-        client = redis.Redis.from_url(f"{REDIS_URL}/{index}")
-        if client.dbsize() == 0 and client.set(OWNER_KEY, token, nx=True, ex=3600):
-            return PrivateRedis(index, client, token)
-        client.close()
-    return None
-
-
-def release_redis_db(private: PrivateRedis) -> None:
-    if private.owned():
-        private.clear()
-        private.client.delete(OWNER_KEY)
-    private.client.close()
 
 
 # --- ledger ----------------------------------------------------------------------------

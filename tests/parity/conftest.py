@@ -25,7 +25,6 @@ Every process is killed, by its own process group, in teardown.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import subprocess
 import sys
@@ -35,17 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 from integration.processes import READY_TIMEOUT, Worker, WorkerPool, kill_group, tail
 from integration.stack import (
     PROJECT,
-    REDIS_URL,
-    PrivateRedis,
     Stack,
-    release_redis_db,
-    take_redis_db,
 )
 from sqlalchemy.engine import Engine
+from support.private_redis import PrivateRedis, private_redis
 from support.waiting import wait_until
 
 from backfill.dag import DAG
@@ -129,21 +124,9 @@ def _admin(admin: Engine, sql: str) -> None:
 @pytest.fixture(scope="module")
 def module_redis() -> Iterator[PrivateRedis]:
     """A Redis DB index private to the module, emptied before and after it."""
-    try:
-        redis.Redis.from_url(f"{REDIS_URL}/0").ping()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} does not answer ({exc}); start it"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}. CI is set: Redis tests must not be skipped", False)
-        pytest.skip(message)
-    private = take_redis_db()
-    if private is None:
-        pytest.fail("no empty Redis DB index (1-15) is free for the parity tests", False)
-    try:
+    with private_redis("the parity tests") as private:
         private.clear()
         yield private
-    finally:
-        release_redis_db(private)
 
 
 @pytest.fixture(scope="module")
