@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import click
@@ -15,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
+from support import cli
+from support.cli import assert_user_error
 
 from backfill.cli import main
 from backfill.db import create_engine_for, head_revision
@@ -43,26 +46,8 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def invoke(home: Path, *args: str, dags: Path = REPO_DAGS, db_url: str | None = None) -> Result:
-    env = {
-        "BACKFILL_HOME": str(home),
-        "BACKFILL_DAGS_FOLDER": str(dags),
-        "BACKFILL_DATABASE_URL": db_url,
-        "COLUMNS": "200",
-    }
-    return CliRunner().invoke(main, list(args), env=env)
-
-
-def assert_user_error(result: Result, *fragments: str) -> None:
-    """Exit 2, one line `error: ...` naming the problem on stderr, nothing on stdout."""
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.stderr
+# Every command of this module reads the repository's DAGs unless told otherwise.
+invoke = partial(cli.invoke, dags=REPO_DAGS)
 
 
 def cells(line: str) -> list[str]:

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy.engine import Connection, Engine
+from support.cli import assert_user_error, invoke
 
-from backfill.cli import main
 from backfill.db import create_engine_for
 from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 from backfill.store import claims, runs
@@ -51,24 +51,9 @@ def iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def invoke(home: Path, *args: str, db_url: str | None = None) -> Result:
-    env = {"BACKFILL_HOME": str(home), "BACKFILL_DATABASE_URL": db_url, "COLUMNS": "200"}
-    return CliRunner().invoke(main, list(args), env=env)
-
-
 def as_json(result: Result) -> Any:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
-
-
-def assert_user_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def seed(

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
 from sqlalchemy.engine import Connection, Engine
+from support.cli import assert_user_error, invoke
 
-from backfill.cli import main
 from backfill.db import create_engine_for
 from backfill.schema import pools, task_instances
 from backfill.store import pools as pool_store
@@ -38,25 +37,10 @@ DEFAULT = {
 }
 
 
-def invoke(home: Path, *args: str, db_url: str | None = None) -> Result:
-    env = {"BACKFILL_HOME": str(home), "BACKFILL_DATABASE_URL": db_url, "COLUMNS": "200"}
-    return CliRunner().invoke(main, list(args), env=env)
-
-
 def listed(home: Path, db_url: str | None = None) -> dict[str, dict[str, Any]]:
     result = invoke(home, "pools", "list", "--output", "json", db_url=db_url)
     assert result.exit_code == 0, result.output
     return {row["name"]: row for row in json.loads(result.stdout)}
-
-
-def assert_user_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture
