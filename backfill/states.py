@@ -68,8 +68,14 @@ def sources_of(target: TIState) -> frozenset[TIState]:
     return frozenset(src for src, dsts in TRANSITIONS.items() if target in dsts)
 
 
-def can_transition(src: TIState, dst: TIState) -> bool:
-    return dst in TRANSITIONS[src]
+def source(src: TIState, *targets: TIState) -> TIState:
+    """`src`, checked against `TRANSITIONS` to lead to each of `targets`: a statement that
+    moves TIs out of one named state names it through this, so the table is checked when
+    the statement is built (at import), not trusted."""
+    illegal = [t.value for t in targets if t not in TRANSITIONS[src]]
+    if illegal:
+        raise ValueError(f"{src.value} -> {', '.join(illegal)} is not in TRANSITIONS")
+    return src
 
 
 class RunState(enum.StrEnum):

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from backfill import schema
 from backfill.db import alembic_config, create_engine_for, head_revision, migrate, schema_revision
-from backfill.states import TRANSITIONS, BackfillState, RunState, TIState, sources_of
+from backfill.states import TRANSITIONS, BackfillState, RunState, TIState, source, sources_of
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -103,9 +103,9 @@ STATE_IDS = [f"{table}.{column}" for table, column, _, _ in STATE_COLUMNS]
 
 def test_transition_table_covers_exactly_the_states() -> None:
     assert set(TRANSITIONS) == set(TIState)
-    for source, targets in TRANSITIONS.items():
-        assert targets <= set(TIState), source
-        assert source not in targets, f"{source} -> itself is not a transition"
+    for src, targets in TRANSITIONS.items():
+        assert targets <= set(TIState), src
+        assert src not in targets, f"{src} -> itself is not a transition"
     # No dead state: each one can be reached from some other state.
     assert all(sources_of(state) for state in TIState)
 
@@ -367,3 +367,12 @@ def test_every_state_change_is_journaled_by_the_trigger(
         assert len(_journal(conn, ti_id)) == 3
     if created_by == "create_all":
         engine.dispose()
+
+
+def test_a_statement_names_its_source_state_through_the_table() -> None:
+    """`source` is how a statement moving TIs out of one state names it: checked against
+    TRANSITIONS when the statement is built, so a statement cannot drift from the table."""
+    assert source(TIState.QUEUED, TIState.RUNNING) is TIState.QUEUED
+    assert source(TIState.RUNNING, TIState.UP_FOR_RETRY, TIState.FAILED) is TIState.RUNNING
+    with pytest.raises(ValueError, match="success -> running is not in TRANSITIONS"):
+        source(TIState.SUCCESS, TIState.RUNNING)

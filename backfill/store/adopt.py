@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.errors import BackfillError
 from backfill.schema import dag_runs, task_instances
-from backfill.states import FAILED_STATES, RUN_FINISHED, RunState, TIState, sources_of
+from backfill.states import FAILED_STATES, RUN_FINISHED, RunState, TIState, source, sources_of
 from backfill.store.runs import TaskSpec
 
 ti, run = task_instances, dag_runs
@@ -202,7 +202,7 @@ def unqueue(conn: Connection, backfill_id: int, *, actor: str, now: datetime) ->
     runs = sa.select(run.c.id).where(run.c.backfill_id == backfill_id)
     stmt = (
         sa.update(ti)
-        .where(ti.c.state == _S.QUEUED.value, ti.c.dag_run_id.in_(runs))
+        .where(ti.c.state == source(_S.QUEUED, _S.SCHEDULED).value, ti.c.dag_run_id.in_(runs))
         .values(state=_S.SCHEDULED.value, queued_at=None, updated_at=now, updated_by=actor)
         .returning(ti.c.id)
     )

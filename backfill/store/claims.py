@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.options import Execution
 from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
-from backfill.states import TIState
+from backfill.states import TRANSITIONS, TIState, source
 
 ti, run, bf, journal = task_instances, dag_runs, backfills, ti_transitions
 _S = TIState
@@ -134,7 +134,8 @@ _CLAIM = (
         ti.c.id == _P("p_ti"),
         ti.c.try_number == _P("p_try"),
         sa.or_(
-            ti.c.state == _S.QUEUED.value,
+            ti.c.state == source(_S.QUEUED, _S.RUNNING).value,
+            # not a transition: a retried claim recognising its own (see `claim`)
             sa.and_(ti.c.state == _S.RUNNING.value, ti.c.claim_token == _P("p_token")),
         ),
     )
@@ -208,7 +209,7 @@ def finish(
     out of `running` to `outcome`, by `actor`, at `now`. So a caller that
     retries must pass the same `now` to every attempt.
     """
-    if outcome not in {_S.SUCCESS, _S.FAILED, _S.SKIPPED, _S.UP_FOR_RETRY, _S.UP_FOR_RESCHEDULE}:
+    if outcome not in TRANSITIONS[_S.RUNNING]:
         raise ValueError(f"{outcome} is not an outcome of a try")
     params = {
         **_fenced(claim),

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.schema import UTCDateTime, dag_runs, pools, task_instances
 from backfill.snapshot import LimitCounts, TIRow
-from backfill.states import ACTIVE, RunState, TIState, sources_of
+from backfill.states import ACTIVE, RunState, TIState, source, sources_of
 
 ti = task_instances
 _S = TIState
@@ -203,7 +203,9 @@ def reap_stale(
     stmt = (
         sa.update(ti)
         .where(
-            ti.c.state == _S.RUNNING.value, ti.c.heartbeat_at < cutoff, ti.c.dag_run_id.in_(runs)
+            ti.c.state == source(_S.RUNNING, _S.UP_FOR_RETRY, _S.FAILED).value,
+            ti.c.heartbeat_at < cutoff,
+            ti.c.dag_run_id.in_(runs),
         )
         .values(
             state=sa.case((retry, _S.UP_FOR_RETRY.value), else_=_S.FAILED.value),
