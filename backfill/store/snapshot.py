@@ -94,6 +94,7 @@ def _backlog(selects: bool, capped: bool) -> sa.Select[int, bool]:
 
 
 def _snapshot(selects: bool, capped: bool) -> sa.Select[Any]:
+    """Every TI of the running runs of backfill `p_backfill`, with the backlog on each row."""
     return (
         sa.select(
             run.c.id.label("run_pk"),
