@@ -42,11 +42,10 @@ from backfill import planner
 from backfill.dag import DAG
 from backfill.depends import wanted_past
 from backfill.errors import UserError
-from backfill.limits import admit
 from backfill.messages import TaskMessage
 from backfill.options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
 from backfill.planner import Decisions, Policy
-from backfill.snapshot import LimitCounts, Snapshot, TIRow
+from backfill.snapshot import Snapshot
 from backfill.states import BackfillState, TIState
 from backfill.store import adopt, lease, past, runs, tis
 from backfill.store import snapshot as snapshots
@@ -139,9 +138,8 @@ def _lease(
     return lease.acquire_lease(conn, row.id, owner=cfg.owner, now=now, ttl=ttl)
 
 
-def policy_for(row: BackfillRow, dag: DAG) -> Policy:
-    """The planner's policy, from the options stored with the backfill."""
-    options = RunOptions.from_json(row.options)
+def policy_for(row: BackfillRow, dag: DAG, options: RunOptions) -> Policy:
+    """The planner's policy, from the options stored with the backfill (`row.options`)."""
     selected = None
     if options.task_regex is not None:
         selected = frozenset(tid for tid in dag.tasks if options.selects(tid))
@@ -188,8 +186,9 @@ def _run(
     housekeeping: Housekeeping | None,
 ) -> Applied:
     reaped, lost = _recover(conn, row, cfg, housekeeping, now=now) if housekeeping else ([], [])
-    policy = policy_for(row, cfg.dag)
-    tis.lock_limits(conn, row.dag_id, pools_of(cfg.dag, RunOptions.from_json(row.options)))
+    options = RunOptions.from_json(row.options)
+    policy = policy_for(row, cfg.dag, options)
+    tis.lock_limits(conn, row.dag_id, pools_of(cfg.dag, options))
     counts = tis.limit_counts(conn, row.dag_id)
     snapshot = snapshots.read_snapshot(
         conn, row.id, counts, task_ids=policy.selected, backlog_cap=policy.max_active_runs
@@ -197,7 +196,8 @@ def _run(
     snapshot = _with_past(conn, snapshot, cfg.dag, policy)
     decisions = planner.plan(snapshot, cfg.dag, policy, now)
     ended = _apply_terminal(conn, decisions, actor=cfg.actor, now=now)
-    queued = _queue(conn, decisions.to_queue, cfg.dag, counts, actor=cfg.actor, now=now)
+    # The planner admitted these under `counts`, read under the limit locks still held.
+    queued = tis.queue(conn, decisions.to_queue, actor=cfg.actor, now=now)
     outcomes = [(run.id, state) for run, state in decisions.finished_runs]
     finished = runs.finish_runs(conn, outcomes, now=now)
     started = runs.start_runs(
@@ -255,21 +255,6 @@ def _apply_terminal(conn: Connection, decisions: Decisions, *, actor: str, now: 
     ):
         changed += len(tis.set_state(conn, tis_, state, actor=actor, now=now))
     return changed
-
-
-def _queue(
-    conn: Connection,
-    candidates: Sequence[TIRow],
-    dag: DAG,
-    counts: LimitCounts,
-    *,
-    actor: str,
-    now: datetime,
-) -> list[tis.Queued]:
-    """Queue the planner's choice, admitted under `counts`, read under the limit locks."""
-    if not candidates:
-        return []
-    return tis.queue(conn, admit(candidates, dag, counts).admitted, actor=actor, now=now)
 
 
 def pools_of(dag: DAG, options: RunOptions) -> list[str]:
