@@ -3,9 +3,9 @@
 The public API for DAG authors: `DAG`, `Context`, `Skip`, `Reschedule`.
 """
 
-from backfill.context import Context, Reschedule, Skip
-from backfill.dag import DAG
 from backfill.errors import BackfillError
-from backfill.task_options import TriggerRule
+from backfill.model.context import Context, Reschedule, Skip
+from backfill.model.dag import DAG
+from backfill.model.task_options import TriggerRule
 
 __all__ = ["DAG", "BackfillError", "Context", "Reschedule", "Skip", "TriggerRule"]

@@ -28,10 +28,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from backfill.dag import DAG
 from backfill.errors import UserError
+from backfill.model.dag import DAG
+from backfill.model.states import FAILED_STATES, BackfillState
 from backfill.plan import Action, BackfillPlan, PlannedRun
-from backfill.states import FAILED_STATES, BackfillState
 from backfill.store import adopt, reads, runs
 from backfill.store.runs import NewRun, TaskSpec
 

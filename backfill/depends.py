@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from backfill.dag import DAG
-from backfill.schedule import Schedule
+from backfill.model.dag import DAG
+from backfill.model.schedule import Schedule
+from backfill.model.states import ACTIVE, FAILED_STATES, RUN_FINISHED, SUCCEEDED, TIState
 from backfill.snapshot import PastTI, Snapshot
-from backfill.states import ACTIVE, FAILED_STATES, RUN_FINISHED, SUCCEEDED, TIState
 
 # Not started: the states in which depends_on_past (and trigger rules) are judged.
 PENDING = frozenset({TIState.NONE, TIState.SCHEDULED})

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from backfill.dag import DAG
+from backfill.model.dag import DAG
 from backfill.snapshot import LimitCounts, TIRow
 
 UNLIMITED = -1

@@ -36,9 +36,9 @@ from pathlib import Path
 from types import TracebackType
 
 from backfill.config import Settings
-from backfill.dag import DAG
 from backfill.errors import BackfillError
-from backfill.task_options import DEFAULT_QUEUE
+from backfill.model.dag import DAG
+from backfill.model.task_options import DEFAULT_QUEUE
 
 READY_MARK = " ready."
 _LOG_TAIL_LINES = 30

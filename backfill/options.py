@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from backfill.errors import BadConf, UserError
-from backfill.task_options import MAX_ID_LENGTH
+from backfill.model.task_options import MAX_ID_LENGTH
 
 MAX_CONF_BYTES = 64 * 1024
 _POOL_NAME = re.compile(r"[\w.-]+")  # the rule of `backfill pools set` (Airflow's KEY_REGEX)

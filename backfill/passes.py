@@ -39,14 +39,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from backfill import planner
-from backfill.dag import DAG
 from backfill.depends import wanted_past
 from backfill.errors import UserError
 from backfill.messages import TaskMessage
+from backfill.model.dag import DAG
+from backfill.model.states import BackfillState, TIState
 from backfill.options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
 from backfill.planner import Decisions, Policy
 from backfill.snapshot import Snapshot
-from backfill.states import BackfillState, TIState
 from backfill.store import adopt, lease, past, runs, tis
 from backfill.store import snapshot as snapshots
 from backfill.store.runs import BackfillRow

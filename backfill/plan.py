@@ -30,12 +30,12 @@ from datetime import datetime
 
 import pendulum
 
-from backfill.dag import DAG
 from backfill.errors import BadRange, UserError
+from backfill.model.dag import DAG
+from backfill.model.schedule import DataInterval
+from backfill.model.states import FAILED_STATES, SUCCEEDED, RunState
 from backfill.options import Order, ReprocessPolicy, RunOptions
-from backfill.schedule import DataInterval
 from backfill.snapshot import ExistingRun
-from backfill.states import FAILED_STATES, SUCCEEDED, RunState
 
 MAX_RUNS = 1_000_000  # a guard against a mistyped range, not a design limit
 

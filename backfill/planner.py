@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from backfill.dag import DAG
 from backfill.depends import (
     BEHIND_BLOCKED_PAST,
     PENDING,
@@ -40,9 +39,10 @@ from backfill.depends import (
     previous_date,
 )
 from backfill.limits import Admission, admit
+from backfill.model.dag import DAG
+from backfill.model.states import ACTIVE, FAILED_STATES, FINISHED, WAITING, RunState, TIState
 from backfill.options import Dependencies, Order
 from backfill.snapshot import PastTI, RunRow, Snapshot, TIRow
-from backfill.states import ACTIVE, FAILED_STATES, FINISHED, WAITING, RunState, TIState
 from backfill.trigger_rules import Verdict, evaluate
 
 UPSTREAM_CANNOT_RUN = "waiting for an upstream task that cannot run"

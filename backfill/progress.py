@@ -33,7 +33,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from backfill.states import FINISHED, RUN_FINISHED, TIState
+from backfill.model.states import FINISHED, RUN_FINISHED, TIState
 
 Clock = Callable[[], float]
 _RATE_WINDOW = 30.0  # seconds of history the rate is computed over

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from backfill.model.states import BackfillState
 from backfill.snapshot import Snapshot, TIRow
-from backfill.states import BackfillState
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ import hashlib
 import math
 from datetime import datetime, timedelta
 
-from backfill.task_options import TaskOptions
+from backfill.model.task_options import TaskOptions
 
 MAX_RETRY_DELAY = timedelta(days=1)
 

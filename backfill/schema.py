@@ -2,7 +2,7 @@
 
 Invariants:
 - every `state` column has a CHECK constraint generated from its enum in
-  `backfill.states`, so the database refuses a state the code does not know;
+  `backfill.model.states`, so the database refuses a state the code does not know;
 - one DAG run per (dag_id, logical_date) and one TI per (run, task);
 - timestamps are stored in UTC and read back timezone-aware (`UTCDateTime`);
 - `ti_transitions` is append-only and written by a trigger on
@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from backfill.states import BackfillState, RunState, TIState
+from backfill.model.states import BackfillState, RunState, TIState
 
 metadata = sa.MetaData(
     naming_convention={

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from backfill.states import RunState, TIState
+from backfill.model.states import RunState, TIState
 
 
 @dataclass(frozen=True, kw_only=True)

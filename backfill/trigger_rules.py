@@ -12,8 +12,8 @@ import enum
 from collections import Counter
 from collections.abc import Iterable
 
-from backfill.states import TIState
-from backfill.task_options import TriggerRule
+from backfill.model.states import TIState
+from backfill.model.task_options import TriggerRule
 
 
 class Verdict(enum.Enum):

@@ -28,9 +28,9 @@ from datetime import timedelta
 from typing import Any
 
 from backfill.coordinator import Coordinator
-from backfill.dag import DAG
-from backfill.discovery import load_dags
 from backfill.messages import TaskMessage
+from backfill.model.dag import DAG
+from backfill.model.discovery import load_dags
 from benchmarks import queries
 from benchmarks.commands import Stdout
 from benchmarks.dags.bench_dags import LAYER_WIDTH, LAYERS, SCALE_START

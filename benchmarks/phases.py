@@ -31,7 +31,7 @@ from celery import Celery
 from sqlalchemy.engine import Engine
 
 from backfill.config import Settings
-from backfill.task_options import DEFAULT_QUEUE
+from backfill.model.task_options import DEFAULT_QUEUE
 from benchmarks import keys, queries
 from benchmarks.commands import Commands, Ran, Stdout
 from benchmarks.dags.bench_dags import START

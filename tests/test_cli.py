@@ -170,7 +170,7 @@ def test_dags_show_non_default_options(home: Path) -> None:
 
 
 def test_dags_show_json_is_describe(home: Path) -> None:
-    from backfill.discovery import load_dags
+    from backfill.model.discovery import load_dags
 
     result = invoke(home, "dags", "show", "example_bash_operator", "-o", "json")
     assert json.loads(result.stdout) == load_dags(REPO_DAGS).get("example_bash_operator").describe()

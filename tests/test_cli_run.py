@@ -34,6 +34,7 @@ from backfill.config import Settings
 from backfill.coordinator import Outcome, Progress, TIKey
 from backfill.db import create_engine_for
 from backfill.local_workers import LocalWorkers
+from backfill.model.states import ACTIVE, BackfillState, RunState, TIState
 from backfill.progress import (
     LineDisplay,
     LiveDisplay,
@@ -45,7 +46,6 @@ from backfill.progress import (
     print_groups,
 )
 from backfill.schema import task_instances, ti_transitions
-from backfill.states import ACTIVE, BackfillState, RunState, TIState
 from backfill.store import lease, reads, status
 
 T = TypeVar("T")

@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backfill import DAG, Context, Skip
-from backfill.dag import Task
 from backfill.errors import DagDefinitionError, ScheduleError, UserError
-from backfill.task_options import OPTION_NAMES, TaskOptions, TriggerRule
+from backfill.model.dag import Task
+from backfill.model.task_options import OPTION_NAMES, TaskOptions, TriggerRule
 
 START = pendulum.datetime(2016, 1, 1, tz="UTC")
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"

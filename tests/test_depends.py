@@ -8,7 +8,6 @@ from typing import Any
 import pendulum
 import pytest
 
-from backfill.dag import DAG
 from backfill.depends import (
     IGNORE_FIRST_FLAG,
     WAITING_FOR_PAST,
@@ -18,8 +17,9 @@ from backfill.depends import (
     wanted_past,
 )
 from backfill.limits import UNLIMITED
+from backfill.model.dag import DAG
+from backfill.model.states import RunState, TIState
 from backfill.snapshot import LimitCounts, PastTI, RunRow, Snapshot, TIRow
-from backfill.states import RunState, TIState
 
 _S, _R = TIState, RunState
 START = pendulum.datetime(2024, 1, 1, tz="UTC")

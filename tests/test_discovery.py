@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from backfill.discovery import load_dags, summary
 from backfill.errors import ConfigError, DagNotFound
+from backfill.model.discovery import load_dags, summary
 
 REPO_DAGS = Path(__file__).parent.parent / "dags"
 TEST_DAGS = Path(__file__).parent / "dags"

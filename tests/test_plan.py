@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from backfill import DAG, Context
 from backfill.errors import BadRange
+from backfill.model.states import FAILED_STATES, RunState, TIState
 from backfill.options import Order, ReprocessPolicy, RunOptions
 from backfill.plan import (
     Action,
@@ -27,7 +28,6 @@ from backfill.plan import (
 )
 from backfill.schema import dag_runs, task_instances
 from backfill.snapshot import ExistingRun
-from backfill.states import FAILED_STATES, RunState, TIState
 from backfill.store.reads import existing_runs, reading
 
 NONE, FAILED, COMPLETED = ReprocessPolicy.NONE, ReprocessPolicy.FAILED, ReprocessPolicy.COMPLETED

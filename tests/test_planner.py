@@ -20,14 +20,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.dag import DAG
 from backfill.depends import BEHIND_BLOCKED_PAST, WAITING_FOR_PAST
 from backfill.limits import UNLIMITED
+from backfill.model.dag import DAG
+from backfill.model.states import FINISHED, RUN_FINISHED, RunState, TIState
+from backfill.model.task_options import DEFAULT_POOL, TriggerRule
 from backfill.options import Dependencies, Order
 from backfill.planner import Decisions, Policy, plan
 from backfill.snapshot import LimitCounts, PastTI, RunRow, Snapshot, TIRow
-from backfill.states import FINISHED, RUN_FINISHED, RunState, TIState
-from backfill.task_options import DEFAULT_POOL, TriggerRule
 from backfill.trigger_rules import Verdict, evaluate
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backfill.model.task_options import TaskOptions
 from backfill.retry import MAX_RETRY_DELAY, retry_delay, should_retry
-from backfill.task_options import TaskOptions
 
 DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
 

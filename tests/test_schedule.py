@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
-from backfill.dates import parse_cli_date
 from backfill.errors import BadRange, ScheduleError, UserError
-from backfill.schedule import (
+from backfill.model.dates import parse_cli_date
+from backfill.model.schedule import (
     CronSchedule,
     DataInterval,
     DeltaSchedule,

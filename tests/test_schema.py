@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from backfill import schema
 from backfill.db import alembic_config, create_engine_for, head_revision, migrate, schema_revision
-from backfill.states import TRANSITIONS, BackfillState, RunState, TIState, source, sources_of
+from backfill.model.states import TRANSITIONS, BackfillState, RunState, TIState, source, sources_of
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

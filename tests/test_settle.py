@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from backfill.coordinator import BUSY_SETTLE, MAX_SETTLE, settle
+from backfill.model.states import BackfillState
 from backfill.results import PassResult
-from backfill.states import BackfillState
 
 LAST = PassResult(
     state=BackfillState.RUNNING,

@@ -22,14 +22,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from backfill import schema
-from backfill.dag import DAG
 from backfill.limits import admit
+from backfill.model.dag import DAG
+from backfill.model.states import BackfillState, RunState, TIState
+from backfill.model.task_options import DEFAULT_POOL
 from backfill.snapshot import LimitCounts, PastTI, TIRow
-from backfill.states import BackfillState, RunState, TIState
 from backfill.store import claims, lease, past, runs, status, tis
 from backfill.store import snapshot as snapshots
 from backfill.store.runs import NewRun, TaskSpec
-from backfill.task_options import DEFAULT_POOL
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)

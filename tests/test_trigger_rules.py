@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backfill.states import TIState
-from backfill.task_options import TriggerRule
+from backfill.model.states import TIState
+from backfill.model.task_options import TriggerRule
 from backfill.trigger_rules import Verdict, evaluate
 
 _S = TIState

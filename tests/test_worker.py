@@ -35,14 +35,14 @@ from support.private_redis import private_redis
 from support.waiting import wait_until
 
 from backfill.config import Settings
-from backfill.context import Context, Reschedule, Skip
 from backfill.db import create_engine_for
-from backfill.discovery import load_dags
 from backfill.messages import TASK_NAME, TaskMessage
+from backfill.model.context import Context, Reschedule, Skip
+from backfill.model.discovery import load_dags
+from backfill.model.states import TIState
 from backfill.options import Execution, RunOptions
 from backfill.schema import task_instances, ti_transitions
 from backfill.snapshot import TIRow
-from backfill.states import TIState
 from backfill.store import runs, tis
 from workers.app import make_app
 from workers.execute import Ending, Result, execute

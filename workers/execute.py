@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from backfill.context import Context, Reschedule, Skip
+from backfill.model.context import Context, Reschedule, Skip
 
 log = logging.getLogger(__name__)
 

@@ -47,15 +47,15 @@ import pendulum
 from celery import Celery
 
 from backfill.config import Settings, redact
-from backfill.context import Context
-from backfill.dag import DAG
 from backfill.db import describe, open_engine
-from backfill.discovery import DagBag, load_dags, summary
 from backfill.errors import ConfigError, Unreachable, UserError
 from backfill.messages import TASK_NAME, BadMessage, TaskMessage
+from backfill.model.context import Context
+from backfill.model.dag import DAG
+from backfill.model.discovery import DagBag, load_dags, summary
+from backfill.model.states import TIState
 from backfill.options import Execution
 from backfill.retry import retry_delay, should_retry
-from backfill.states import TIState
 from backfill.store import claims
 from backfill.store.reconnect import Outage, Reconnect
 from workers.execute import Ending, Result, execute, one_line

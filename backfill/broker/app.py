@@ -23,7 +23,7 @@ from typing import Any
 from celery import Celery
 
 from backfill.config import Settings
-from backfill.task_options import DEFAULT_QUEUE
+from backfill.model.task_options import DEFAULT_QUEUE
 
 # How often an idle worker looks for new message files on the embedded broker
 # (kombu's default is 1 s, which would add up to a second to every task hop).

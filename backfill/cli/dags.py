@@ -15,9 +15,9 @@ import click
 
 from backfill.cli.output import OutputFormat, console, emit_json, output_option, table, warn
 from backfill.config import Settings
-from backfill.dag import DAG
-from backfill.discovery import DagBag, load_dags, summary
-from backfill.task_options import TaskOptions
+from backfill.model.dag import DAG
+from backfill.model.discovery import DagBag, load_dags, summary
+from backfill.model.task_options import TaskOptions
 
 _DEFAULTS = TaskOptions()
 

@@ -39,12 +39,12 @@ from backfill.cli.report import outcome_json, print_report
 from backfill.cli.status import BACKFILL_ID
 from backfill.config import Settings, redact
 from backfill.coordinator import Coordinator, Outcome, Progress
-from backfill.dag import DAG
-from backfill.discovery import load_dags
 from backfill.errors import Unreachable, UserError
 from backfill.local_workers import LocalWorkers, LocalWorkersError, dag_queues
+from backfill.model.dag import DAG
+from backfill.model.discovery import load_dags
+from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.progress import Display, make_display
-from backfill.states import BACKFILL_FINISHED, BackfillState
 from backfill.store import reads, runs, status
 from backfill.store.status import BackfillNotFound
 

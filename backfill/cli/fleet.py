@@ -40,8 +40,8 @@ from backfill import db
 from backfill.cli.output import EXIT_INTERRUPTED
 from backfill.config import Settings
 from backfill.coordinator import Coordinator
-from backfill.discovery import DagBag, load_dags
 from backfill.errors import BackfillError, Unreachable
+from backfill.model.discovery import DagBag, load_dags
 from backfill.store import reads, status
 from backfill.store.reconnect import Outage, Reconnect
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from backfill.cli.output import console, table
 from backfill.cli.run_options import describe
-from backfill.dag import DAG
+from backfill.model.dag import DAG
 from backfill.plan import BackfillPlan, PlannedRun
 
 

@@ -27,10 +27,12 @@ from backfill.cli.plan_view import count, plan_json, print_plan
 from backfill.cli.run_options import run_options
 from backfill.config import Settings
 from backfill.create import create_backfill
-from backfill.dag import DAG
-from backfill.dates import parse_cli_date
-from backfill.discovery import load_dags
 from backfill.dispatch import check_broker
+from backfill.model.dag import DAG
+from backfill.model.dates import parse_cli_date
+from backfill.model.discovery import load_dags
+from backfill.model.schedule import DataInterval
+from backfill.model.task_options import DEFAULT_POOL
 from backfill.options import RunOptions
 from backfill.plan import (
     BackfillPlan,
@@ -39,9 +41,7 @@ from backfill.plan import (
     plan_backfill,
     refuse_missing_pools,
 )
-from backfill.schedule import DataInterval
 from backfill.store import pools, reads
-from backfill.task_options import DEFAULT_POOL
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
     from sqlalchemy.engine import Engine

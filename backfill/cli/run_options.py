@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from backfill.dag import DAG
+from backfill.model.dag import DAG
 from backfill.options import (
     Dependencies,
     DependsOnPast,

@@ -50,9 +50,9 @@ from backfill.cli.output import (
     warn,
 )
 from backfill.config import Settings
-from backfill.dates import as_utc, parse_cli_date
 from backfill.errors import BadRange, UserError
-from backfill.states import RUN_FINISHED, BackfillState, RunState, TIState
+from backfill.model.dates import as_utc, parse_cli_date
+from backfill.model.states import RUN_FINISHED, BackfillState, RunState, TIState
 from backfill.store import status
 from backfill.store.status import BackfillNotFound, Listed, Summary, TaskRow
 

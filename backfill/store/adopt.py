@@ -27,8 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.errors import BackfillError
+from backfill.model.states import FAILED_STATES, RUN_FINISHED, RunState, TIState, source, sources_of
 from backfill.schema import dag_runs, task_instances
-from backfill.states import FAILED_STATES, RUN_FINISHED, RunState, TIState, source, sources_of
 from backfill.store.runs import TaskSpec
 
 ti, run = task_instances, dag_runs

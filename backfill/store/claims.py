@@ -21,9 +21,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backfill.model.states import TRANSITIONS, TIState, source
 from backfill.options import Execution
 from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
-from backfill.states import TRANSITIONS, TIState, source
 
 ti, run, bf, journal = task_instances, dag_runs, backfills, ti_transitions
 _S = TIState

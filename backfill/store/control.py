@@ -27,8 +27,8 @@ from sqlalchemy.engine import Connection
 from backfill import db
 from backfill.config import Settings
 from backfill.errors import UserError
+from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.schema import backfills
-from backfill.states import BACKFILL_FINISHED, BackfillState
 from backfill.store import adopt
 from backfill.store.status import BackfillNotFound
 

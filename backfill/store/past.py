@@ -17,9 +17,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backfill.model.states import RunState, TIState
 from backfill.schema import dag_runs, task_instances
 from backfill.snapshot import PastTI
-from backfill.states import RunState, TIState
 
 ti, run = task_instances, dag_runs
 

@@ -26,9 +26,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from backfill.errors import UserError
+from backfill.model.states import ACTIVE, TIState
+from backfill.model.task_options import DEFAULT_POOL, MAX_ID_LENGTH
 from backfill.schema import pools, task_instances
-from backfill.states import ACTIVE, TIState
-from backfill.task_options import DEFAULT_POOL, MAX_ID_LENGTH
 
 ti = task_instances
 UNLIMITED = -1

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from backfill.model.states import RunState, TIState
 from backfill.schema import dag_runs, task_instances
 from backfill.snapshot import ExistingRun
-from backfill.states import RunState, TIState
 
 
 @contextmanager

@@ -12,9 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backfill.model.states import FAILED_STATES, RunState, TIState
 from backfill.schema import dag_runs, task_instances
 from backfill.snapshot import LimitCounts, RunRow, Snapshot, TIRow
-from backfill.states import FAILED_STATES, RunState, TIState
 
 ti, run = task_instances, dag_runs
 # By value, looked up once per row: a pass reads every TI of the running runs.

@@ -29,8 +29,8 @@ from sqlalchemy.engine import Connection
 from backfill import db
 from backfill.config import Settings
 from backfill.errors import UserError
+from backfill.model.states import FINISHED, RUN_FINISHED, BackfillState, RunState, TIState
 from backfill.schema import backfills, dag_runs, task_instances
-from backfill.states import FINISHED, RUN_FINISHED, BackfillState, RunState, TIState
 from backfill.store import reads
 
 ti, run, bf = task_instances, dag_runs, backfills

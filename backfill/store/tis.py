@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from backfill.model.states import ACTIVE, RunState, TIState, source, sources_of
 from backfill.schema import UTCDateTime, dag_runs, pools, task_instances
 from backfill.snapshot import LimitCounts, TIRow
-from backfill.states import ACTIVE, RunState, TIState, source, sources_of
 
 ti = task_instances
 _S = TIState

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from backfill import create
-from backfill.dag import DAG
+from backfill.model.dag import DAG
 from backfill.options import RunOptions
 from backfill.plan import expand_range, plan_backfill
 from backfill.schema import backfills, dag_runs, pools, task_instances, ti_transitions

@@ -28,8 +28,8 @@ import pendulum
 from support.private_redis import PrivateRedis
 
 from backfill.config import Settings
-from backfill.dag import DAG
-from backfill.discovery import load_dags
+from backfill.model.dag import DAG
+from backfill.model.discovery import load_dags
 
 T = TypeVar("T")
 

@@ -30,11 +30,11 @@ from sqlalchemy.engine import Engine
 from backfill.config import Settings
 from backfill.coordinator import Coordinator
 from backfill.db import create_engine_for
-from backfill.discovery import load_dags
 from backfill.dispatch import Dispatcher
 from backfill.messages import TaskMessage
+from backfill.model.discovery import load_dags
+from backfill.model.states import TIState
 from backfill.schema import ti_transitions
-from backfill.states import TIState
 from backfill.store import claims
 from backfill.store.reconnect import Reconnect
 from workers.app import make_app

@@ -22,7 +22,7 @@ from integration.checks import max_overlap
 from integration.stack import Entry, Key, Ledger
 from sqlalchemy.engine import Engine
 
-from backfill.dag import DAG
+from backfill.model.dag import DAG
 from backfill.schema import backfills, dag_runs, task_instances
 
 __all__ = ["max_load", "max_overlap"]

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2024-11-22
 
-Frozen history: the state lists are literals, not read from backfill.states,
+Frozen history: the state lists are literals, not read from backfill.model.states,
 so this revision never changes; tests/test_schema.py proves that the migrated
 database matches backfill/schema.py and the enums.
 """

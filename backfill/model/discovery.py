@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, ModuleType, TracebackType
 
-from backfill.dag import DAG
 from backfill.errors import ConfigError, DagDefinitionError, DagNotFound
+from backfill.model.dag import DAG
 
 _MAX_IDS_SHOWN = 10
 

@@ -29,10 +29,10 @@ from zoneinfo import ZoneInfo
 import pendulum
 from pendulum.tz.timezone import FixedTimezone
 
-from backfill.context import Context
 from backfill.errors import DagDefinitionError
-from backfill.schedule import Schedule, parse_schedule
-from backfill.task_options import (
+from backfill.model.context import Context
+from backfill.model.schedule import Schedule, parse_schedule
+from backfill.model.task_options import (
     MAX_ID_LENGTH,
     TaskOptions,
 )

@@ -1,0 +1,1 @@
+"""The DAG model: what a DAG file declares, its schedule, dates and states. Pure."""
