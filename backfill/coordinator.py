@@ -47,9 +47,9 @@ from backfill.db import describe
 from backfill.dispatch import Dispatcher, DispatchError, Publisher
 from backfill.model.dag import DAG
 from backfill.model.states import BACKFILL_FINISHED, TIState
-from backfill.options import RunOptions
 from backfill.passes import Applied, Housekeeping, PassConfig, execute
-from backfill.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
+from backfill.planning.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
+from backfill.planning.run_options import RunOptions
 from backfill.store import adopt, lease, reads, runs, status
 from backfill.store.reconnect import Outage, Reconnect
 from backfill.store.status import BackfillNotFound

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from backfill.errors import UserError
 from backfill.model.dag import DAG
 from backfill.model.states import FAILED_STATES, BackfillState
-from backfill.plan import Action, BackfillPlan, PlannedRun
+from backfill.planning.backfill_plan import Action, BackfillPlan, PlannedRun
 from backfill.store import adopt, reads, runs
 from backfill.store.runs import NewRun, TaskSpec
 

@@ -38,15 +38,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from backfill import planner
-from backfill.depends import wanted_past
 from backfill.errors import UserError
 from backfill.messages import TaskMessage
 from backfill.model.dag import DAG
 from backfill.model.states import BackfillState, TIState
-from backfill.options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
-from backfill.planner import Decisions, Policy
-from backfill.snapshot import Snapshot
+from backfill.planning import pass_planner
+from backfill.planning.depends import wanted_past
+from backfill.planning.pass_planner import Decisions, Policy
+from backfill.planning.run_options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
+from backfill.planning.snapshot import Snapshot
 from backfill.store import adopt, lease, past, runs, tis
 from backfill.store import snapshot as snapshots
 from backfill.store.runs import BackfillRow
@@ -194,7 +194,7 @@ def _run(
         conn, row.id, counts, task_ids=policy.selected, backlog_cap=policy.max_active_runs
     )
     snapshot = _with_past(conn, snapshot, cfg.dag, policy)
-    decisions = planner.plan(snapshot, cfg.dag, policy, now)
+    decisions = pass_planner.plan(snapshot, cfg.dag, policy, now)
     ended = _apply_terminal(conn, decisions, actor=cfg.actor, now=now)
     # The planner admitted these under `counts`, read under the limit locks still held.
     queued = tis.queue(conn, decisions.to_queue, actor=cfg.actor, now=now)

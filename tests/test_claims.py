@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from backfill.db import create_engine_for
 from backfill.model.states import TIState
+from backfill.planning.snapshot import TIRow
 from backfill.schema import task_instances, ti_transitions
-from backfill.snapshot import TIRow
 from backfill.store import claims, runs, tis
 
 N = 8  # claimants per race

@@ -22,7 +22,7 @@ from support.cli import assert_user_error
 from backfill.cli import main
 from backfill.db import create_engine_for, head_revision
 from backfill.errors import BadConf, UserError
-from backfill.options import MAX_CONF_BYTES, ReprocessPolicy, RunOptions, parse_conf
+from backfill.planning.run_options import MAX_CONF_BYTES, ReprocessPolicy, RunOptions, parse_conf
 from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 from backfill.store import pools
 

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 from backfill import DAG, Context
 from backfill.create import RunChangedMeanwhile, create_backfill
 from backfill.model.states import BackfillState, RunState, TIState
-from backfill.options import ReprocessPolicy, RunOptions
-from backfill.plan import Action, BackfillPlan, expand_range, plan_backfill
+from backfill.planning.backfill_plan import Action, BackfillPlan, expand_range, plan_backfill
+from backfill.planning.run_options import ReprocessPolicy, RunOptions
 from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 from backfill.store import reads
 

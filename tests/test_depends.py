@@ -8,7 +8,9 @@ from typing import Any
 import pendulum
 import pytest
 
-from backfill.depends import (
+from backfill.model.dag import DAG
+from backfill.model.states import RunState, TIState
+from backfill.planning.depends import (
     IGNORE_FIRST_FLAG,
     WAITING_FOR_PAST,
     Past,
@@ -16,10 +18,8 @@ from backfill.depends import (
     previous_date,
     wanted_past,
 )
-from backfill.limits import UNLIMITED
-from backfill.model.dag import DAG
-from backfill.model.states import RunState, TIState
-from backfill.snapshot import LimitCounts, PastTI, RunRow, Snapshot, TIRow
+from backfill.planning.limits import UNLIMITED
+from backfill.planning.snapshot import LimitCounts, PastTI, RunRow, Snapshot, TIRow
 
 _S, _R = TIState, RunState
 START = pendulum.datetime(2024, 1, 1, tz="UTC")

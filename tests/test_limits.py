@@ -8,11 +8,11 @@ from typing import Any
 import pendulum
 import pytest
 
-from backfill.limits import UNLIMITED, admit
 from backfill.model.dag import DAG
 from backfill.model.states import TIState
 from backfill.model.task_options import DEFAULT_POOL
-from backfill.snapshot import LimitCounts, TIRow
+from backfill.planning.limits import UNLIMITED, admit
+from backfill.planning.snapshot import LimitCounts, TIRow
 
 
 def noop(ctx: object) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from backfill.errors import UserError
-from backfill.options import (
+from backfill.planning.run_options import (
     Dependencies,
     DependsOnPast,
     Execution,

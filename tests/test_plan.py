@@ -16,8 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from backfill import DAG, Context
 from backfill.errors import BadRange
 from backfill.model.states import FAILED_STATES, RunState, TIState
-from backfill.options import Order, ReprocessPolicy, RunOptions
-from backfill.plan import (
+from backfill.planning.backfill_plan import (
     Action,
     BackwardsWithDependsOnPast,
     NoTaskSelected,
@@ -26,8 +25,9 @@ from backfill.plan import (
     plan_backfill,
     refuse_missing_pools,
 )
+from backfill.planning.run_options import Order, ReprocessPolicy, RunOptions
+from backfill.planning.snapshot import ExistingRun
 from backfill.schema import dag_runs, task_instances
-from backfill.snapshot import ExistingRun
 from backfill.store.reads import existing_runs, reading
 
 NONE, FAILED, COMPLETED = ReprocessPolicy.NONE, ReprocessPolicy.FAILED, ReprocessPolicy.COMPLETED

@@ -20,15 +20,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.depends import BEHIND_BLOCKED_PAST, WAITING_FOR_PAST
-from backfill.limits import UNLIMITED
 from backfill.model.dag import DAG
 from backfill.model.states import FINISHED, RUN_FINISHED, RunState, TIState
 from backfill.model.task_options import DEFAULT_POOL, TriggerRule
-from backfill.options import Dependencies, Order
-from backfill.planner import Decisions, Policy, plan
-from backfill.snapshot import LimitCounts, PastTI, RunRow, Snapshot, TIRow
-from backfill.trigger_rules import Verdict, evaluate
+from backfill.planning.depends import BEHIND_BLOCKED_PAST, WAITING_FOR_PAST
+from backfill.planning.limits import UNLIMITED
+from backfill.planning.pass_planner import Decisions, Policy, plan
+from backfill.planning.run_options import Dependencies, Order
+from backfill.planning.snapshot import LimitCounts, PastTI, RunRow, Snapshot, TIRow
+from backfill.planning.trigger_rules import Verdict, evaluate
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backfill.model.task_options import TaskOptions
-from backfill.retry import MAX_RETRY_DELAY, retry_delay, should_retry
+from backfill.planning.retry import MAX_RETRY_DELAY, retry_delay, should_retry
 
 DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
 

@@ -10,7 +10,7 @@ import pytest
 
 from backfill.coordinator import BUSY_SETTLE, MAX_SETTLE, settle
 from backfill.model.states import BackfillState
-from backfill.results import PassResult
+from backfill.planning.results import PassResult
 
 LAST = PassResult(
     state=BackfillState.RUNNING,

@@ -22,11 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from backfill import schema
-from backfill.limits import admit
 from backfill.model.dag import DAG
 from backfill.model.states import BackfillState, RunState, TIState
 from backfill.model.task_options import DEFAULT_POOL
-from backfill.snapshot import LimitCounts, PastTI, TIRow
+from backfill.planning.limits import admit
+from backfill.planning.snapshot import LimitCounts, PastTI, TIRow
 from backfill.store import claims, lease, past, runs, status, tis
 from backfill.store import snapshot as snapshots
 from backfill.store.runs import NewRun, TaskSpec

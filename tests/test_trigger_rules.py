@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from backfill.model.states import TIState
 from backfill.model.task_options import TriggerRule
-from backfill.trigger_rules import Verdict, evaluate
+from backfill.planning.trigger_rules import Verdict, evaluate
 
 _S = TIState
 R = TriggerRule

@@ -40,9 +40,9 @@ from backfill.messages import TASK_NAME, TaskMessage
 from backfill.model.context import Context, Reschedule, Skip
 from backfill.model.discovery import load_dags
 from backfill.model.states import TIState
-from backfill.options import Execution, RunOptions
+from backfill.planning.run_options import Execution, RunOptions
+from backfill.planning.snapshot import TIRow
 from backfill.schema import task_instances, ti_transitions
-from backfill.snapshot import TIRow
 from backfill.store import runs, tis
 from workers.app import make_app
 from workers.execute import Ending, Result, execute

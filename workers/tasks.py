@@ -54,8 +54,8 @@ from backfill.model.context import Context
 from backfill.model.dag import DAG
 from backfill.model.discovery import DagBag, load_dags, summary
 from backfill.model.states import TIState
-from backfill.options import Execution
-from backfill.retry import retry_delay, should_retry
+from backfill.planning.retry import retry_delay, should_retry
+from backfill.planning.run_options import Execution
 from backfill.store import claims
 from backfill.store.reconnect import Outage, Reconnect
 from workers.execute import Ending, Result, execute, one_line

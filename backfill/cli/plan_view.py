@@ -17,7 +17,7 @@ from typing import Any
 from backfill.cli.output import console, table
 from backfill.cli.run_options import describe
 from backfill.model.dag import DAG
-from backfill.plan import BackfillPlan, PlannedRun
+from backfill.planning.backfill_plan import BackfillPlan, PlannedRun
 
 
 def plan_json(plan: BackfillPlan, dag: DAG) -> dict[str, Any]:

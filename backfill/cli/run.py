@@ -33,14 +33,14 @@ from backfill.model.dates import parse_cli_date
 from backfill.model.discovery import load_dags
 from backfill.model.schedule import DataInterval
 from backfill.model.task_options import DEFAULT_POOL
-from backfill.options import RunOptions
-from backfill.plan import (
+from backfill.planning.backfill_plan import (
     BackfillPlan,
     check_options,
     expand_range,
     plan_backfill,
     refuse_missing_pools,
 )
+from backfill.planning.run_options import RunOptions
 from backfill.store import pools, reads
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from backfill.model.dag import DAG
-from backfill.options import (
+from backfill.planning.run_options import (
     Dependencies,
     DependsOnPast,
     Execution,

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.model.states import TRANSITIONS, TIState, source
-from backfill.options import Execution
+from backfill.planning.run_options import Execution
 from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 
 ti, run, bf, journal = task_instances, dag_runs, backfills, ti_transitions

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.model.states import RunState, TIState
+from backfill.planning.snapshot import PastTI
 from backfill.schema import dag_runs, task_instances
-from backfill.snapshot import PastTI
 
 ti, run = task_instances, dag_runs
 

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from backfill.model.states import RunState, TIState
+from backfill.planning.snapshot import ExistingRun
 from backfill.schema import dag_runs, task_instances
-from backfill.snapshot import ExistingRun
 
 
 @contextmanager

@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.model.states import ACTIVE, RunState, TIState, source, sources_of
+from backfill.planning.snapshot import LimitCounts, TIRow
 from backfill.schema import UTCDateTime, dag_runs, pools, task_instances
-from backfill.snapshot import LimitCounts, TIRow
 
 ti = task_instances
 _S = TIState

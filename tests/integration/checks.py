@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 
 from backfill import create
 from backfill.model.dag import DAG
-from backfill.options import RunOptions
-from backfill.plan import expand_range, plan_backfill
+from backfill.planning.backfill_plan import expand_range, plan_backfill
+from backfill.planning.run_options import RunOptions
 from backfill.schema import backfills, dag_runs, pools, task_instances, ti_transitions
 from backfill.store import reads
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from backfill.model.states import BackfillState
-from backfill.snapshot import Snapshot, TIRow
+from backfill.planning.snapshot import Snapshot, TIRow
 
 
 @dataclass(frozen=True, kw_only=True)

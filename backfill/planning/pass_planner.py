@@ -10,7 +10,7 @@ Policies (`Policy`, built from the backfill's `RunOptions`):
   required as upstreams, not counted for a run's end, never leaves;
 - `dependencies` IGNORE: a pending TI is ready whatever its upstreams
   (depends_on_past still holds: it has its own option);
-- depends_on_past (`backfill.depends`): a pending TI whose rule says run also
+- depends_on_past (`backfill.planning.depends`): a pending TI whose rule says run also
   needs its task's TI at the previous logical date to have ended success or
   skipped, except on `past_ignored_on` (`--ignore-first-depends-on-past`);
 - ready TIs go by priority weight, then logical date (newest first with
@@ -30,7 +30,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from backfill.depends import (
+from backfill.model.dag import DAG
+from backfill.model.states import ACTIVE, FAILED_STATES, FINISHED, WAITING, RunState, TIState
+from backfill.planning.depends import (
     BEHIND_BLOCKED_PAST,
     PENDING,
     WAITING_FOR_PAST,
@@ -38,12 +40,10 @@ from backfill.depends import (
     judge,
     previous_date,
 )
-from backfill.limits import Admission, admit
-from backfill.model.dag import DAG
-from backfill.model.states import ACTIVE, FAILED_STATES, FINISHED, WAITING, RunState, TIState
-from backfill.options import Dependencies, Order
-from backfill.snapshot import PastTI, RunRow, Snapshot, TIRow
-from backfill.trigger_rules import Verdict, evaluate
+from backfill.planning.limits import Admission, admit
+from backfill.planning.run_options import Dependencies, Order
+from backfill.planning.snapshot import PastTI, RunRow, Snapshot, TIRow
+from backfill.planning.trigger_rules import Verdict, evaluate
 
 UPSTREAM_CANNOT_RUN = "waiting for an upstream task that cannot run"
 

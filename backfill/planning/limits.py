@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from backfill.model.dag import DAG
-from backfill.snapshot import LimitCounts, TIRow
+from backfill.planning.snapshot import LimitCounts, TIRow
 
 UNLIMITED = -1
 

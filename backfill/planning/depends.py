@@ -25,7 +25,7 @@ from datetime import datetime
 from backfill.model.dag import DAG
 from backfill.model.schedule import Schedule
 from backfill.model.states import ACTIVE, FAILED_STATES, RUN_FINISHED, SUCCEEDED, TIState
-from backfill.snapshot import PastTI, Snapshot
+from backfill.planning.snapshot import PastTI, Snapshot
 
 # Not started: the states in which depends_on_past (and trigger rules) are judged.
 PENDING = frozenset({TIState.NONE, TIState.SCHEDULED})

@@ -34,8 +34,8 @@ from backfill.errors import BadRange, UserError
 from backfill.model.dag import DAG
 from backfill.model.schedule import DataInterval
 from backfill.model.states import FAILED_STATES, SUCCEEDED, RunState
-from backfill.options import Order, ReprocessPolicy, RunOptions
-from backfill.snapshot import ExistingRun
+from backfill.planning.run_options import Order, ReprocessPolicy, RunOptions
+from backfill.planning.snapshot import ExistingRun
 
 MAX_RUNS = 1_000_000  # a guard against a mistyped range, not a design limit
 
