@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, TypeVar
 import pendulum
 
 from backfill.config import Settings
-from backfill.db import describe
 from backfill.dispatch import Dispatcher, DispatchError, Publisher
 from backfill.model.dag import DAG
 from backfill.model.states import BACKFILL_FINISHED, TIState
@@ -51,6 +50,7 @@ from backfill.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.planning.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
 from backfill.planning.run_options import RunOptions
 from backfill.store import adopt, lease, reads, runs, status
+from backfill.store.db import describe
 from backfill.store.reconnect import Outage, Reconnect
 from backfill.store.status import BackfillNotFound
 from backfill.wakeup import Waker, open_waker

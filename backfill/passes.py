@@ -47,8 +47,7 @@ from backfill.planning.depends import wanted_past
 from backfill.planning.pass_planner import Decisions, Policy
 from backfill.planning.run_options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
 from backfill.planning.snapshot import Snapshot
-from backfill.store import adopt, lease, past, runs, tis
-from backfill.store import snapshot as snapshots
+from backfill.store import adopt, lease, pass_reads, past, runs, tis
 from backfill.store.runs import BackfillRow
 from backfill.store.status import BackfillNotFound
 
@@ -190,7 +189,7 @@ def _run(
     policy = policy_for(row, cfg.dag, options)
     tis.lock_limits(conn, row.dag_id, pools_of(cfg.dag, options))
     counts = tis.limit_counts(conn, row.dag_id)
-    snapshot = snapshots.read_snapshot(
+    snapshot = pass_reads.read_snapshot(
         conn, row.id, counts, task_ids=policy.selected, backlog_cap=policy.max_active_runs
     )
     snapshot = _with_past(conn, snapshot, cfg.dag, policy)
@@ -280,7 +279,7 @@ def _conclude(
         return _end(conn, row, _B.FAILED, now=now)
     if running_left:
         return _B.RUNNING
-    failed = snapshots.has_failures(conn, row.id, task_ids=policy.selected)
+    failed = pass_reads.has_failures(conn, row.id, task_ids=policy.selected)
     if snapshot.queued_runs and not (policy.stop_on_failure and failed):
         return _B.RUNNING  # runs will start next pass
     return _end(conn, row, _B.FAILED if failed or snapshot.queued_runs else _B.SUCCESS, now=now)

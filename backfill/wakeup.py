@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg2  # type: ignore[import-untyped]  # no stubs in the dev extra
 import psycopg2.extensions  # type: ignore[import-untyped]
 
-from backfill.schema import JOURNAL_CHANNEL
+from backfill.store.schema import JOURNAL_CHANNEL
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

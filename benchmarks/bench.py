@@ -33,8 +33,8 @@ from typing import Any
 
 import redis
 
-from backfill.db import create_engine_for
 from backfill.local_workers import LocalWorkersError
+from backfill.store.db import create_engine_for
 from benchmarks import embedded, environment, passtime, profiles, report, scale, shapes, stack
 from benchmarks.commands import Commands
 from benchmarks.fleet import Shape

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from backfill.db import create_engine_for
+from backfill.store.db import create_engine_for
 from benchmarks import phases, stack
 from benchmarks.commands import Commands
 from benchmarks.fleet import Shape, workers

@@ -16,7 +16,7 @@ import celery
 import redis
 import sqlalchemy as sa
 
-from backfill.db import create_engine_for
+from backfill.store.db import create_engine_for
 from benchmarks import stack
 
 

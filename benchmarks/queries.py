@@ -1,7 +1,7 @@
 """Every read the bench makes of the metadata database, in one place.
 
 The bench checks and times what the CLI did from the database itself, with
-its own statements over the tables of `backfill.schema` (not the product's
+its own statements over the tables of `backfill.store.schema` (not the product's
 store functions, which are free to change): they work on PostgreSQL and on
 the embedded SQLite alike, except `relation_bytes` (PostgreSQL). All of them
 only read; `benchmarks.fastforward` is the one module that writes.
@@ -15,7 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill.schema import backfills, dag_runs, task_instances
+from backfill.store.schema import backfills, dag_runs, task_instances
 
 SIZED_TABLES = ("task_instances", "dag_runs", "ti_transitions", "backfills")
 

@@ -26,9 +26,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from backfill.config import Settings, redact
-from backfill.db import create_engine_for, migrate
 from backfill.model.task_options import DEFAULT_POOL
 from backfill.store import pools
+from backfill.store.db import create_engine_for, migrate
 
 PG_ADMIN_URL = os.environ.get(
     "BACKFILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -3,7 +3,7 @@
 - `backend`: "sqlite" or "postgresql"; a test taking `db_url`, `engine` or
   `empty_db_url` runs once per backend (the PostgreSQL run is marked `postgres`).
 - `db_url`: the URL of a freshly migrated, empty database of its own.
-- `engine`: `backfill.db.create_engine_for(db_url)`, disposed after the test.
+- `engine`: `backfill.store.db.create_engine_for(db_url)`, disposed after the test.
 - `empty_db_url`: a database of its own with no schema at all.
 - `pg_url`: like `db_url`, always PostgreSQL (for PostgreSQL-only tests).
 
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from backfill.config import redact
-from backfill.db import create_engine_for, migrate
+from backfill.store.db import create_engine_for, migrate
 
 PG_ADMIN_URL = os.environ.get(
     "BACKFILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

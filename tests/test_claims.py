@@ -19,11 +19,11 @@ import pendulum
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from backfill.db import create_engine_for
 from backfill.model.states import TIState
 from backfill.planning.snapshot import TIRow
-from backfill.schema import task_instances, ti_transitions
 from backfill.store import claims, runs, tis
+from backfill.store.db import create_engine_for
+from backfill.store.schema import task_instances, ti_transitions
 
 N = 8  # claimants per race
 ROUNDS = 20  # races per backend with threads

@@ -20,11 +20,11 @@ from support import cli
 from support.cli import assert_user_error
 
 from backfill.cli import main
-from backfill.db import create_engine_for, head_revision
 from backfill.errors import BadConf, UserError
 from backfill.planning.run_options import MAX_CONF_BYTES, ReprocessPolicy, RunOptions, parse_conf
-from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 from backfill.store import pools
+from backfill.store.db import create_engine_for, head_revision
+from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
 
 REPO_DAGS = Path(__file__).parent.parent / "dags"
 TEST_DAGS = Path(__file__).parent / "dags"

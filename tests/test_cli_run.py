@@ -32,7 +32,6 @@ from support.waiting import wait_until
 from backfill.cli.report import DEPENDS_ON_PAST_HINT, outcome_json, print_report
 from backfill.config import Settings
 from backfill.coordinator import Outcome, Progress, TIKey
-from backfill.db import create_engine_for
 from backfill.local_workers import LocalWorkers
 from backfill.model.states import ACTIVE, BackfillState, RunState, TIState
 from backfill.progress import (
@@ -45,8 +44,9 @@ from backfill.progress import (
     group_failed,
     print_groups,
 )
-from backfill.schema import task_instances, ti_transitions
 from backfill.store import lease, reads, status
+from backfill.store.db import create_engine_for
+from backfill.store.schema import task_instances, ti_transitions
 
 T = TypeVar("T")
 REPO = Path(__file__).parent.parent

@@ -21,10 +21,10 @@ from click.testing import Result
 from sqlalchemy.engine import Connection, Engine
 from support.cli import assert_user_error, invoke
 
-from backfill.db import create_engine_for
-from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 from backfill.store import claims, runs
+from backfill.store.db import create_engine_for
 from backfill.store.runs import NewRun, TaskSpec
+from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -41,7 +41,6 @@ from backfill import DAG, Context
 from backfill.config import Settings
 from backfill.coordinator import Coordinator, Outcome, Progress
 from backfill.create import create_backfill
-from backfill.db import create_engine_for, migrate
 from backfill.dispatch import Dispatcher
 from backfill.messages import TaskMessage
 from backfill.model.discovery import load_dags
@@ -51,8 +50,9 @@ from backfill.planning.backfill_plan import expand_range, plan_backfill
 from backfill.planning.depends import BEHIND_BLOCKED_PAST, WAITING_FOR_PAST
 from backfill.planning.pass_planner import UPSTREAM_CANNOT_RUN
 from backfill.planning.run_options import RunOptions
-from backfill.schema import backfills, dag_runs, pools, task_instances, ti_transitions
 from backfill.store import claims, reads
+from backfill.store.db import create_engine_for, migrate
+from backfill.store.schema import backfills, dag_runs, pools, task_instances, ti_transitions
 from workers.app import make_app
 
 T = TypeVar("T")

@@ -17,8 +17,8 @@ from backfill.create import RunChangedMeanwhile, create_backfill
 from backfill.model.states import BackfillState, RunState, TIState
 from backfill.planning.backfill_plan import Action, BackfillPlan, expand_range, plan_backfill
 from backfill.planning.run_options import ReprocessPolicy, RunOptions
-from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
 from backfill.store import reads
+from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
 
 NOW = pendulum.datetime(2024, 6, 1, 12, tz="UTC")
 D1 = datetime(2024, 1, 1, tzinfo=UTC)

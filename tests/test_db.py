@@ -1,4 +1,4 @@
-"""Engines, locking and schema checks of `backfill.db`, on real SQLite and PostgreSQL."""
+"""Engines, locking and schema checks of `backfill.store.db`, on real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from backfill import schema
 from backfill.config import Settings
-from backfill.db import (
+from backfill.errors import ConfigError
+from backfill.store import schema
+from backfill.store.db import (
     SCHEMA_HEAD,
     create_engine_for,
     head_revision,
@@ -24,7 +25,6 @@ from backfill.db import (
     require_current_schema,
     schema_revision,
 )
-from backfill.errors import ConfigError
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 POSTGRES_ONLY = pytest.mark.parametrize(

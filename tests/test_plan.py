@@ -27,8 +27,8 @@ from backfill.planning.backfill_plan import (
 )
 from backfill.planning.run_options import Order, ReprocessPolicy, RunOptions
 from backfill.planning.snapshot import ExistingRun
-from backfill.schema import dag_runs, task_instances
 from backfill.store.reads import existing_runs, reading
+from backfill.store.schema import dag_runs, task_instances
 
 NONE, FAILED, COMPLETED = ReprocessPolicy.NONE, ReprocessPolicy.FAILED, ReprocessPolicy.COMPLETED
 T0 = pendulum.datetime(2024, 1, 1, tz="UTC")

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from support.cli import assert_user_error, invoke
 
-from backfill.db import create_engine_for
-from backfill.schema import pools, task_instances
 from backfill.store import pools as pool_store
 from backfill.store import runs, tis
+from backfill.store.db import create_engine_for
 from backfill.store.runs import NewRun, TaskSpec
+from backfill.store.schema import pools, task_instances
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 DEFAULT = {

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from backfill.db import create_engine_for, describe
 from backfill.errors import Unreachable
+from backfill.store.db import create_engine_for, describe
 from backfill.store.reconnect import Outage, Reconnect, is_transient
 
 NOWHERE = "postgresql://postgres:secret@127.0.0.1:1/backfill"  # port 1: connection refused

@@ -19,9 +19,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
-from backfill import schema
-from backfill.db import alembic_config, create_engine_for, head_revision, migrate, schema_revision
 from backfill.model.states import TRANSITIONS, BackfillState, RunState, TIState, source, sources_of
+from backfill.store import schema
+from backfill.store.db import (
+    alembic_config,
+    create_engine_for,
+    head_revision,
+    migrate,
+    schema_revision,
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -21,14 +21,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from backfill import schema
 from backfill.model.dag import DAG
 from backfill.model.states import BackfillState, RunState, TIState
 from backfill.model.task_options import DEFAULT_POOL
 from backfill.planning.limits import admit
 from backfill.planning.snapshot import LimitCounts, PastTI, TIRow
-from backfill.store import claims, lease, past, runs, status, tis
-from backfill.store import snapshot as snapshots
+from backfill.store import claims, lease, pass_reads, past, runs, schema, status, tis
 from backfill.store.runs import NewRun, TaskSpec
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -117,7 +115,7 @@ def force(conn: Connection, ti_id: int, **values: Any) -> None:
 
 def seen(conn: Connection, backfill_id: int) -> dict[str, TIRow]:
     """The TIs of the running runs, as the planner would see them, by task_id (one run)."""
-    return {t.task_id: t for t in snapshots.read_snapshot(conn, backfill_id, NO_LIMITS).tis}
+    return {t.task_id: t for t in pass_reads.read_snapshot(conn, backfill_id, NO_LIMITS).tis}
 
 
 def journal_mark(conn: Connection) -> int:
@@ -214,7 +212,7 @@ def test_lock_backfill_of_an_unknown_id_is_none(engine: Engine) -> None:
 
 @pytest.mark.postgres
 def test_lock_backfill_holds_the_row_until_the_transaction_ends(pg_url: str) -> None:
-    from backfill.db import create_engine_for
+    from backfill.store.db import create_engine_for
 
     eng = create_engine_for(pg_url)
     try:
@@ -236,7 +234,7 @@ def test_with_no_run_running_the_backlog_is_read_on_its_own(engine: Engine) -> N
     with engine.begin() as conn:
         bid, _ = make_backfill(conn, n_runs=3, start=0)
         with statements(engine) as sql:
-            snap = snapshots.read_snapshot(conn, bid, NO_LIMITS)
+            snap = pass_reads.read_snapshot(conn, bid, NO_LIMITS)
     assert len(sql) == 2, sql  # no row carried the backlog: it is read apart
     assert (snap.runs, snap.tis, snap.queued_runs, snap.earlier_failures) == ((), (), 3, False)
 
@@ -244,9 +242,9 @@ def test_with_no_run_running_the_backlog_is_read_on_its_own(engine: Engine) -> N
 def test_the_backlog_is_counted_no_further_than_a_pass_can_start(engine: Engine) -> None:
     with engine.begin() as conn:
         bid, _ = make_backfill(conn, n_runs=6, start=1)
-        assert snapshots.read_snapshot(conn, bid, NO_LIMITS).queued_runs == 5
-        assert snapshots.read_snapshot(conn, bid, NO_LIMITS, backlog_cap=2).queued_runs == 2
-        assert snapshots.read_snapshot(conn, bid, NO_LIMITS, backlog_cap=9).queued_runs == 5
+        assert pass_reads.read_snapshot(conn, bid, NO_LIMITS).queued_runs == 5
+        assert pass_reads.read_snapshot(conn, bid, NO_LIMITS, backlog_cap=2).queued_runs == 2
+        assert pass_reads.read_snapshot(conn, bid, NO_LIMITS, backlog_cap=9).queued_runs == 5
 
 
 def test_read_snapshot_is_one_statement_for_the_tis_of_running_runs(engine: Engine) -> None:
@@ -257,7 +255,7 @@ def test_read_snapshot_is_one_statement_for_the_tis_of_running_runs(engine: Engi
         force(conn, a1, state=_S.UP_FOR_RETRY, try_number=1, next_try_at=NOW)
         limits = LimitCounts(pool_slots={"p": 1}, pool_sizes={"p": 2}, dag_active=1, task_active={})
         with statements(engine) as sql:
-            snap = snapshots.read_snapshot(conn, bid, limits)
+            snap = pass_reads.read_snapshot(conn, bid, limits)
     assert len(sql) == 1, sql  # the TIs, and the backlog on every row
     assert sum("task_instances.try_number" in s for s in sql) == 1
     assert [r.id for r in snap.runs] == run_ids[:2]  # oldest first
@@ -280,28 +278,28 @@ def test_read_snapshot_sees_failures_of_runs_no_longer_running(engine: Engine) -
     with engine.begin() as conn:
         bid, run_ids = make_backfill(conn, n_runs=3, tasks=[spec("a"), spec("b")], start=2)
         force(conn, ti_ids(conn, run_ids[1])["a"], state=_S.FAILED, try_number=1)
-        assert not snapshots.read_snapshot(conn, bid, NO_LIMITS).earlier_failures  # still running
+        assert not pass_reads.read_snapshot(conn, bid, NO_LIMITS).earlier_failures  # still running
         runs.finish_runs(conn, [(run_ids[0], RunState.SUCCESS)], now=NOW)
-        assert not snapshots.read_snapshot(conn, bid, NO_LIMITS).earlier_failures
+        assert not pass_reads.read_snapshot(conn, bid, NO_LIMITS).earlier_failures
         force(conn, ti_ids(conn, run_ids[0])["b"], state=_S.UPSTREAM_FAILED)
-        snap = snapshots.read_snapshot(conn, bid, NO_LIMITS)
+        snap = pass_reads.read_snapshot(conn, bid, NO_LIMITS)
         assert snap.earlier_failures
         assert (len(snap.runs), snap.queued_runs) == (1, 1)
         # --task-regex: the failures of tasks it leaves out are not the backfill's.
-        assert not snapshots.read_snapshot(conn, bid, NO_LIMITS, task_ids={"a"}).earlier_failures
-        assert snapshots.read_snapshot(conn, bid, NO_LIMITS, task_ids={"b"}).earlier_failures
+        assert not pass_reads.read_snapshot(conn, bid, NO_LIMITS, task_ids={"a"}).earlier_failures
+        assert pass_reads.read_snapshot(conn, bid, NO_LIMITS, task_ids={"b"}).earlier_failures
 
 
 def test_has_failures_counts_failed_tis_of_the_selected_tasks(engine: Engine) -> None:
     with engine.begin() as conn:
         bid, run_ids = make_backfill(conn, n_runs=2, tasks=[spec("a"), spec("b")], start=1)
         other, _ = make_backfill(conn, dag_id="e", n_runs=1, start=1)
-        assert not snapshots.has_failures(conn, bid)
+        assert not pass_reads.has_failures(conn, bid)
         force(conn, ti_ids(conn, run_ids[1])["b"], state=_S.FAILED, try_number=1)  # queued run
-        assert snapshots.has_failures(conn, bid)
-        assert snapshots.has_failures(conn, bid, task_ids=["a", "b"])
-        assert not snapshots.has_failures(conn, bid, task_ids=["a"])
-        assert not snapshots.has_failures(conn, other)
+        assert pass_reads.has_failures(conn, bid)
+        assert pass_reads.has_failures(conn, bid, task_ids=["a", "b"])
+        assert not pass_reads.has_failures(conn, bid, task_ids=["a"])
+        assert not pass_reads.has_failures(conn, other)
 
 
 def test_start_runs_is_a_rolling_window_oldest_first(engine: Engine) -> None:
@@ -405,7 +403,7 @@ def test_two_backfills_behind_a_barrier_never_run_more_than_the_window(engine: E
 def test_a_second_backfill_counts_runs_after_the_first_commits(pg_url: str) -> None:
     """Deterministic: the first starter holds the DAG's lock until the second is seen
     blocked on it; without the lock the second would count 0 running and start 2 more."""
-    from backfill.db import create_engine_for
+    from backfill.store.db import create_engine_for
 
     engine = create_engine_for(pg_url)
     try:
@@ -788,7 +786,7 @@ def _queue_pass(
     conn: Connection, dag: DAG, backfill_id: int, *, counted: threading.Event | None = None
 ) -> int:
     """A coordinator's queueing step: plan from a snapshot, lock, recount, re-admit, queue."""
-    view = snapshots.read_snapshot(conn, backfill_id, tis.limit_counts(conn, dag.dag_id))
+    view = pass_reads.read_snapshot(conn, backfill_id, tis.limit_counts(conn, dag.dag_id))
     tis.lock_limits(conn, dag.dag_id, sorted({t.pool for t in view.tis}))
     counts = tis.limit_counts(conn, dag.dag_id)
     if counted is not None:
@@ -840,7 +838,7 @@ def test_a_second_queuer_waits_for_the_first_to_commit(pg_url: str, shared: str)
     (pg_stat_activity). Without the lock the second would count the slot as
     free and both would queue; the test then fails rather than hangs.
     """
-    from backfill.db import create_engine_for
+    from backfill.store.db import create_engine_for
 
     engine = create_engine_for(pg_url)
     try:

@@ -35,15 +35,15 @@ from support.private_redis import private_redis
 from support.waiting import wait_until
 
 from backfill.config import Settings
-from backfill.db import create_engine_for
 from backfill.messages import TASK_NAME, TaskMessage
 from backfill.model.context import Context, Reschedule, Skip
 from backfill.model.discovery import load_dags
 from backfill.model.states import TIState
 from backfill.planning.run_options import Execution, RunOptions
 from backfill.planning.snapshot import TIRow
-from backfill.schema import task_instances, ti_transitions
 from backfill.store import runs, tis
+from backfill.store.db import create_engine_for
+from backfill.store.schema import task_instances, ti_transitions
 from workers.app import make_app
 from workers.execute import Ending, Result, execute
 

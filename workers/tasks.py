@@ -47,7 +47,6 @@ import pendulum
 from celery import Celery
 
 from backfill.config import Settings, redact
-from backfill.db import describe, open_engine
 from backfill.errors import ConfigError, Unreachable, UserError
 from backfill.messages import TASK_NAME, BadMessage, TaskMessage
 from backfill.model.context import Context
@@ -57,6 +56,7 @@ from backfill.model.states import TIState
 from backfill.planning.retry import retry_delay, should_retry
 from backfill.planning.run_options import Execution
 from backfill.store import claims
+from backfill.store.db import describe, open_engine
 from backfill.store.reconnect import Outage, Reconnect
 from workers.execute import Ending, Result, execute, one_line
 

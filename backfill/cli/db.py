@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from backfill import db
 from backfill.config import Settings, redact
+from backfill.store import db
 
 
 @click.group("db")

@@ -33,7 +33,6 @@ import click
 import pendulum
 from rich.console import Console
 
-from backfill import db
 from backfill.cli.output import EXIT_INTERRUPTED, OutputFormat, console, emit_json, output_option
 from backfill.cli.report import outcome_json, print_report
 from backfill.cli.status import BACKFILL_ID
@@ -45,7 +44,7 @@ from backfill.model.dag import DAG
 from backfill.model.discovery import load_dags
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.progress import Display, make_display
-from backfill.store import reads, runs, status
+from backfill.store import db, reads, runs, status
 from backfill.store.status import BackfillNotFound
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store

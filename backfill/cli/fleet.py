@@ -36,13 +36,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from backfill import db
 from backfill.cli.output import EXIT_INTERRUPTED
 from backfill.config import Settings
 from backfill.coordinator import Coordinator
 from backfill.errors import BackfillError, Unreachable
 from backfill.model.discovery import DagBag, load_dags
-from backfill.store import reads, status
+from backfill.store import db, reads, status
 from backfill.store.reconnect import Outage, Reconnect
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import click
 import pendulum
 
-from backfill import db
 from backfill.cli.drive import drive_foreground, local_workers_option
 from backfill.cli.output import OutputFormat, emit_json, output_option
 from backfill.cli.plan_view import count, plan_json, print_plan
@@ -41,7 +40,7 @@ from backfill.planning.backfill_plan import (
     refuse_missing_pools,
 )
 from backfill.planning.run_options import RunOptions
-from backfill.store import pools, reads
+from backfill.store import db, pools, reads
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
     from sqlalchemy.engine import Engine

@@ -1,10 +1,11 @@
 """Every SQL statement of Backfill lives in this package (SQLAlchemy Core only).
 
-Modules by concern: `runs` (backfills and DAG runs), `snapshot` (the one
-snapshot of a pass), `past` (depends_on_past states), `tis` (coordinator-side
-TI transitions and limits), `claims` (worker-side claim, heartbeat, finish),
-`adopt` (taking over existing runs), `lease`, `control` (pause, cancel),
-`pools`, `status` and `reads` (progress, listings, dry runs).
+The tables (`schema`), engines and migrations (`db`, `migrations/`), then
+statements by concern: `runs` (backfills and DAG runs), `pass_reads` (the one
+snapshot a pass decides from), `past` (depends_on_past states), `tis`
+(coordinator-side TI transitions and limits), `claims` (worker-side claim,
+heartbeat, finish), `adopt` (taking over existing runs), `lease`, `control`
+(pause, cancel), `pools`, `status` and `reads` (progress, listings, dry runs).
 
 Contract of every function:
 - it takes an explicit `Connection`; the caller owns the transaction and

@@ -28,8 +28,8 @@ from sqlalchemy.engine import Connection
 
 from backfill.errors import BackfillError
 from backfill.model.states import FAILED_STATES, RUN_FINISHED, RunState, TIState, source, sources_of
-from backfill.schema import dag_runs, task_instances
 from backfill.store.runs import TaskSpec
+from backfill.store.schema import dag_runs, task_instances
 
 ti, run = task_instances, dag_runs
 _S = TIState

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.model.states import TRANSITIONS, TIState, source
 from backfill.planning.run_options import Execution
-from backfill.schema import backfills, dag_runs, task_instances, ti_transitions
+from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
 
 ti, run, bf, journal = task_instances, dag_runs, backfills, ti_transitions
 _S = TIState

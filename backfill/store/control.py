@@ -24,12 +24,11 @@ from typing import NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill import db
 from backfill.config import Settings
 from backfill.errors import UserError
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
-from backfill.schema import backfills
-from backfill.store import adopt
+from backfill.store import adopt, db
+from backfill.store.schema import backfills
 from backfill.store.status import BackfillNotFound
 
 bf = backfills

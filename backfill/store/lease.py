@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill.schema import backfills
+from backfill.store.schema import backfills
 
 bf = backfills
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.model.states import RunState, TIState
 from backfill.planning.snapshot import PastTI
-from backfill.schema import dag_runs, task_instances
+from backfill.store.schema import dag_runs, task_instances
 
 ti, run = task_instances, dag_runs
 

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from backfill.errors import UserError
 from backfill.model.states import ACTIVE, TIState
 from backfill.model.task_options import DEFAULT_POOL, MAX_ID_LENGTH
-from backfill.schema import pools, task_instances
+from backfill.store.schema import pools, task_instances
 
 ti = task_instances
 UNLIMITED = -1

@@ -9,7 +9,7 @@ Contract of every function:
   from; a miss is reported, never ignored.
 
 Timestamps go in and come out as timezone-aware UTC datetimes (see
-`backfill.schema.UTCDateTime`).
+`backfill.store.schema.UTCDateTime`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from backfill.model.states import RunState, TIState
 from backfill.planning.snapshot import ExistingRun
-from backfill.schema import dag_runs, task_instances
+from backfill.store.schema import dag_runs, task_instances
 
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction that sees one consistent snapshot. On SQLite it
-    begins DEFERRED, not IMMEDIATE (see `backfill.db`): a reader takes no write
+    begins DEFERRED, not IMMEDIATE (see `backfill.store.db`): a reader takes no write
     lock and never waits for a writer; on PostgreSQL it is REPEATABLE READ.
 
     On PostgreSQL the transaction sets its own isolation, rather than the

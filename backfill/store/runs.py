@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.model.states import BackfillState, RunState, TIState
-from backfill.schema import backfills, dag_runs, task_instances
+from backfill.store.schema import backfills, dag_runs, task_instances
 from backfill.store.tis import lock_dag
 
 ti, run, bf = task_instances, dag_runs, backfills

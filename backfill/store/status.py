@@ -26,12 +26,11 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill import db
 from backfill.config import Settings
 from backfill.errors import UserError
 from backfill.model.states import FINISHED, RUN_FINISHED, BackfillState, RunState, TIState
-from backfill.schema import backfills, dag_runs, task_instances
-from backfill.store import reads
+from backfill.store import db, reads
+from backfill.store.schema import backfills, dag_runs, task_instances
 
 ti, run, bf = task_instances, dag_runs, backfills
 _RUN_TIS = run.join(ti, ti.c.dag_run_id == run.c.id)  # a backfill's TIs, through its runs

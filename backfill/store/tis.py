@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.model.states import ACTIVE, RunState, TIState, source, sources_of
 from backfill.planning.snapshot import LimitCounts, TIRow
-from backfill.schema import UTCDateTime, dag_runs, pools, task_instances
+from backfill.store.schema import UTCDateTime, dag_runs, pools, task_instances
 
 ti = task_instances
 _S = TIState

@@ -20,8 +20,8 @@ from backfill import create
 from backfill.model.dag import DAG
 from backfill.planning.backfill_plan import expand_range, plan_backfill
 from backfill.planning.run_options import RunOptions
-from backfill.schema import backfills, dag_runs, pools, task_instances, ti_transitions
 from backfill.store import reads
+from backfill.store.schema import backfills, dag_runs, pools, task_instances, ti_transitions
 
 from .stack import Key, Ledger, utc
 

@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from support.private_redis import PrivateRedis, private_redis
 
-from backfill.db import create_engine_for
+from backfill.store.db import create_engine_for
 
 from .processes import Coordinators, WorkerPool
 from .servers import postgres_server, redis_server

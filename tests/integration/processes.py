@@ -28,8 +28,8 @@ import pytest
 from support.waiting import wait_until
 
 from backfill.coordinator import Coordinator
-from backfill.db import create_engine_for
 from backfill.model.dag import DAG
+from backfill.store.db import create_engine_for
 
 from .stack import PROJECT, Stack
 

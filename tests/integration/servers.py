@@ -41,7 +41,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from backfill.db import create_engine_for
+from backfill.store.db import create_engine_for
 
 from .processes import tail
 

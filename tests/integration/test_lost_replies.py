@@ -29,14 +29,14 @@ from sqlalchemy.engine import Engine
 
 from backfill.config import Settings
 from backfill.coordinator import Coordinator
-from backfill.db import create_engine_for
 from backfill.dispatch import Dispatcher
 from backfill.messages import TaskMessage
 from backfill.model.discovery import load_dags
 from backfill.model.states import TIState
-from backfill.schema import ti_transitions
 from backfill.store import claims
+from backfill.store.db import create_engine_for
 from backfill.store.reconnect import Reconnect
+from backfill.store.schema import ti_transitions
 from workers.app import make_app
 
 from .checks import (

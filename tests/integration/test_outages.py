@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from support.waiting import wait_until
 
-from backfill.db import create_engine_for, migrate
+from backfill.store.db import create_engine_for, migrate
 
 from .checks import (
     assert_all_succeeded_first_try,

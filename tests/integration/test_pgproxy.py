@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from support.waiting import wait_until
 
-from backfill.db import create_engine_for
+from backfill.store.db import create_engine_for
 
 from .pgproxy import SSL_REQUEST, PgProxy
 

@@ -15,7 +15,7 @@ import redis
 import sqlalchemy as sa
 from support.waiting import wait_until
 
-from backfill.db import create_engine_for
+from backfill.store.db import create_engine_for
 
 from .servers import PostgresServer, RedisServer
 

@@ -43,9 +43,9 @@ from sqlalchemy.engine import Engine
 from support.private_redis import PrivateRedis, private_redis
 from support.waiting import wait_until
 
-from backfill.db import create_engine_for
 from backfill.model.dag import DAG
 from backfill.model.discovery import load_dags
+from backfill.store.db import create_engine_for
 
 HERE = Path(__file__).parent
 DAGS = PROJECT / "tests" / "dags_parity"

@@ -23,7 +23,7 @@ from integration.stack import Entry, Key, Ledger
 from sqlalchemy.engine import Engine
 
 from backfill.model.dag import DAG
-from backfill.schema import backfills, dag_runs, task_instances
+from backfill.store.schema import backfills, dag_runs, task_instances
 
 __all__ = ["max_load", "max_overlap"]
 

@@ -21,7 +21,7 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from backfill.schema import task_instances, ti_transitions
+from backfill.store.schema import task_instances, ti_transitions
 
 from . import observe
 from .conftest import Cli, ParityStack

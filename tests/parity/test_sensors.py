@@ -24,7 +24,7 @@ import itertools
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from backfill.schema import task_instances, ti_transitions
+from backfill.store.schema import task_instances, ti_transitions
 
 from . import observe
 from .conftest import Cli, ParityStack

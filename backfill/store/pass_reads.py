@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.model.states import FAILED_STATES, RunState, TIState
 from backfill.planning.snapshot import LimitCounts, RunRow, Snapshot, TIRow
-from backfill.schema import dag_runs, task_instances
+from backfill.store.schema import dag_runs, task_instances
 
 ti, run = task_instances, dag_runs
 # By value, looked up once per row: a pass reads every TI of the running runs.

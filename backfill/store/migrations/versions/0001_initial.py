@@ -6,7 +6,7 @@ Create Date: 2024-11-22
 
 Frozen history: the state lists are literals, not read from backfill.model.states,
 so this revision never changes; tests/test_schema.py proves that the migrated
-database matches backfill/schema.py and the enums.
+database matches backfill/store/schema.py and the enums.
 """
 
 from collections.abc import Sequence

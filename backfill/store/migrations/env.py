@@ -1,19 +1,21 @@
-"""Alembic environment, driven only from `backfill.db` (there is no alembic.ini).
+"""Alembic environment, driven only from `backfill.store.db` (there is no alembic.ini).
 
-`backfill.db.migrate` passes an open connection, inside the transaction it
+`backfill.store.db.migrate` passes an open connection, inside the transaction it
 owns, in `config.attributes["connection"]`; this file never builds an engine
-of its own and never configures logging. `backfill.schema.metadata` is the
+of its own and never configures logging. `backfill.store.schema.metadata` is the
 target of autogenerate, so a new revision can be drafted with
-`alembic.command.revision(backfill.db.alembic_config(conn), autogenerate=True)`.
+`alembic.command.revision(backfill.store.db.alembic_config(conn), autogenerate=True)`.
 """
 
 from alembic import context
 
-from backfill.schema import metadata
+from backfill.store.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through backfill.db.migrate (no engine is configured here)")
+    raise RuntimeError(
+        "run migrations through backfill.store.db.migrate (no engine is configured here)"
+    )
 
 context.configure(
     connection=connection,
