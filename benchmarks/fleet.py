@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from backfill.cli.local_workers import LocalWorkers
 from backfill.config import Settings
-from backfill.local_workers import LocalWorkers
 
 WORKER_APP = "benchmarks.worker_app"
 REDIS_ENV = "BENCH_REDIS_URL"

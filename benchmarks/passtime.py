@@ -6,7 +6,7 @@ R hourly dates, so that once its runs have started every one of them is
 running: R x 50 TIs in the running runs (20 -> 1k, 200 -> 10k).
 
 Invariants:
-- `backfill.coordinator.Coordinator.run_pass` is timed here, in this process,
+- `backfill.engine.coordinator.Coordinator.run_pass` is timed here, in this process,
   with a publisher that drops the messages: no worker consumes, so the TIs
   a pass queues stay queued, and every later pass reads the same snapshot
   and decides nothing new - the steady cost of one pass at that size;
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from backfill.coordinator import Coordinator
+from backfill.engine.coordinator import Coordinator
 from backfill.messages import TaskMessage
 from backfill.model.dag import DAG
 from backfill.model.discovery import load_dags

@@ -29,12 +29,8 @@ from rich.console import Console
 from support.private_redis import private_redis
 from support.waiting import wait_until
 
-from backfill.cli.report import DEPENDS_ON_PAST_HINT, outcome_json, print_report
-from backfill.config import Settings
-from backfill.coordinator import Outcome, Progress, TIKey
-from backfill.local_workers import LocalWorkers
-from backfill.model.states import ACTIVE, BackfillState, RunState, TIState
-from backfill.progress import (
+from backfill.cli.local_workers import LocalWorkers
+from backfill.cli.progress import (
     LineDisplay,
     LiveDisplay,
     Meter,
@@ -44,6 +40,10 @@ from backfill.progress import (
     group_failed,
     print_groups,
 )
+from backfill.cli.report import DEPENDS_ON_PAST_HINT, outcome_json, print_report
+from backfill.config import Settings
+from backfill.engine.coordinator import Outcome, Progress, TIKey
+from backfill.model.states import ACTIVE, BackfillState, RunState, TIState
 from backfill.store import lease, reads, status
 from backfill.store.db import create_engine_for
 from backfill.store.schema import task_instances, ti_transitions

@@ -39,13 +39,13 @@ from support.waiting import wait_until
 
 from backfill import DAG, Context
 from backfill.config import Settings
-from backfill.coordinator import Coordinator, Outcome, Progress
-from backfill.create import create_backfill
-from backfill.dispatch import Dispatcher
+from backfill.engine.coordinator import Coordinator, Outcome, Progress
+from backfill.engine.create import create_backfill
+from backfill.engine.dispatch import Dispatcher
+from backfill.engine.passes import DagChanged, pools_of
 from backfill.messages import TaskMessage
 from backfill.model.discovery import load_dags
 from backfill.model.states import BackfillState, TIState
-from backfill.passes import DagChanged, pools_of
 from backfill.planning.backfill_plan import expand_range, plan_backfill
 from backfill.planning.depends import BEHIND_BLOCKED_PAST, WAITING_FOR_PAST
 from backfill.planning.pass_planner import UPSTREAM_CANNOT_RUN

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from backfill import DAG, Context
-from backfill.create import RunChangedMeanwhile, create_backfill
+from backfill.engine.create import RunChangedMeanwhile, create_backfill
 from backfill.model.states import BackfillState, RunState, TIState
 from backfill.planning.backfill_plan import Action, BackfillPlan, expand_range, plan_backfill
 from backfill.planning.run_options import ReprocessPolicy, RunOptions

@@ -1,4 +1,4 @@
-"""Local Celery workers (`backfill.local_workers`): real `celery worker` processes.
+"""Local Celery workers (`backfill.cli.local_workers`): real `celery worker` processes.
 
 Every test waits on conditions with deadlines, and whatever it started is
 stopped or killed in teardown, checked by process id and process group.
@@ -20,14 +20,14 @@ import pytest
 from support.waiting import wait_until
 
 from backfill import DAG, Context
-from backfill.config import Settings
-from backfill.local_workers import (
+from backfill.cli.local_workers import (
     LocalWorkers,
     LocalWorkersError,
     clear_stale_broker_files,
     dag_queues,
     settings_env,
 )
+from backfill.config import Settings
 
 REPO = Path(__file__).parent.parent
 REPO_DAGS = REPO / "dags"
@@ -208,7 +208,7 @@ PARENT = textwrap.dedent(
     """
     import json, sys, time
     from backfill.config import Settings
-    from backfill.local_workers import LocalWorkers
+    from backfill.cli.local_workers import LocalWorkers
     workers = LocalWorkers(Settings.from_env(), 2)
     workers.start()
     print(json.dumps(workers.pids), flush=True)

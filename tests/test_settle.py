@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from backfill.coordinator import BUSY_SETTLE, MAX_SETTLE, settle
+from backfill.engine.coordinator import BUSY_SETTLE, MAX_SETTLE, settle
 from backfill.model.states import BackfillState
 from backfill.planning.results import PassResult
 

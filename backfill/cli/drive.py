@@ -33,17 +33,17 @@ import click
 import pendulum
 from rich.console import Console
 
+from backfill.cli.local_workers import LocalWorkers, LocalWorkersError, dag_queues
 from backfill.cli.output import EXIT_INTERRUPTED, OutputFormat, console, emit_json, output_option
+from backfill.cli.progress import Display, make_display
 from backfill.cli.report import outcome_json, print_report
 from backfill.cli.status import BACKFILL_ID
 from backfill.config import Settings, redact
-from backfill.coordinator import Coordinator, Outcome, Progress
+from backfill.engine.coordinator import Coordinator, Outcome, Progress
 from backfill.errors import Unreachable, UserError
-from backfill.local_workers import LocalWorkers, LocalWorkersError, dag_queues
 from backfill.model.dag import DAG
 from backfill.model.discovery import load_dags
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
-from backfill.progress import Display, make_display
 from backfill.store import db, reads, runs, status
 from backfill.store.status import BackfillNotFound
 

@@ -38,7 +38,7 @@ import click
 
 from backfill.cli.output import EXIT_INTERRUPTED
 from backfill.config import Settings
-from backfill.coordinator import Coordinator
+from backfill.engine.coordinator import Coordinator
 from backfill.errors import BackfillError, Unreachable
 from backfill.model.discovery import DagBag, load_dags
 from backfill.store import db, reads, status
@@ -47,7 +47,7 @@ from backfill.store.reconnect import Outage, Reconnect
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
     from sqlalchemy.engine import Engine
 
-log = logging.getLogger("backfill.coordinator")
+log = logging.getLogger("backfill.engine.coordinator")
 
 SCAN_INTERVAL = 2.0  # seconds between looks for backfills that need a driver
 RETRY_AFTER = 30.0  # seconds before a backfill whose thread failed is tried again

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from backfill.cli.output import console, table
-from backfill.cli.run_options import describe
+from backfill.cli.run_flags import describe
 from backfill.model.dag import DAG
 from backfill.planning.backfill_plan import BackfillPlan, PlannedRun
 

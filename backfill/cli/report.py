@@ -19,9 +19,9 @@ from typing import Any
 
 from rich.console import Console
 
-from backfill.coordinator import Outcome, Progress, TIKey
+from backfill.cli.progress import format_counts, group_failed, print_groups
+from backfill.engine.coordinator import Outcome, Progress, TIKey
 from backfill.model.states import BACKFILL_FINISHED, BackfillState, RunState, TIState
-from backfill.progress import format_counts, group_failed, print_groups
 
 NO_ERROR = "an upstream task failed (no error of its own)"
 DEPENDS_ON_PAST_HINT = (

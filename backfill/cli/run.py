@@ -7,7 +7,7 @@ the pools the backfill needs; bad input exits 2 having written nothing.
 The plan is made by reading only: an embedded database that does not exist
 yet means "no existing runs, only `default_pool`" and is not created. The
 dry run prints that plan; otherwise the backfill is created in one
-transaction (`backfill.create`; a run created meanwhile is a conflict), and
+transaction (`backfill.engine.create`; a run created meanwhile is a conflict), and
 `run` drives it here to its end (`backfill.cli.drive`), `create` leaves it
 to a `backfill coordinator`.
 """
@@ -23,10 +23,10 @@ import pendulum
 from backfill.cli.drive import drive_foreground, local_workers_option
 from backfill.cli.output import OutputFormat, emit_json, output_option
 from backfill.cli.plan_view import count, plan_json, print_plan
-from backfill.cli.run_options import run_options
+from backfill.cli.run_flags import run_options
 from backfill.config import Settings
-from backfill.create import create_backfill
-from backfill.dispatch import check_broker
+from backfill.engine.create import create_backfill
+from backfill.engine.dispatch import check_broker
 from backfill.model.dag import DAG
 from backfill.model.dates import parse_cli_date
 from backfill.model.discovery import load_dags

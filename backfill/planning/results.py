@@ -1,7 +1,7 @@
 """What a coordinator reports: TI keys, progress, a pass's result, a backfill's outcome.
 
 Plain frozen data, importable without a database or a broker (the CLI's
-display and reports use them). `backfill.coordinator` re-exports them.
+display and reports use them). `backfill.engine.coordinator` re-exports them.
 """
 
 from __future__ import annotations

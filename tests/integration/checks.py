@@ -16,7 +16,7 @@ import pendulum
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from backfill import create
+from backfill.engine import create
 from backfill.model.dag import DAG
 from backfill.planning.backfill_plan import expand_range, plan_backfill
 from backfill.planning.run_options import RunOptions

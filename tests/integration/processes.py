@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from support.waiting import wait_until
 
-from backfill.coordinator import Coordinator
+from backfill.engine.coordinator import Coordinator
 from backfill.model.dag import DAG
 from backfill.store.db import create_engine_for
 

@@ -28,8 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from backfill.config import Settings
-from backfill.coordinator import Coordinator
-from backfill.dispatch import Dispatcher
+from backfill.engine.coordinator import Coordinator
+from backfill.engine.dispatch import Dispatcher
 from backfill.messages import TaskMessage
 from backfill.model.discovery import load_dags
 from backfill.model.states import TIState

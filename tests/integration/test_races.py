@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from support.waiting import wait_until
 
-from backfill.dispatch import Dispatcher
+from backfill.engine.dispatch import Dispatcher
 from backfill.messages import TaskMessage
 from workers.app import make_app
 

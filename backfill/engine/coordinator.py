@@ -1,10 +1,10 @@
 """The coordinator: drives one backfill to its end, pass after pass.
 
-A pass (`backfill.passes`) runs in ONE transaction and, once committed,
+A pass (`backfill.engine.passes`) runs in ONE transaction and, once committed,
 publishes one Celery message per TI try it queued or found lost. A pass that
 may decide more at once (it started runs, or ended TIs without running them)
 is followed at once by another; otherwise the coordinator waits for a
-wake-up (`backfill.wakeup`: a worker's finish NOTIFYs on PostgreSQL; a short
+wake-up (`backfill.store.wakeup`: a worker's finish NOTIFYs on PostgreSQL; a short
 poll on SQLite), never past the earliest due retry.
 
 Invariants:
@@ -43,17 +43,17 @@ from typing import TYPE_CHECKING, TypeVar
 import pendulum
 
 from backfill.config import Settings
-from backfill.dispatch import Dispatcher, DispatchError, Publisher
+from backfill.engine.dispatch import Dispatcher, DispatchError, Publisher
+from backfill.engine.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.model.dag import DAG
 from backfill.model.states import BACKFILL_FINISHED, TIState
-from backfill.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.planning.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
 from backfill.planning.run_options import RunOptions
 from backfill.store import adopt, lease, reads, runs, status
 from backfill.store.db import describe
 from backfill.store.reconnect import Outage, Reconnect
 from backfill.store.status import BackfillNotFound
-from backfill.wakeup import Waker, open_waker
+from backfill.store.wakeup import Waker, open_waker
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -44,7 +44,7 @@ _RUNS_FINISHED = frozenset(s.value for s in RUN_FINISHED)
 
 
 class TIKeyLike(Protocol):
-    """What a report needs of a TI's key (`backfill.coordinator.TIKey` has it)."""
+    """What a report needs of a TI's key (`backfill.engine.coordinator.TIKey` has it)."""
 
     @property
     def dag_id(self) -> str: ...

@@ -258,7 +258,7 @@ def _apply_terminal(conn: Connection, decisions: Decisions, *, actor: str, now: 
 
 def pools_of(dag: DAG, options: RunOptions) -> list[str]:
     """Every pool the backfill's TIs can use: `--pool`, else its tasks' own (each TI
-    copies its task's pool, or `--pool`, when created or cleared: `backfill.create`)."""
+    copies its task's pool, or `--pool`, when created or cleared: `backfill.engine.create`)."""
     if options.pool is not None:
         return [options.pool]
     return sorted({task.options.pool for task in dag.tasks.values()})

@@ -1,0 +1,1 @@
+"""The coordinator: passes, creation, dispatch and wake-ups, over the store and the broker."""
