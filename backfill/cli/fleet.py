@@ -1,56 +1,33 @@
 """`backfill coordinator` and `backfill worker`: the long-running processes of a fleet.
 
 Invariants:
-- a coordinator drives every backfill that needs a driver: running (or
-  queued) ones, and cancelled ones whose runs were never wound down. One
-  thread per backfill, each with its own `Coordinator`; a thread first waits
-  for the backfill's lease, so of several coordinators (HA) one drives and
-  the others stand by until its lease lapses. Safety never depends on it;
-- a paused backfill is left to `backfill resume`, which drives it itself;
-- `--once` drives the backfills that need it now to their end, then exits;
+- `backfill coordinator` runs the daemon of `backfill.engine.daemon`: every
+  backfill that needs a driver, one thread each, HA through leases;
+- `--once` drives the backfills that need it now to their end, then exits
+  (1 if a backfill's thread failed);
 - Ctrl-C (or SIGTERM) stops every thread after its current pass; everything
   stays as it is, resumable by any coordinator. Exit 130 on Ctrl-C, 0 on
   SIGTERM (a supervisor asking for a clean stop);
-- a thread that fails is logged; its backfill is tried again after a delay
-  (with `--once`, the exit code is then 1);
-- a database outage ends nothing: each thread's coordinator retries until
-  the database is back, and so does the scan for backfills; each says so once
-  in the log when it starts and once when it ends;
 - `backfill worker` replaces its own process with `celery -A workers worker`
   and the options given, so signals reach Celery exactly as they would.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import TYPE_CHECKING
 
 import click
 
 from backfill.cli.output import EXIT_INTERRUPTED
 from backfill.config import Settings
-from backfill.engine.coordinator import Coordinator
-from backfill.errors import BackfillError, Unreachable
-from backfill.model.discovery import DagBag, load_dags
-from backfill.store import db, reads, status
-from backfill.store.reconnect import Outage, Reconnect
-
-if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
-    from sqlalchemy.engine import Engine
-
-log = logging.getLogger("backfill.engine.coordinator")
-
-SCAN_INTERVAL = 2.0  # seconds between looks for backfills that need a driver
-RETRY_AFTER = 30.0  # seconds before a backfill whose thread failed is tried again
+from backfill.engine.daemon import Drivers, serve
+from backfill.store import db
 
 
 @contextmanager
@@ -68,94 +45,6 @@ def _stopping(stop: threading.Event) -> Iterator[list[int]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-class _Drivers:
-    """One thread per backfill being driven by this process."""
-
-    def __init__(self, engine: Engine, settings: Settings, stop: threading.Event) -> None:
-        self._engine = engine
-        self._settings = settings
-        self._stop = stop
-        self._threads: dict[int, threading.Thread] = {}
-        self._not_before: dict[int, float] = {}  # backfill id -> monotonic time
-        self.failed: set[int] = set()  # backfills whose thread ended in an error
-
-    def needing_a_driver(self) -> dict[int, str]:
-        """Backfill id -> dag_id of every backfill that needs a driver now."""
-        with reads.reading(self._engine) as conn:
-            return status.needing_a_driver(conn)
-
-    def start_new(self, wanted: dict[int, str]) -> int:
-        """Start a thread for each wanted backfill not driven yet; how many started."""
-        now = time.monotonic()
-        new = [
-            bid
-            for bid in wanted
-            if bid not in self._threads and self._not_before.get(bid, 0.0) <= now
-        ]
-        if not new:
-            return 0
-        dags = load_dags(self._settings.dags_folder)  # once per scan that needs it
-        for bid in new:
-            thread = threading.Thread(
-                target=self._drive, args=(bid, wanted[bid], dags), name=f"backfill-{bid}"
-            )
-            self._threads[bid] = thread
-            thread.start()
-        return len(new)
-
-    def reap(self) -> int:
-        """Forget finished threads; how many are still running."""
-        for bid, thread in list(self._threads.items()):
-            if not thread.is_alive():
-                thread.join()
-                del self._threads[bid]
-        return len(self._threads)
-
-    def join(self) -> None:
-        for thread in self._threads.values():
-            thread.join()
-        self._threads.clear()
-
-    def _drive(self, backfill_id: int, dag_id: str, dags: DagBag) -> None:
-        coordinator: Coordinator | None = None
-        try:
-            coordinator = Coordinator(
-                self._engine,
-                self._settings,
-                dags.get(dag_id),
-                on_notice=lambda text: log.warning("backfill %s: %s", backfill_id, text),
-            )
-
-            holders: set[str] = set()
-
-            def on_wait(owner: str, until: datetime) -> None:
-                if owner not in holders:  # once per holder: a standby waits quietly
-                    holders.add(owner)
-                    log.info("backfill %s: standing by, %s holds its lease", backfill_id, owner)
-
-            coordinator.wait_for_lease(backfill_id, on_wait=on_wait, stop=self._stop)
-            if self._stop.is_set():
-                return
-            log.info("backfill %s (%s): driving it", backfill_id, dag_id)
-            outcome = coordinator.drive(backfill_id, stop=self._stop)
-            log.info("backfill %s (%s): %s", backfill_id, dag_id, outcome.state.value)
-        except Unreachable as exc:  # retried until stopped: only a stop ends it so
-            log.info("backfill %s (%s): stopped; %s", backfill_id, dag_id, exc)
-        except BackfillError as exc:  # e.g. the DAG file changed or is gone
-            log.error("backfill %s (%s): %s", backfill_id, dag_id, exc)
-            self._failed(backfill_id)
-        except Exception:  # a thread's edge: log it, keep the other backfills going
-            log.exception("backfill %s (%s): coordinator error", backfill_id, dag_id)
-            self._failed(backfill_id)
-        finally:
-            if coordinator is not None:
-                coordinator.close()
-
-    def _failed(self, backfill_id: int) -> None:
-        self.failed.add(backfill_id)
-        self._not_before[backfill_id] = time.monotonic() + RETRY_AFTER  # then try again
 
 
 @click.command("coordinator")
@@ -176,34 +65,14 @@ def coordinator_command(once: bool) -> int:
     stop = threading.Event()
     try:
         with _stopping(stop) as received:
-            drivers = _Drivers(engine, settings, stop)
-            _loop(drivers, stop, once=once)
+            drivers = Drivers(engine, settings, stop)
+            serve(drivers, stop, once=once)
             drivers.join()
     finally:
         engine.dispose()
     if signal.SIGINT in received:
         return EXIT_INTERRUPTED
     return 1 if once and drivers.failed else 0
-
-
-def _loop(drivers: _Drivers, stop: threading.Event, *, once: bool) -> None:
-    outage = Outage("database", lambda text: log.warning("looking for backfills: %s", text))
-    scan = Reconnect(budget=None, outage=outage, stop=stop)
-    if once:
-        with contextlib.suppress(Unreachable):  # stopped while the database was down
-            drivers.start_new(scan.run(drivers.needing_a_driver))
-        while drivers.reap() and not stop.wait(0.2):
-            pass
-        return
-    while not stop.is_set():
-        try:
-            drivers.reap()
-            drivers.start_new(scan.run(drivers.needing_a_driver))
-        except Unreachable:
-            break  # stopped while the database was down
-        except Exception:  # the service's edge: log it, look again later
-            log.exception("looking for backfills to drive failed; trying again")
-        stop.wait(SCAN_INTERVAL)
 
 
 @click.command(
