@@ -1,5 +1,10 @@
 """Every error the package raises derives from `BackfillError`.
 
+This module holds the roots and the errors every layer shares (configuration,
+outages, malformed messages); each layer keeps its own in its `errors`
+module: `model.errors`, `planning.errors`, `store.errors`, `engine.errors`,
+`cli.errors`.
+
 `UserError` and its subclasses are mistakes of the person at the keyboard or
 the author of a DAG file: the CLI prints their message on one line and exits
 with code 2, having written nothing. Anything else is a bug or an outage and
@@ -19,26 +24,6 @@ class UserError(BackfillError):
     exit_code = 2
 
 
-class DagDefinitionError(UserError):
-    """A DAG or task declaration is invalid (cycle, duplicate id, bad option...)."""
-
-
-class ScheduleError(DagDefinitionError):
-    """A schedule or timezone cannot be understood."""
-
-
-class DagNotFound(UserError):
-    """No DAG with the requested id was found in the DAGs folder."""
-
-
-class BadRange(UserError):
-    """A backfill date range is unparseable, reversed or empty."""
-
-
-class BadConf(UserError):
-    """`--conf` is not a JSON object or is too large."""
-
-
 class ConfigError(UserError):
     """A configuration variable has an invalid value."""
 
@@ -47,3 +32,7 @@ class Unreachable(BackfillError):
     """The metadata database or the broker cannot be reached (exit 3): an outage, not a bug."""
 
     exit_code = 3
+
+
+class BadMessage(BackfillError):
+    """A message that is not a well-formed TI-try request."""

@@ -11,13 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from backfill.errors import BackfillError
+from backfill.errors import BadMessage
 
 TASK_NAME = "backfill.run_task_instance"
-
-
-class BadMessage(BackfillError):
-    """A message that is not a well-formed TI-try request."""
 
 
 @dataclass(frozen=True, kw_only=True)

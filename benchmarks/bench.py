@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from backfill.cli.local_workers import LocalWorkersError
+from backfill.cli.errors import LocalWorkersError
 from backfill.store.db import create_engine_for
 from benchmarks import embedded, environment, passtime, profiles, report, scale, shapes, stack
 from benchmarks.commands import Commands

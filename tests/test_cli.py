@@ -20,7 +20,8 @@ from support import cli
 from support.cli import assert_user_error
 
 from backfill.cli import main
-from backfill.errors import BadConf, UserError
+from backfill.errors import UserError
+from backfill.planning.errors import BadConf
 from backfill.planning.run_options import MAX_CONF_BYTES, ReprocessPolicy, RunOptions, parse_conf
 from backfill.store import pools
 from backfill.store.db import create_engine_for, head_revision

@@ -42,7 +42,8 @@ from backfill.config import Settings
 from backfill.engine.coordinator import Coordinator, Outcome, Progress
 from backfill.engine.create import create_backfill
 from backfill.engine.dispatch import Dispatcher
-from backfill.engine.passes import DagChanged, pools_of
+from backfill.engine.errors import DagChanged
+from backfill.engine.passes import pools_of
 from backfill.messages import TaskMessage
 from backfill.model.discovery import load_dags
 from backfill.model.states import BackfillState, TIState

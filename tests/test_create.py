@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from backfill import DAG, Context
-from backfill.engine.create import RunChangedMeanwhile, create_backfill
+from backfill.engine.create import create_backfill
+from backfill.engine.errors import RunChangedMeanwhile
 from backfill.model.states import BackfillState, RunState, TIState
 from backfill.planning.backfill_plan import Action, BackfillPlan, expand_range, plan_backfill
 from backfill.planning.run_options import ReprocessPolicy, RunOptions

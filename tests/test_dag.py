@@ -19,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backfill import DAG, Context, Skip
-from backfill.errors import DagDefinitionError, ScheduleError, UserError
+from backfill.errors import UserError
 from backfill.model.dag import Task
+from backfill.model.errors import DagDefinitionError, ScheduleError
 from backfill.model.task_options import OPTION_NAMES, TaskOptions, TriggerRule
 
 START = pendulum.datetime(2016, 1, 1, tz="UTC")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backfill.errors import ConfigError, DagNotFound
+from backfill.errors import ConfigError
 from backfill.model.discovery import load_dags, summary
+from backfill.model.errors import DagNotFound
 
 REPO_DAGS = Path(__file__).parent.parent / "dags"
 TEST_DAGS = Path(__file__).parent / "dags"

@@ -20,9 +20,9 @@ import pytest
 from support.waiting import wait_until
 
 from backfill import DAG, Context
+from backfill.cli.errors import LocalWorkersError
 from backfill.cli.local_workers import (
     LocalWorkers,
-    LocalWorkersError,
     clear_stale_broker_files,
     dag_queues,
     settings_env,

@@ -14,16 +14,18 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Connection, Engine
 
 from backfill import DAG, Context
-from backfill.errors import BadRange
+from backfill.model.errors import BadRange
 from backfill.model.states import FAILED_STATES, RunState, TIState
 from backfill.planning.backfill_plan import (
     Action,
-    BackwardsWithDependsOnPast,
-    NoTaskSelected,
-    UnknownPool,
     expand_range,
     plan_backfill,
     refuse_missing_pools,
+)
+from backfill.planning.errors import (
+    BackwardsWithDependsOnPast,
+    NoTaskSelected,
+    UnknownPool,
 )
 from backfill.planning.run_options import Order, ReprocessPolicy, RunOptions
 from backfill.planning.snapshot import ExistingRun

@@ -22,6 +22,7 @@ from support.cli import assert_user_error, invoke
 from backfill.store import pools as pool_store
 from backfill.store import runs, tis
 from backfill.store.db import create_engine_for
+from backfill.store.errors import PoolError
 from backfill.store.runs import NewRun, TaskSpec
 from backfill.store.schema import pools, task_instances
 
@@ -263,7 +264,7 @@ def test_delete_cannot_slip_past_a_queueing_pass(pg_url: str) -> None:
             try:
                 with engine.begin() as conn:
                     pool_store.delete(conn, "db")
-            except pool_store.PoolError as exc:
+            except PoolError as exc:
                 outcome.append(exc)
             else:
                 outcome.append(None)

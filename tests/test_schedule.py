@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
-from backfill.errors import BadRange, ScheduleError, UserError
+from backfill.errors import UserError
 from backfill.model.dates import parse_cli_date
+from backfill.model.errors import BadRange, ScheduleError
 from backfill.model.schedule import (
     CronSchedule,
     DataInterval,

@@ -47,8 +47,8 @@ import pendulum
 from celery import Celery
 
 from backfill.config import Settings, redact
-from backfill.errors import ConfigError, Unreachable, UserError
-from backfill.messages import TASK_NAME, BadMessage, TaskMessage
+from backfill.errors import BadMessage, ConfigError, Unreachable, UserError
+from backfill.messages import TASK_NAME, TaskMessage
 from backfill.model.context import Context
 from backfill.model.dag import DAG
 from backfill.model.discovery import DagBag, load_dags, summary

@@ -21,7 +21,7 @@ import pendulum
 from backfill.cli.status import BACKFILL_ID
 from backfill.config import Settings
 from backfill.store import control
-from backfill.store.status import BackfillNotFound
+from backfill.store.errors import BackfillNotFound
 
 
 @click.command("pause")

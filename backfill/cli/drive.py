@@ -33,7 +33,8 @@ import click
 import pendulum
 from rich.console import Console
 
-from backfill.cli.local_workers import LocalWorkers, LocalWorkersError, dag_queues
+from backfill.cli.errors import LocalWorkersError
+from backfill.cli.local_workers import LocalWorkers, dag_queues
 from backfill.cli.output import EXIT_INTERRUPTED, OutputFormat, console, emit_json, output_option
 from backfill.cli.progress import Display, make_display
 from backfill.cli.report import outcome_json, print_report
@@ -45,7 +46,7 @@ from backfill.model.dag import DAG
 from backfill.model.discovery import load_dags
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.store import db, reads, runs, status
-from backfill.store.status import BackfillNotFound
+from backfill.store.errors import BackfillNotFound
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
     from sqlalchemy.engine import Engine

@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from backfill.cli.errors import LocalWorkersError
 from backfill.config import Settings
-from backfill.errors import BackfillError
 from backfill.model.dag import DAG
 from backfill.model.task_options import DEFAULT_QUEUE
 
@@ -44,10 +44,6 @@ READY_MARK = " ready."
 _LOG_TAIL_LINES = 30
 _POLL = 0.1  # seconds between checks of a starting worker
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-class LocalWorkersError(BackfillError):
-    """A local worker could not be started."""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -17,7 +17,8 @@ import click
 from backfill.cli.output import OutputFormat, console, emit_json, output_option, table
 from backfill.config import Settings
 from backfill.store import control, pools, status
-from backfill.store.pools import Pool, PoolError
+from backfill.store.errors import PoolError
+from backfill.store.pools import Pool
 
 
 def _slots(_ctx: click.Context, _param: click.Parameter, value: str) -> int:

@@ -50,11 +50,13 @@ from backfill.cli.output import (
     warn,
 )
 from backfill.config import Settings
-from backfill.errors import BadRange, UserError
+from backfill.errors import UserError
 from backfill.model.dates import as_utc, parse_cli_date
+from backfill.model.errors import BadRange
 from backfill.model.states import RUN_FINISHED, BackfillState, RunState, TIState
 from backfill.store import status
-from backfill.store.status import BackfillNotFound, Listed, Summary, TaskRow
+from backfill.store.errors import BackfillNotFound
+from backfill.store.status import Listed, Summary, TaskRow
 
 # Backfill ids are INTEGER keys: anything else is refused as a usage error (exit 2).
 BACKFILL_ID = click.IntRange(1, 2**31 - 1)

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, TypeVar
 import pendulum
 
 from backfill.config import Settings
-from backfill.engine.dispatch import Dispatcher, DispatchError, Publisher
+from backfill.engine.dispatch import Dispatcher, Publisher
+from backfill.engine.errors import DispatchError
 from backfill.engine.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.model.dag import DAG
 from backfill.model.states import BACKFILL_FINISHED, TIState
@@ -51,8 +52,8 @@ from backfill.planning.results import Keys, Outcome, PassResult, Progress, TIKey
 from backfill.planning.run_options import RunOptions
 from backfill.store import adopt, lease, reads, runs, status
 from backfill.store.db import describe
+from backfill.store.errors import BackfillNotFound
 from backfill.store.reconnect import Outage, Reconnect
-from backfill.store.status import BackfillNotFound
 from backfill.store.wakeup import Waker, open_waker
 
 if TYPE_CHECKING:

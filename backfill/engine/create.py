@@ -28,21 +28,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from backfill.errors import UserError
+from backfill.engine.errors import RunChangedMeanwhile
 from backfill.model.dag import DAG
 from backfill.model.states import FAILED_STATES, BackfillState
 from backfill.planning.backfill_plan import Action, BackfillPlan, PlannedRun
 from backfill.store import adopt, reads, runs
+from backfill.store.errors import RunConflict
 from backfill.store.runs import NewRun, TaskSpec
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 CREATOR = "coordinator:create"  # the journal's actor for TIs cleared at creation
-
-
-class RunChangedMeanwhile(UserError):
-    """Another backfill or run was created for one of the dates after the plan was made."""
 
 
 def create_backfill(engine: Engine, dag: DAG, plan: BackfillPlan, *, now: datetime) -> int:
@@ -71,7 +68,7 @@ def create_backfill(engine: Engine, dag: DAG, plan: BackfillPlan, *, now: dateti
             with adopt.unique_conflicts():
                 _insert_new(conn, backfill_id, dag, plan, now=now)
                 _adopt(conn, backfill_id, dag, plan, now=now)
-    except adopt.RunConflict as conflict:
+    except RunConflict as conflict:
         when = conflict.logical_date or _first_existing(engine, dag, todo)
         shown = f" for {when.astimezone(dag.timezone).isoformat()}" if when else ""
         raise RunChangedMeanwhile(
@@ -143,7 +140,7 @@ def _adopt(
     )
     for run_id, planned in wanted.items():
         if run_id not in adopted:  # no longer finished: another backfill took it
-            raise adopt.RunConflict(planned.logical_date)
+            raise RunConflict(planned.logical_date)
     specs = task_specs(dag, pool=plan.options.pool)
     targets, reset = _reset(conn, wanted.values(), adopted, specs=specs, now=now)
     dates = {adopted[rid]: r.logical_date for rid, r in wanted.items()}
@@ -204,8 +201,8 @@ def _insert_missing(
         try:
             with adopt.unique_conflicts():
                 runs.insert_tis(conn, dag_id=dag.dag_id, run_ids=[pk], tasks=tasks, now=now)
-        except adopt.RunConflict:
-            raise adopt.RunConflict(dates[pk]) from None
+        except RunConflict:
+            raise RunConflict(dates[pk]) from None
 
 
 def _first_existing(engine: Engine, dag: DAG, todo: Sequence[PlannedRun]) -> datetime | None:

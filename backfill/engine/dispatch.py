@@ -27,16 +27,13 @@ from kombu import exceptions as kombu_errors
 from kombu.exceptions import OperationalError
 
 from backfill.config import redact
-from backfill.errors import BackfillError, Unreachable
+from backfill.engine.errors import DispatchError
+from backfill.errors import Unreachable
 from backfill.messages import TASK_NAME, TaskMessage
 
 BROKER_CONNECT_TIMEOUT = 10  # seconds
 # A Redis pipeline that failed: part of the batch may have been delivered (kombu 5.7).
 BatchPublishError: type[Exception] = kombu_errors.BatchPublishError  # type: ignore[attr-defined]
-
-
-class DispatchError(BackfillError):
-    """The broker refused or could not take a batch of messages."""
 
 
 class Publisher(Protocol):

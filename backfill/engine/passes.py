@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from backfill.engine.errors import DagChanged
 from backfill.errors import UserError
 from backfill.messages import TaskMessage
 from backfill.model.dag import DAG
@@ -48,18 +49,14 @@ from backfill.planning.pass_planner import Decisions, Policy
 from backfill.planning.run_options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
 from backfill.planning.snapshot import Snapshot
 from backfill.store import adopt, lease, pass_reads, past, runs, tis
+from backfill.store.errors import BackfillNotFound
 from backfill.store.runs import BackfillRow
-from backfill.store.status import BackfillNotFound
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 _B = BackfillState
-
-
-class DagChanged(UserError):
-    """The DAG file no longer matches the DAG the backfill was planned with."""
 
 
 @dataclass(frozen=True, kw_only=True)

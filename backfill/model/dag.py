@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 import pendulum
 from pendulum.tz.timezone import FixedTimezone
 
-from backfill.errors import DagDefinitionError
 from backfill.model.context import Context
+from backfill.model.errors import DagDefinitionError
 from backfill.model.schedule import Schedule, parse_schedule
 from backfill.model.task_options import (
     MAX_ID_LENGTH,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 import pendulum
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
-from backfill.errors import BadRange
+from backfill.model.errors import BadRange
 
 _CLI_FORMAT = (
     "YYYY-MM-DD or an ISO 8601 date-time such as 2016-01-01T06:00:00 or 2016-01-01T06:00:00+02:00"

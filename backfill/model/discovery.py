@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, ModuleType, TracebackType
 
-from backfill.errors import ConfigError, DagDefinitionError, DagNotFound
+from backfill.errors import ConfigError
 from backfill.model.dag import DAG
+from backfill.model.errors import DagDefinitionError, DagNotFound
 
 _MAX_IDS_SHOWN = 10
 

@@ -48,8 +48,8 @@ import pendulum
 from cronsim import CronSim, CronSimError
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
-from backfill.errors import BadRange, ScheduleError
 from backfill.model.dates import as_utc, stdlib_tz, to_pendulum
+from backfill.model.errors import BadRange, ScheduleError
 
 PRESETS = {
     "@hourly": "0 * * * *",

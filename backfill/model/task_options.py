@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from backfill.errors import DagDefinitionError
+from backfill.model.errors import DagDefinitionError
 
 # Ids and names end up in run ids, log lines and String(250) columns.
 MAX_ID_LENGTH = 250

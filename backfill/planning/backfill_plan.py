@@ -30,10 +30,15 @@ from datetime import datetime
 
 import pendulum
 
-from backfill.errors import BadRange, UserError
 from backfill.model.dag import DAG
+from backfill.model.errors import BadRange
 from backfill.model.schedule import DataInterval
 from backfill.model.states import FAILED_STATES, SUCCEEDED, RunState
+from backfill.planning.errors import (
+    BackwardsWithDependsOnPast,
+    NoTaskSelected,
+    UnknownPool,
+)
 from backfill.planning.run_options import Order, ReprocessPolicy, RunOptions
 from backfill.planning.snapshot import ExistingRun
 
@@ -96,18 +101,6 @@ class BackfillPlan:
             "runs": len(self.runs),
             "task_instances": self.task_instance_count,
         }
-
-
-class NoTaskSelected(UserError):
-    """`--task-regex` matches none of the DAG's tasks."""
-
-
-class BackwardsWithDependsOnPast(UserError):
-    """`--run-backwards` while a selected task depends on its past (Airflow refuses it too)."""
-
-
-class UnknownPool(UserError):
-    """A pool the backfill needs does not exist."""
 
 
 def plan_backfill(

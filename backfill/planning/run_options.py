@@ -18,8 +18,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from backfill.errors import BadConf, UserError
+from backfill.errors import UserError
 from backfill.model.task_options import MAX_ID_LENGTH
+from backfill.planning.errors import BadConf
 
 MAX_CONF_BYTES = 64 * 1024
 _POOL_NAME = re.compile(r"[\w.-]+")  # the rule of `backfill pools set` (Airflow's KEY_REGEX)

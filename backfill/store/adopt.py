@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill.errors import BackfillError
 from backfill.model.states import FAILED_STATES, RUN_FINISHED, RunState, TIState, source, sources_of
+from backfill.store.errors import RunConflict
 from backfill.store.runs import TaskSpec
 from backfill.store.schema import dag_runs, task_instances
 
@@ -37,14 +37,6 @@ _S = TIState
 _CHUNK = 2000
 _T = TypeVar("_T")
 _RESETTABLE = [s.value for s in sources_of(_S.NONE) | {_S.NONE}]
-
-
-class RunConflict(BackfillError):
-    """A run or TI was created or taken over by someone else meanwhile."""
-
-    def __init__(self, logical_date: datetime | None = None) -> None:
-        super().__init__(f"run at {logical_date} changed meanwhile" if logical_date else "")
-        self.logical_date = logical_date
 
 
 @contextmanager

@@ -25,21 +25,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.config import Settings
-from backfill.errors import UserError
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.store import adopt, db
+from backfill.store.errors import BackfillNotFound, BackfillStateConflict
 from backfill.store.schema import backfills
-from backfill.store.status import BackfillNotFound
 
 bf = backfills
 _B = BackfillState
 
 PAUSABLE: frozenset[BackfillState] = frozenset({_B.RUNNING})
 CANCELLABLE: frozenset[BackfillState] = frozenset({_B.QUEUED, _B.RUNNING, _B.PAUSED})
-
-
-class BackfillStateConflict(UserError):
-    """The backfill is not in a state the requested change may come from."""
 
 
 @contextmanager

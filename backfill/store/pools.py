@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from backfill.errors import UserError
 from backfill.model.states import ACTIVE, TIState
 from backfill.model.task_options import DEFAULT_POOL, MAX_ID_LENGTH
+from backfill.store.errors import PoolError
 from backfill.store.schema import pools, task_instances
 
 ti = task_instances
@@ -35,10 +35,6 @@ UNLIMITED = -1
 MAX_SLOTS = 2**31 - 1  # the largest value of the INTEGER `slots` column
 _NAME = re.compile(r"[\w.-]+")  # as task ids (Airflow's KEY_REGEX)
 _ACTIVE = sorted(s.value for s in ACTIVE)
-
-
-class PoolError(UserError):
-    """A pool operation refused: bad name or slots, unknown pool, or a pool in use."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,20 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.config import Settings
-from backfill.errors import UserError
 from backfill.model.states import FINISHED, RUN_FINISHED, BackfillState, RunState, TIState
 from backfill.store import db, reads
 from backfill.store.schema import backfills, dag_runs, task_instances
 
 ti, run, bf = task_instances, dag_runs, backfills
 _RUN_TIS = run.join(ti, ti.c.dag_run_id == run.c.id)  # a backfill's TIs, through its runs
-
-
-class BackfillNotFound(UserError):
-    """No backfill has the id the user gave."""
-
-    def __init__(self, backfill_id: int) -> None:
-        super().__init__(f"no backfill with id {backfill_id}; see `backfill list`")
 
 
 @contextmanager
