@@ -30,6 +30,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 from backfill.config import redact
 from backfill.store.db import create_engine_for, migrate
 
+# The harness's fixtures (`broker`, `workers`, `coordinators`): tests/support/fixtures.py.
+pytest_plugins = ["support.fixtures"]
+
 PG_ADMIN_URL = os.environ.get(
     "BACKFILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

@@ -15,6 +15,8 @@ from typing import Any
 import pendulum
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support.ledger import Key, Ledger
+from support.stack import utc
 
 from backfill.engine import create
 from backfill.model.dag import DAG
@@ -22,8 +24,6 @@ from backfill.planning.backfill_plan import expand_range, plan_backfill
 from backfill.planning.run_options import RunOptions
 from backfill.store import reads
 from backfill.store.schema import backfills, dag_runs, pools, task_instances, ti_transitions
-
-from .stack import Key, Ledger, utc
 
 
 def create_backfill(

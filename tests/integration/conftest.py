@@ -1,12 +1,10 @@
 """Fixtures of the integration tests: real Redis, real `celery worker`
-processes, real coordinators, and an execution ledger (see `stack.py`,
-`processes.py`, `checks.py`).
+processes, real coordinators, and an execution ledger (the harness in
+`tests/support/`: `broker`, `workers` and `coordinators` are root fixtures;
+the checks in `checks.py`).
 
-- `broker`: a Redis DB index private to the test module, empty at the start
-  and end of each test. Redis missing: skipped on a laptop, failed in CI.
 - `pg_stack` / `stack`: a `Stack` on a fresh PostgreSQL database (`pg_url`) /
   on a fresh database of each backend (`db_url`).
-- `workers`, `coordinators`: every process they start is killed at teardown.
 - `engine_of(stack)`: an engine on the stack's database, disposed at teardown.
 - `postgres_server`, `redis_server`: private servers a test may stop and
   restart (`servers.py`), destroyed at teardown.
@@ -23,13 +21,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
-from support.private_redis import PrivateRedis, private_redis
+from support.private_redis import PrivateRedis
+from support.stack import Stack
 
 from backfill.store.db import create_engine_for
 
-from .processes import Coordinators, WorkerPool
 from .servers import postgres_server, redis_server
-from .stack import Stack
 
 HERE = Path(__file__).parent
 __all__ = ["postgres_server", "redis_server"]  # fixtures defined in servers.py
@@ -67,20 +64,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"connection storm: {passed}/{ran} rounds passed ({each})")
 
 
-@pytest.fixture(scope="module")
-def _redis_db() -> Iterator[PrivateRedis]:
-    with private_redis("the integration tests") as private:
-        yield private
-
-
-@pytest.fixture
-def broker(_redis_db: PrivateRedis) -> Iterator[PrivateRedis]:
-    """The module's private Redis DB, empty at the start and the end of the test."""
-    _redis_db.clear()
-    yield _redis_db
-    _redis_db.clear()
-
-
 @pytest.fixture
 def pg_stack(pg_url: str, broker: PrivateRedis, tmp_path: Path) -> Stack:
     """A Stack on a fresh PostgreSQL database and the module's Redis DB."""
@@ -104,26 +87,3 @@ def engine_of() -> Iterator[Callable[[Stack], Engine]]:
     yield make
     for engine in made:
         engine.dispose()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[WorkerPool]:
-    logs = tmp_path / "logs"
-    logs.mkdir(exist_ok=True)
-    pool = WorkerPool(logs)
-    try:
-        yield pool
-    finally:
-        pool.kill_all()
-        print(pool.logs_tail())  # shown by pytest when the test failed
-
-
-@pytest.fixture
-def coordinators(tmp_path: Path) -> Iterator[Coordinators]:
-    logs = tmp_path / "logs"
-    logs.mkdir(exist_ok=True)
-    registry = Coordinators(logs)
-    try:
-        yield registry
-    finally:
-        registry.close()

@@ -40,10 +40,9 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support.processes import tail
 
 from backfill.store.db import create_engine_for
-
-from .processes import tail
 
 START_TIMEOUT = 30  # seconds a server may take to start or stop on a loaded CI machine
 PORT_ATTEMPTS = 5  # first-start attempts, each on a freshly picked port

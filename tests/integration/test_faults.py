@@ -20,6 +20,9 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
+from support.ledger import Key
+from support.processes import Coordinators, WorkerPool
+from support.stack import Stack, utc
 from support.waiting import wait_until
 
 from .checks import (
@@ -32,8 +35,6 @@ from .checks import (
     task_instances_of,
     the_ti,
 )
-from .processes import Coordinators, WorkerPool
-from .stack import Key, Stack, utc
 
 DAY = "2016-01-01"
 HOLD_TRY_1: Key = ("fault_gate", "hold", utc(DAY), 1)

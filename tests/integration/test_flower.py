@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
+from support.processes import Coordinators, WorkerPool, kill_group, spawn, tail
+from support.stack import Stack
 from support.waiting import wait_until
 
 from backfill.messages import TASK_NAME
 
 from .checks import assert_each_try_started_once, create_backfill, task_instances_of
-from .processes import Coordinators, WorkerPool, kill_group, spawn, tail
-from .stack import Stack
 
 
 class Flower:

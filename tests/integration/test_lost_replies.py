@@ -26,6 +26,8 @@ import pendulum
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support.processes import Coordinators, WorkerPool
+from support.stack import DAGS, Stack
 
 from backfill.config import Settings
 from backfill.engine.coordinator import Coordinator
@@ -47,8 +49,6 @@ from .checks import (
     task_instances_of,
 )
 from .pgproxy import Armed, PgProxy
-from .processes import Coordinators, WorkerPool
-from .stack import DAGS, Stack
 
 DAY = "2016-01-01"
 CLAIM = "WITH claimed AS \n(UPDATE task_instances"  # the claim statement, on PostgreSQL

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
+from support.processes import CliProcess, Coordinators, WorkerPool
+from support.stack import Stack
 from support.waiting import wait_until
 
 from backfill.store.db import create_engine_for, migrate
@@ -40,9 +42,7 @@ from .checks import (
     create_backfill,
     task_instances_of,
 )
-from .processes import CliProcess, Coordinators, WorkerPool
 from .servers import PostgresServer, RedisServer
-from .stack import Stack
 
 DAG_ID = "outage_bash"
 START, END = "2016-01-01", "2016-02-05"  # 36 daily runs of 6 tasks: 216 TIs

@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
+from support.ledger import Key
+from support.processes import Coordinators, WorkerPool
+from support.stack import Stack, utc
 from support.waiting import wait_until
 
 from backfill.engine.dispatch import Dispatcher
@@ -32,8 +35,6 @@ from .checks import (
     set_pool,
     task_instances_of,
 )
-from .processes import Coordinators, WorkerPool
-from .stack import Key, Stack, utc
 
 REPETITIONS = 30
 COPIES = 3

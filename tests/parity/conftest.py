@@ -24,7 +24,6 @@ Every process is killed, by its own process group, in teardown.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import sys
@@ -34,17 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from integration.processes import READY_TIMEOUT, Worker, WorkerPool, kill_group, tail
-from integration.stack import (
+from sqlalchemy.engine import Engine
+from support.private_redis import PrivateRedis, private_redis
+from support.processes import WorkerPool, kill_group, tail
+from support.stack import (
     PROJECT,
     Stack,
 )
-from sqlalchemy.engine import Engine
-from support.private_redis import PrivateRedis, private_redis
-from support.waiting import wait_until
 
-from backfill.model.dag import DAG
-from backfill.model.discovery import load_dags
 from backfill.store.db import create_engine_for
 
 HERE = Path(__file__).parent
@@ -67,15 +63,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @dataclass(frozen=True)
 class ParityStack(Stack):
-    """The integration `Stack`, on the parity DAGs folder."""
+    """The `Stack`, on the parity DAGs folder, with the switches of its DAGs."""
 
     dags: Path = DAGS
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "BACKFILL_DAGS_FOLDER": str(self.dags)}
-
-    def dag(self, dag_id: str) -> DAG:
-        return load_dags(self.dags).get(dag_id)
 
     def switch_on(self, name: str) -> None:
         """Create control file `name` (see tests/dags_parity/_parity.py `switched`)."""
@@ -136,8 +126,7 @@ def stack(
     # No message of another backend's stack may reach this one's workers.
     module_redis.clear()
     folder = tmp_path_factory.mktemp("parity")
-    base = Stack.create(module_db_url, module_redis, folder)
-    return ParityStack(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+    return ParityStack.create(module_db_url, module_redis, folder)
 
 
 @pytest.fixture(scope="module")
@@ -150,51 +139,14 @@ def db(stack: ParityStack) -> Iterator[Engine]:
 # --- workers, one pool per module --------------------------------------------------------
 
 
-class QueueWorkerPool(WorkerPool):
-    """`WorkerPool`, whose workers may consume named queues (`-Q`)."""
-
-    def start_on(self, stack: Stack, count: int, queues: str | None = None) -> list[Worker]:
-        batch = []
-        for _ in range(count):
-            name = f"parity{len(self.started)}-{uuid.uuid4().hex[:6]}"
-            args = [
-                sys.executable, "-m", "celery", "-A", "workers", "worker",
-                "-c", "1", "-n", f"{name}@%h", "-l", "INFO",
-                "--without-mingle", "--without-gossip",
-                *(["-Q", queues] if queues else []),
-            ]  # fmt: skip
-            log = self.logs / f"worker-{name}.log"
-            with log.open("ab") as out:
-                process = subprocess.Popen(
-                    args,
-                    env=stack.env(),
-                    cwd=PROJECT,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # one process group to kill as a whole
-                )
-            worker = Worker(name, process, log)
-            self.started.append(worker)
-            batch.append(worker)
-        wait_until(
-            lambda: all(w.is_ready() for w in batch),
-            timeout=READY_TIMEOUT,
-            what=f"{count} worker(s) to log ready",
-            interval=0.1,
-            explain=lambda: "\n".join(tail(w.log) for w in batch),
-        )
-        return batch
-
-
 @pytest.fixture(scope="module")
 def workers(
     stack: ParityStack, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[QueueWorkerPool]:
-    pool = QueueWorkerPool(tmp_path_factory.mktemp("worker-logs"))
+) -> Iterator[WorkerPool]:
+    pool = WorkerPool(tmp_path_factory.mktemp("worker-logs"))
     try:
-        pool.start_on(
-            stack, getattr(request.module, "WORKERS", 4), getattr(request.module, "QUEUES", None)
-        )
+        count = getattr(request.module, "WORKERS", 4)
+        pool.start(stack, count, queues=getattr(request.module, "QUEUES", None))
         yield pool
     finally:
         pool.kill_all()
@@ -275,7 +227,7 @@ class Cli:
 
 
 @pytest.fixture
-def cli(stack: ParityStack, workers: QueueWorkerPool, tmp_path: Path) -> Iterator[Cli]:
+def cli(stack: ParityStack, workers: WorkerPool, tmp_path: Path) -> Iterator[Cli]:
     """The command line, with the module's workers up (requested for their side effect)."""
     runner = Cli(stack, tmp_path)
     try:

@@ -2,14 +2,13 @@
 
 The database is read with plain SQLAlchemy Core against the schema tables
 (the tests check what the product wrote, not what its readers report); the
-ledger is the one the task callables append to (tests/dags_integration/
-_support.py): one `start` line per callable start, whatever the product
-believes, with `time.monotonic()` stamps that compare across processes.
+ledger is the one the task callables append to (tests/support/ledger.py):
+one `start` line per callable start, whatever the product believes, with
+`time.monotonic()` stamps that compare across processes.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from typing import Any
 import pendulum
 import sqlalchemy as sa
 from integration.checks import max_overlap
-from integration.stack import Entry, Key, Ledger
 from sqlalchemy.engine import Engine
+from support.ledger import Entry, Key, Ledger
 
 from backfill.model.dag import DAG
 from backfill.store.schema import backfills, dag_runs, task_instances
@@ -122,15 +121,6 @@ def started(ledger: Ledger, dag_id: str) -> list[Key]:
 def spans(ledger: Ledger, dag_ids: Iterable[str]) -> dict[Key, tuple[float, float]]:
     wanted = set(dag_ids)
     return {k: v for k, v in ledger.spans().items() if k[0] in wanted}
-
-
-def raw_starts(ledger: Ledger, dag_id: str) -> list[dict[str, Any]]:
-    """The `start` lines of `dag_id` as written, extra fields (e.g. `conf`) included."""
-    if not ledger.path.exists():
-        return []
-    lines = ledger.path.read_text().split("\n")[:-1]  # the last one may be partial
-    found = [json.loads(line) for line in lines]
-    return [r for r in found if r["event"] == "start" and r["dag_id"] == dag_id]
 
 
 def peaks(

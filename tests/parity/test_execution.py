@@ -62,9 +62,9 @@ def test_multi_date_runs_in_dependency_order_with_conf_everywhere(
 
     # --conf reached every try (ctx.conf) and is stored on every run and the backfill.
     run_ids = {r.logical_date: r.run_id for r in runs}
-    for line in observe.raw_starts(stack.ledger, "parity_order"):
-        assert line["conf"] == CONF, line
-        assert line["run_id"] == run_ids[day(line["logical_date"])], line
+    for entry in observe.entries(stack.ledger, "parity_order"):
+        assert entry.extra["conf"] == CONF, entry
+        assert entry.extra["run_id"] == run_ids[entry.logical_date], entry
     assert [r.conf for r in runs] == [CONF] * 3
     assert [b.conf for b in observe.backfill_rows(db, "parity_order")] == [CONF]
 

@@ -26,8 +26,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from integration.stack import Key
 from sqlalchemy.engine import Engine
+from support.ledger import Key
 from support.waiting import wait_until
 
 from . import observe

@@ -13,8 +13,8 @@ test checks that their tries interleaved; otherwise it would prove nothing).
 from __future__ import annotations
 
 from integration.checks import set_pool
-from integration.stack import Key
 from sqlalchemy.engine import Engine
+from support.ledger import Key
 from support.waiting import wait_until
 
 from . import observe

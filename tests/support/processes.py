@@ -1,7 +1,7 @@
-"""The real processes of an integration test, and how a test controls them.
+"""The real processes of a test, and how the test controls them.
 
-- `WorkerPool.start`: `celery -A workers worker -c N` processes, each in a
-  session of its own (so a whole worker, main process and pool child, is one
+- `WorkerPool.start`: `celery -A workers worker -c N [-Q queues]` processes,
+  each in a session of its own (so a whole worker, main process and pool child, is one
   process group to SIGKILL / SIGSTOP / SIGCONT), returned once each has
   logged Celery's "ready." line.
 - `Coordinators`: coordinator threads (`Coordinator(...).drive` in this
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.waiting import wait_until
 
 from backfill.engine.coordinator import Coordinator
 from backfill.model.dag import DAG
 from backfill.store.db import create_engine_for
 
 from .stack import PROJECT, Stack
+from .waiting import wait_until
 
 READY_TIMEOUT = 60.0  # seconds a starting worker may take on a loaded CI machine
 LOG_TAIL = 40
@@ -116,15 +116,19 @@ class WorkerPool:
         self.logs = logs
         self.started: list[Worker] = []
 
-    def start(self, stack: Stack, count: int, *, concurrency: int = 1) -> list[Worker]:
-        """Start `count` workers (`-c concurrency` each) and wait until every one is ready."""
+    def start(
+        self, stack: Stack, count: int, *, concurrency: int = 1, queues: str | None = None
+    ) -> list[Worker]:
+        """Start `count` workers (`-c concurrency` each, consuming `queues`: comma-separated,
+        None for the default queue) and wait until every one is ready."""
         batch = []
         for _ in range(count):
-            name = f"it{len(self.started)}-{uuid.uuid4().hex[:6]}"
+            name = f"w{len(self.started)}-{uuid.uuid4().hex[:6]}"
             args = [
                 sys.executable, "-m", "celery", "-A", "workers", "worker",
                 "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO",
                 "--without-mingle", "--without-gossip",
+                *(["-Q", queues] if queues else []),
             ]  # fmt: skip
             log = self.logs / f"worker-{name}.log"
             worker = Worker(name, spawn(args, stack.env(), log), log)
