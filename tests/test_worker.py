@@ -411,19 +411,6 @@ def test_execution_timeout_stops_the_callable(redis_rig: Rig) -> None:
     assert events == ["start", "stopped:Interrupted"]  # never "after"
 
 
-def test_a_message_delivered_three_times_runs_once(redis_rig: Rig) -> None:
-    rig = redis_rig
-    [message] = queue_tis(rig, "worker_probe", ["ok"]).values()
-    worker = rig.start_worker(concurrency=3)  # three pool processes, one copy each
-    rig.publish(message, times=3)
-    row = wait_state(rig, message, TIState.SUCCESS)
-    rig.wait_for(lambda: worker.count("lost the claim race") == 2, "two losers to ack")
-    assert len(ran(rig, "ok")) == 1
-    assert [t for t in journal(rig, row["id"]) if t[1] == "running"] == [
-        ("queued", "running", f"worker:{row['claimant']}")
-    ]
-
-
 class _Tripwire:
     """Unpickling this creates a file: proof that a pickle payload was deserialized."""
 
@@ -477,49 +464,6 @@ def test_a_dag_fingerprint_mismatch_fails_the_try(redis_rig: Rig) -> None:
     assert actual in row["last_error"]
     assert planned in row["last_error"]
     assert rig.ledger_lines() == []  # the callable never ran
-
-
-# -- fencing ---------------------------------------------------------------------------
-
-
-def test_a_paused_worker_that_lost_its_claim_is_stopped_and_fenced(redis_rig: Rig) -> None:
-    rig = redis_rig
-    [message] = queue_tis(rig, "worker_probe", ["hang"]).values()  # retries=0, sleeps 60s
-    worker = rig.start_worker()
-    rig.publish(message)
-    rig.wait_for(lambda: ran(rig, "hang", "start"), "the callable to start")
-    running = ti_row(rig, message.ti_id)
-    child = int(running["claimant"].rsplit(":", 1)[1])  # the pool process running the try
-
-    os.kill(child, signal.SIGSTOP)
-    try:
-        # Silent past the heartbeat timeout (2s), the try is reaped as the coordinator would.
-        rig.wait_for(lambda: _reap(rig, message), "the silent try to be reaped")
-    finally:
-        os.kill(child, signal.SIGCONT)
-    reaped = ti_row(rig, message.ti_id)
-    assert (reaped["state"], reaped["claim_token"]) == ("failed", None)
-
-    rig.wait_for(lambda: ran(rig, "hang", "stopped:Interrupted"), "the callable to be stopped")
-    rig.wait_for(lambda: "claim lost; outcome" in worker.text(), "the outcome to be discarded")
-    assert not ran(rig, "hang", "after")
-    assert ti_row(rig, message.ti_id) == reaped  # the late outcome was not written
-    assert journal(rig, message.ti_id)[-1] == ("running", "failed", "coordinator:reaper")
-
-
-def _reap(rig: Rig, message: TaskMessage) -> bool:
-    now = pendulum.now("UTC")
-    timeout = rig.settings().heartbeat_timeout
-    with rig.engine.begin() as conn:
-        reaped = tis.reap_stale(
-            conn,
-            backfill_id=message.backfill_id,
-            cutoff=now - timedelta(seconds=timeout),
-            retry_delays={},
-            actor="coordinator:reaper",
-            now=now,
-        )
-    return reaped == [message.ti_id]
 
 
 # -- workers.execute in this process (no broker, no database) ---------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
-from datetime import timedelta
 
 import pendulum
 
@@ -60,17 +58,3 @@ def boom(ctx: Context) -> None:
 failing_after = failing.task(task_id="after_boom")(record)
 failing_side = failing.task(task_id="side")(record)
 boom >> failing_after
-
-slow = DAG("engine_slow", schedule="@daily", start_date=START)
-
-
-@slow.task(retries=1, retry_delay=timedelta(0))
-def sleepy(ctx: Context) -> None:
-    """The first try hangs until its worker is killed; the retry is quick."""
-    record(ctx)
-    if ctx.try_number == 1:
-        time.sleep(120)
-
-
-slow_after = slow.task(task_id="after_sleepy")(record)
-sleepy >> slow_after

@@ -21,6 +21,7 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 from support.ledger import Key
+from support.private_redis import PrivateRedis
 from support.processes import Coordinators, WorkerPool
 from support.stack import Stack, utc
 from support.waiting import wait_until
@@ -140,6 +141,7 @@ def test_a_killed_coordinator_is_resumed_without_rerunning_anything(
 
 def test_messages_deleted_from_the_broker_are_dispatched_again(
     pg_stack: Stack,
+    broker: PrivateRedis,
     engine_of: Callable[[Stack], Engine],
     workers: WorkerPool,
     coordinators: Coordinators,
@@ -150,7 +152,6 @@ def test_messages_deleted_from_the_broker_are_dispatched_again(
     backfill_id = create_backfill(engine, dag, DAY, DAY)
     driver = coordinators.thread(stack, dag, backfill_id)
     # No worker yet: the two root tasks' messages wait in the queue. Lose them.
-    broker = stack.redis
     wait_until(lambda: broker.queue_length("default") >= 2, timeout=30, what="2 messages queued")
     broker.client.delete(*broker.queue_keys("default"))
     assert broker.queue_length("default") == 0
@@ -202,6 +203,7 @@ def test_a_paused_worker_late_outcome_is_refused(
         what="the resumed worker to end its late try",
         explain=paused.output,
     )
+    assert "claim lost; outcome" in paused.output()  # fenced: its finish matched no row
 
     outcome = driver.result(DRIVE_TIMEOUT)
     assert outcome.state == "success", outcome

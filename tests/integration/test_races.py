@@ -29,6 +29,7 @@ from workers.app import make_app
 from .checks import (
     assert_all_succeeded_first_try,
     assert_each_try_started_once,
+    claims_per_ti,
     create_backfill,
     journal,
     max_overlap,
@@ -105,6 +106,11 @@ def test_every_try_runs_once_when_every_message_is_delivered_three_times(
         explain=workers.logs_tail,
     )
     assert sum(w.received() for w in pool) == copies
+    # Each try was claimed once (one `running` in the journal); every other copy lost the
+    # claim and was acked as a no-op.
+    assert claims_per_ti(engine, backfill_id) == {ti.id: 1 for ti in tis}
+    losers = sum(w.output().count("lost the claim race") for w in pool)
+    assert losers == copies - len(tis)
     assert_each_try_started_once(pg_stack.ledger, {ti.key for ti in tis})
 
 
