@@ -11,17 +11,16 @@ import multiprocessing
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from support.factories import COORDINATOR, LOGICAL_DATE, Queued, queued_backfill, ti_row
 
 from backfill.model.states import TIState
-from backfill.planning.snapshot import TIRow
-from backfill.store import claims, runs, tis
+from backfill.store import claims, tis
 from backfill.store.db import create_engine_for
 from backfill.store.schema import task_instances, ti_transitions
 
@@ -29,82 +28,16 @@ N = 8  # claimants per race
 ROUNDS = 20  # races per backend with threads
 PROCESS_ROUNDS = 3  # races per backend with processes (spawning is slow)
 BARRIER_TIMEOUT = 60.0
-LOGICAL_DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
-COORDINATOR = "coordinator:test"
-
-
-@dataclass(frozen=True)
-class Setup:
-    backfill_id: int
-    ti_ids: list[int]
 
 
 def _now() -> datetime:
     return pendulum.now("UTC")
 
 
-def _queued(engine: Engine, count: int, *, max_tries: int = 1) -> Setup:
+def _queued(engine: Engine, count: int, *, max_tries: int = 1) -> Queued:
     """A backfill with one run of `count` tasks, every TI queued for try 1 by the store."""
-    now = _now()
-    specs = [
-        runs.TaskSpec(
-            task_id=f"t{i}",
-            pool="default_pool",
-            pool_slots=1,
-            queue="default",
-            priority_weight=1,
-            max_tries=max_tries,
-        )
-        for i in range(count)
-    ]
-    with engine.begin() as conn:
-        bf = runs.insert_backfill(
-            conn,
-            dag_id="race",
-            fingerprint="f" * 16,
-            start=LOGICAL_DATE,
-            end=LOGICAL_DATE,
-            options={},
-            conf={},
-            now=now,
-        )
-        new_run = runs.NewRun(
-            run_id="backfill__2024-01-01",
-            logical_date=LOGICAL_DATE,
-            data_interval_start=LOGICAL_DATE,
-            data_interval_end=LOGICAL_DATE + timedelta(days=1),
-        )
-        [run_pk] = runs.insert_runs(
-            conn, backfill_id=bf, dag_id="race", runs=[new_run], tasks=specs, conf={}, now=now
-        )
-        rows = conn.execute(
-            sa.select(task_instances.c.id, task_instances.c.task_id)
-            .where(task_instances.c.dag_run_id == run_pk)
-            .order_by(task_instances.c.id)
-        ).all()
-        # As a coordinator does: TIs are queued in a running run.
-        runs.start_runs(conn, bf, 1, dag_id="race", limit=1_000, backwards=False, now=now)
-        queued = tis.queue(
-            conn, [_ti_row(r.id, run_pk, r.task_id) for r in rows], actor=COORDINATOR, now=now
-        )
-    assert [q.try_number for q in queued] == [1] * count
-    return Setup(backfill_id=bf, ti_ids=[r.id for r in rows])
-
-
-def _ti_row(
-    ti_id: int, run_pk: int, task_id: str, *, state: TIState = TIState.NONE, try_number: int = 0
-) -> TIRow:
-    return TIRow(
-        id=ti_id,
-        run_id=run_pk,
-        task_id=task_id,
-        state=state,
-        try_number=try_number,
-        max_tries=1,
-        pool="default_pool",
-        pool_slots=1,
-        priority_weight=1,
-    )
+    tasks = {f"t{i}": max_tries for i in range(count)}
+    return queued_backfill(engine, dag_id="race", tasks=tasks)
 
 
 def _claim(conn: Connection, ti_id: int, try_number: int, claimant: str) -> claims.Claim | None:
@@ -161,7 +94,7 @@ def test_exactly_one_of_n_threads_wins_each_try(db_url: str, engine: Engine) -> 
     setup = _queued(engine, ROUNDS)
     engines = [create_engine_for(db_url) for _ in range(N)]
     try:
-        for ti_id in setup.ti_ids:
+        for ti_id in setup.ids:
             results = _race_threads(engines, ti_id)
             winners = [(i, c) for i, c in enumerate(results) if c is not None]
             assert len(winners) == 1, f"TI {ti_id}: {len(winners)} winners"
@@ -204,7 +137,7 @@ def test_exactly_one_of_n_processes_wins_each_try(db_url: str, engine: Engine) -
     barrier = ctx.Barrier(N)
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=_contend_in_process, args=(db_url, setup.ti_ids, i, barrier, results))
+        ctx.Process(target=_contend_in_process, args=(db_url, setup.ids, i, barrier, results))
         for i in range(N)
     ]
     for proc in procs:
@@ -217,7 +150,7 @@ def test_exactly_one_of_n_processes_wins_each_try(db_url: str, engine: Engine) -
             if proc.is_alive():
                 proc.kill()
     assert all(proc.exitcode == 0 for proc in procs)
-    for ti_id in setup.ti_ids:
+    for ti_id in setup.ids:
         winners = [(i, token) for t, i, token in outcomes if t == ti_id and token is not None]
         assert len(winners) == 1, f"TI {ti_id}: {len(winners)} winners"
         [(i, token)] = winners
@@ -233,7 +166,7 @@ def test_exactly_one_of_n_processes_wins_each_try(db_url: str, engine: Engine) -
 
 
 def test_a_claim_for_another_try_wins_nothing(engine: Engine) -> None:
-    [ti_id] = _queued(engine, 1).ti_ids
+    [ti_id] = _queued(engine, 1).ids
     before = _row(engine, ti_id)
     for wrong_try in (0, 2, 3):
         assert _claim_in_tx(engine, ti_id, wrong_try, "w") is None
@@ -245,9 +178,10 @@ def test_a_claim_for_another_try_wins_nothing(engine: Engine) -> None:
 
 def test_a_claim_carries_what_the_context_needs(engine: Engine) -> None:
     setup = _queued(engine, 1, max_tries=3)
-    won = _claim_in_tx(engine, setup.ti_ids[0], 1, "w")
+    won = _claim_in_tx(engine, setup.ids[0], 1, "w")
     assert won is not None
-    assert (won.dag_id, won.task_id, won.run_id) == ("race", "t0", "backfill__2024-01-01")
+    run_id = "backfill__2024-01-01T00:00:00+00:00"
+    assert (won.dag_id, won.task_id, won.run_id) == ("race", "t0", run_id)
     assert (won.try_number, won.max_tries, won.dag_fingerprint) == (1, 3, "f" * 16)
     assert won.logical_date == LOGICAL_DATE
     assert won.data_interval_end == LOGICAL_DATE + timedelta(days=1)
@@ -256,7 +190,7 @@ def test_a_claim_carries_what_the_context_needs(engine: Engine) -> None:
 
 def test_a_reaped_try_is_fenced_and_its_retry_is_a_new_claim(engine: Engine) -> None:
     setup = _queued(engine, 1)
-    [ti_id] = setup.ti_ids
+    [ti_id] = setup.ids
     old = _claim_in_tx(engine, ti_id, 1, "w1")
     assert old is not None
     with engine.begin() as conn:
@@ -276,7 +210,7 @@ def test_a_reaped_try_is_fenced_and_its_retry_is_a_new_claim(engine: Engine) -> 
     _assert_fenced(engine, old, expected=after_reap)
 
     with engine.begin() as conn:
-        row = _ti_row(
+        row = ti_row(
             ti_id, after_reap["dag_run_id"], "t0", state=TIState.UP_FOR_RETRY, try_number=1
         )
         [requeued] = tis.queue(conn, [row], actor=COORDINATOR, now=_now())
@@ -300,7 +234,7 @@ def test_a_reaped_try_is_fenced_and_its_retry_is_a_new_claim(engine: Engine) -> 
 
 
 def test_a_forged_token_is_fenced(engine: Engine) -> None:
-    [ti_id] = _queued(engine, 1).ti_ids
+    [ti_id] = _queued(engine, 1).ids
     won = _claim_in_tx(engine, ti_id, 1, "w1")
     assert won is not None
     forged = claims.Claim(**{**won.__dict__, "token": uuid.uuid4().hex})

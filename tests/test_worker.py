@@ -1,300 +1,138 @@
 """The worker task end to end: real `celery -A workers worker` processes, real brokers.
 
-Each test puts TIs in `queued` itself, publishes their messages with
-`make_app(...).send_task` (no coordinator involved) and polls the database
-until the worker has written its outcome. Workers consume a queue of their
-own on Redis (127.0.0.1:6379, shared: nothing else is touched) or the
-embedded `filesystem://` broker, and are always killed in teardown. Every
-callable appends to a ledger file (tests/dags_worker/probe.py), which counts
-executions.
+Each test puts TIs in `queued` itself (`support.factories`), publishes their
+messages with `make_app(...).send_task` (no coordinator involved) and polls the
+database until the worker has written its outcome. Workers (`support.processes`)
+consume the module's private Redis DB (`broker`) or the embedded `filesystem://`
+broker, and are killed in teardown. Every callable appends to the execution
+ledger (tests/dags_worker/probe.py, `support.ledger`), which counts executions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pendulum
 import pytest
-import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from support.private_redis import private_redis
+from support.factories import COORDINATOR, queued_backfill
+from support.ledger import Entry
+from support.private_redis import PrivateRedis
+from support.processes import WorkerPool
+from support.stack import Stack
 from support.waiting import wait_until
 
-from backfill.config import Settings
 from backfill.messages import TASK_NAME, TaskMessage
 from backfill.model.context import Context, Reschedule, Skip
 from backfill.model.discovery import load_dags
 from backfill.model.states import TIState
 from backfill.planning.run_options import Execution, RunOptions
-from backfill.planning.snapshot import TIRow
-from backfill.store import runs, tis
 from backfill.store.db import create_engine_for
 from backfill.store.schema import task_instances, ti_transitions
 from workers.app import make_app
 from workers.execute import Ending, Result, execute
 
-ROOT = Path(__file__).resolve().parent.parent
 DAGS = Path(__file__).resolve().parent / "dags_worker"
 BAG = load_dags(DAGS)
 LOGICAL_DATE = pendulum.datetime(2024, 3, 31, 22, tz="UTC")  # 2024-04-01 in Paris
 DEADLINE = 60.0  # seconds to wait for any condition: generous, never a fixed sleep
-COORDINATOR = "coordinator:test"
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis DB index of this module's own (not a fixed one), emptied after."""
-    with private_redis("tests/test_worker.py") as private:
-        yield private.url
-
-
-@dataclass
-class Worker:
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def count(self, needle: str) -> int:
-        return self.text().count(needle)
-
-
-@dataclass
-class Rig:
-    """One database, one broker, one private queue, one ledger, and the workers on them."""
-
-    db_url: str
-    broker_url: str
-    home: Path
-    queue: str
-    ledger: Path
-    engine: Engine
-    env: dict[str, str] = field(default_factory=dict)
-    workers: list[Worker] = field(default_factory=list)
-
-    def settings(self) -> Settings:
-        return Settings.from_env(self.env)
-
-    def start_worker(self, *, concurrency: int = 1) -> Worker:
-        log = self.home / f"worker-{len(self.workers)}.log"
-        command = [
-            sys.executable, "-m", "celery", "-A", "workers", "worker",
-            "-P", "prefork", "-c", str(concurrency), "-Q", self.queue,
-            "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
-            "--without-mingle", "--without-gossip", "-l", "INFO",
-        ]  # fmt: skip
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: teardown kills it all
-            )
-        worker = Worker(proc=proc, log=log)
-        self.workers.append(worker)
-        return worker
-
-    def publish(self, message: TaskMessage, *, times: int = 1, **options: Any) -> None:
-        app = make_app(self.settings())
-        try:
-            for _ in range(times):
-                app.send_task(
-                    TASK_NAME,
-                    kwargs=message.kwargs(),
-                    argsrepr=message.describe(),
-                    queue=self.queue,
-                    **options,
-                )
-        finally:
-            app.close()
-
-    def send_raw(self, *, args: Any = (), kwargs: Any = None, **options: Any) -> None:
-        app = make_app(self.settings())
-        try:
-            app.send_task(TASK_NAME, args=args, kwargs=kwargs, queue=self.queue, **options)
-        finally:
-            app.close()
-
-    def wait_for(
-        self, condition: Callable[[], T | None], what: str, timeout: float = DEADLINE
-    ) -> T:
-        def logs() -> str:
-            return "\n".join(w.text()[-4000:] for w in self.workers)
-
-        return wait_until(condition, timeout=timeout, what=what, explain=logs)
-
-    def ledger_lines(self) -> list[str]:
-        return self.ledger.read_text().splitlines() if self.ledger.exists() else []
-
-
-def _stop(worker: Worker) -> None:
-    """Warm shutdown (the worker leaves its broker bindings tidy), then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.proc.pid, signal.SIGCONT)  # in case a test left it paused
-        worker.proc.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        worker.proc.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.proc.pid, signal.SIGKILL)  # the pool children too
-    worker.proc.wait(timeout=15)
+def worker_stack(db_url: str, private: PrivateRedis | None, folder: Path) -> Stack:
+    """The tests' Stack: the probe DAGs, heartbeats every 0.2 s, reaped after 2 s;
+    without a private Redis DB, the embedded `filesystem://` broker."""
+    stack = Stack.create(db_url, private, folder).with_dags(DAGS)
+    stack = stack.with_timeouts(heartbeat_interval=0.2, heartbeat_timeout=2.0)
+    return stack if private is not None else stack.with_broker("filesystem://")
 
 
 @pytest.fixture
-def make_rig(tmp_path: Path) -> Iterator[Callable[[str, str], Rig]]:
-    rigs: list[Rig] = []
-
-    def make(db_url: str, broker_url: str) -> Rig:
-        home = tmp_path / f"home{len(rigs)}"
-        home.mkdir()
-        rig = Rig(
-            db_url=db_url,
-            broker_url=broker_url,
-            home=home,
-            queue=f"test-worker-{uuid.uuid4().hex[:12]}",
-            ledger=home / "ledger.txt",
-            engine=create_engine_for(db_url),
-            env={
-                "BACKFILL_HOME": str(home),
-                "BACKFILL_DATABASE_URL": db_url,
-                "BACKFILL_BROKER_URL": broker_url,
-                "BACKFILL_DAGS_FOLDER": str(DAGS),
-                "BACKFILL_HEARTBEAT_INTERVAL": "0.2",
-                "BACKFILL_HEARTBEAT_TIMEOUT": "2",
-            },
-        )
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        for worker in rig.workers:
-            _stop(worker)
-        rig.engine.dispose()
-        if rig.broker_url.startswith("redis://"):
-            client = redis.Redis.from_url(rig.broker_url)
-            q = rig.queue  # the queue and its exchange's binding tables (kombu's key names)
-            client.delete(q, f"_kombu.binding.{q}", f"_kombu.binding_permanent.{q}")
-            client.close()
+def stack(db_url: str, backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Stack:
+    """SQLite with the embedded filesystem:// broker, PostgreSQL with Redis."""
+    private = None if backend == "sqlite" else request.getfixturevalue("broker")
+    return worker_stack(db_url, private, tmp_path)
 
 
 @pytest.fixture
-def redis_rig(make_rig: Callable[[str, str], Rig], pg_url: str, redis_url: str) -> Rig:
-    return make_rig(pg_url, redis_url)
+def redis_stack(pg_url: str, broker: PrivateRedis, tmp_path: Path) -> Stack:
+    return worker_stack(pg_url, broker, tmp_path)
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on the database of the test's stack (`stack` or `redis_stack`)."""
+    name = "redis_stack" if "redis_stack" in request.fixturenames else "stack"
+    engine = create_engine_for(request.getfixturevalue(name).db_url)
+    yield engine
+    engine.dispose()
+
+
+def publish(stack: Stack, message: TaskMessage) -> None:
+    send_raw(stack, kwargs=message.kwargs(), argsrepr=message.describe())
+
+
+def send_raw(stack: Stack, **options: Any) -> None:
+    """`send_task` of the worker's task, with `options` as they are (forgeries too)."""
+    app = make_app(stack.settings())
+    try:
+        app.send_task(TASK_NAME, queue="default", **options)
+    finally:
+        app.close()
 
 
 # -- putting TIs in `queued`, reading them back --------------------------------------
 
 
 def queue_tis(
-    rig: Rig,
+    engine: Engine,
     dag_id: str,
     task_ids: list[str],
     *,
-    logical_date: pendulum.DateTime = LOGICAL_DATE,
     fingerprint: str | None = None,
     options: RunOptions | None = None,
 ) -> dict[str, TaskMessage]:
     """A backfill of one run of `task_ids`, each TI queued for try 1; their messages."""
     dag = BAG.get(dag_id)
-    now = pendulum.now("UTC")
-    specs = [
-        runs.TaskSpec(
-            task_id=tid,
-            pool="default_pool",
-            pool_slots=1,
-            queue=rig.queue,
-            priority_weight=1,
-            max_tries=dag.tasks[tid].options.retries,
-        )
-        for tid in task_ids
-    ]
-    with rig.engine.begin() as conn:
-        bf = runs.insert_backfill(
-            conn,
-            dag_id=dag_id,
-            fingerprint=fingerprint or dag.fingerprint,
-            start=logical_date,
-            end=logical_date,
-            options={} if options is None else options.as_json(),
-            conf={},
-            now=now,
-        )
-        new_run = runs.NewRun(
-            run_id=f"backfill__{logical_date.isoformat()}",
-            logical_date=logical_date,
-            data_interval_start=logical_date,
-            data_interval_end=logical_date + timedelta(days=1),
-        )
-        conf = {"ledger": str(rig.ledger)}
-        [run_pk] = runs.insert_runs(
-            conn, backfill_id=bf, dag_id=dag_id, runs=[new_run], tasks=specs, conf=conf, now=now
-        )
-        ids = dict(
-            conn.execute(
-                sa.select(task_instances.c.task_id, task_instances.c.id).where(
-                    task_instances.c.dag_run_id == run_pk
-                )
-            ).all()
-        )
-        # As a coordinator does: TIs are queued in a running run.
-        runs.start_runs(conn, bf, 1, dag_id=dag_id, limit=1_000, backwards=False, now=now)
-        rows = [_new_ti(ids[tid], run_pk, tid) for tid in task_ids]
-        queued = tis.queue(conn, rows, actor=COORDINATOR, now=now)
-    assert {q.id for q in queued} == set(ids.values())
+    queued = queued_backfill(
+        engine,
+        dag_id=dag_id,
+        tasks={tid: dag.tasks[tid].options.retries for tid in task_ids},
+        fingerprint=fingerprint or dag.fingerprint,
+        logical_date=LOGICAL_DATE,
+        options=None if options is None else options.as_json(),
+    )
     return {
         tid: TaskMessage(
-            ti_id=ids[tid],
+            ti_id=queued.ti_ids[tid],
             try_number=1,
-            backfill_id=bf,
+            backfill_id=queued.backfill_id,
             dag_id=dag_id,
             task_id=tid,
-            logical_date=logical_date.isoformat(),
+            logical_date=LOGICAL_DATE.isoformat(),
         )
         for tid in task_ids
     }
 
 
-def _new_ti(ti_id: int, run_pk: int, task_id: str) -> TIRow:
-    return TIRow(
-        id=ti_id,
-        run_id=run_pk,
-        task_id=task_id,
-        state=TIState.NONE,
-        try_number=0,
-        max_tries=0,
-        pool="default_pool",
-        pool_slots=1,
-        priority_weight=1,
-    )
-
-
-def ti_row(rig: Rig, ti_id: int) -> dict[str, Any]:
-    with rig.engine.connect() as conn:
+def ti_row(engine: Engine, ti_id: int) -> dict[str, Any]:
+    with engine.connect() as conn:
         row = conn.execute(sa.select(task_instances).where(task_instances.c.id == ti_id)).one()
     return dict(row._mapping)
 
 
-def journal(rig: Rig, ti_id: int) -> list[tuple[str, str, str]]:
+def journal(engine: Engine, ti_id: int) -> list[tuple[str, str, str]]:
     j = ti_transitions
-    with rig.engine.connect() as conn:
+    with engine.connect() as conn:
         rows = conn.execute(
             sa.select(j.c.from_state, j.c.to_state, j.c.actor)
             .where(j.c.task_instance_id == ti_id)
@@ -303,111 +141,117 @@ def journal(rig: Rig, ti_id: int) -> list[tuple[str, str, str]]:
     return [(r.from_state, r.to_state, r.actor) for r in rows]
 
 
-def wait_state(rig: Rig, message: TaskMessage, *states: TIState) -> dict[str, Any]:
+def wait_for(workers: WorkerPool, condition: Callable[[], T | None], what: str) -> T:
+    return wait_until(condition, timeout=DEADLINE, what=what, explain=workers.logs_tail)
+
+
+def wait_state(
+    engine: Engine, workers: WorkerPool, message: TaskMessage, *states: TIState
+) -> dict[str, Any]:
     wanted = {s.value for s in states}
 
     def reached() -> dict[str, Any] | None:
-        row = ti_row(rig, message.ti_id)
+        row = ti_row(engine, message.ti_id)
         return row if row["state"] in wanted else None
 
-    return rig.wait_for(reached, f"{message.describe()} to be {'/'.join(sorted(wanted))}")
+    return wait_for(workers, reached, f"{message.describe()} to be {'/'.join(sorted(wanted))}")
 
 
-def ran(rig: Rig, task_id: str, event: str = "ran") -> list[str]:
-    return [line for line in rig.ledger_lines() if line.split()[:2] == [task_id, event]]
+def ran(stack: Stack, task_id: str, event: str = "ran") -> list[Entry]:
+    return stack.ledger.events(task_id, event)
 
 
 # -- outcomes -------------------------------------------------------------------------
 
 
-def test_every_outcome_is_recorded(
-    make_rig: Callable[[str, str], Rig], db_url: str, backend: str, request: pytest.FixtureRequest
-) -> None:
-    # SQLite goes with the embedded filesystem:// broker, PostgreSQL with Redis.
-    broker = "filesystem://" if backend == "sqlite" else request.getfixturevalue("redis_url")
-    rig = make_rig(db_url, broker)
-    probe = queue_tis(rig, "worker_probe", ["ok", "boom", "boom_final", "skipper", "sensor"])
-    paris = queue_tis(rig, "worker_paris", ["local_day"])
-    rig.start_worker()
+def test_every_outcome_is_recorded(stack: Stack, db: Engine, workers: WorkerPool) -> None:
+    probe = queue_tis(db, "worker_probe", ["ok", "boom", "boom_final", "skipper", "sensor"])
+    paris = queue_tis(db, "worker_paris", ["local_day"])
+    workers.start(stack, 1)
     for message in [*probe.values(), *paris.values()]:
-        rig.publish(message)
+        publish(stack, message)
 
-    ok = wait_state(rig, probe["ok"], TIState.SUCCESS)
+    ok = wait_state(db, workers, probe["ok"], TIState.SUCCESS)
     claimant = ok["claimant"]
     assert ok["last_error"] is None
     assert ok["end_date"] >= ok["start_date"]
-    assert journal(rig, ok["id"]) == [
+    assert journal(db, ok["id"]) == [
         ("none", "queued", COORDINATOR),
         ("queued", "running", f"worker:{claimant}"),
         ("running", "success", f"worker:{claimant}"),
     ]
-    assert ran(rig, "ok") == [f"ok ran 2024-03-31 1 {claimant.rsplit(':', 1)[1]}"]
+    pid = int(claimant.rsplit(":", 1)[1])
+    assert [(e.ds, e.try_number, e.pid) for e in ran(stack, "ok")] == [("2024-03-31", 1, pid)]
 
-    boom = wait_state(rig, probe["boom"], TIState.UP_FOR_RETRY)  # retries=1: a try is left
+    boom = wait_state(db, workers, probe["boom"], TIState.UP_FOR_RETRY)  # retries=1: one left
     assert boom["last_error"] == "ValueError: boom on 2024-03-31 second line"
     assert boom["next_try_at"] - boom["end_date"] == pytest.approx(
         timedelta(seconds=30), abs=timedelta(seconds=1)
     )
     assert boom["try_number"] == 1
 
-    final = wait_state(rig, probe["boom_final"], TIState.FAILED)  # retries=0
+    final = wait_state(db, workers, probe["boom_final"], TIState.FAILED)  # retries=0
     assert (final["last_error"], final["next_try_at"]) == ("ValueError: boom for good", None)
 
-    skipped = wait_state(rig, probe["skipper"], TIState.SKIPPED)
+    skipped = wait_state(db, workers, probe["skipper"], TIState.SKIPPED)
     assert skipped["last_error"] is None
 
-    sensor = wait_state(rig, probe["sensor"], TIState.UP_FOR_RESCHEDULE)
+    sensor = wait_state(db, workers, probe["sensor"], TIState.UP_FOR_RESCHEDULE)
     assert sensor["next_try_at"] - sensor["end_date"] == pytest.approx(
         timedelta(seconds=60), abs=timedelta(seconds=1)
     )
     assert sensor["try_number"] == 1
 
-    wait_state(rig, paris["local_day"], TIState.SUCCESS)
+    wait_state(db, workers, paris["local_day"], TIState.SUCCESS)
     # The DAG's timezone decides ds: 22:00 UTC on March 31 is April 1 in Paris.
-    [line] = ran(rig, "local_day")
-    assert line.split()[2:] == ["2024-04-01", "1", "2024-03-31T22:00:00+00:00"]
+    [entry] = ran(stack, "local_day")
+    assert (entry.ds, entry.try_number, entry.logical_date.isoformat()) == (
+        "2024-04-01",
+        1,
+        "2024-03-31T22:00:00+00:00",
+    )
     for task_id in ("boom", "boom_final", "skipper", "sensor"):
-        assert len(ran(rig, task_id)) == 1, task_id
+        assert len(ran(stack, task_id)) == 1, task_id
 
 
 def test_mark_success_claims_and_finishes_without_calling_the_task(
-    make_rig: Callable[[str, str], Rig], db_url: str, backend: str, request: pytest.FixtureRequest
+    stack: Stack, db: Engine, workers: WorkerPool
 ) -> None:
-    broker = "filesystem://" if backend == "sqlite" else request.getfixturevalue("redis_url")
-    rig = make_rig(db_url, broker)
     marked = RunOptions(execution=Execution.MARK_SUCCESS)
-    messages = queue_tis(rig, "worker_probe", ["ok", "boom_final", "hang"], options=marked)
-    worker = rig.start_worker()
+    messages = queue_tis(db, "worker_probe", ["ok", "boom_final", "hang"], options=marked)
+    [worker] = workers.start(stack, 1)
     for message in messages.values():
-        rig.publish(message)
+        publish(stack, message)
 
     for task_id, message in messages.items():
-        row = wait_state(rig, message, TIState.SUCCESS)  # even the task that always raises
+        row = wait_state(db, workers, message, TIState.SUCCESS)  # even the task that raises
         claimant = row["claimant"]
         assert (row["try_number"], row["last_error"]) == (1, None), task_id
-        assert journal(rig, row["id"]) == [
+        assert journal(db, row["id"]) == [
             ("none", "queued", COORDINATOR),
             ("queued", "running", f"worker:{claimant}"),  # claimed like any try
             ("running", "success", f"worker:{claimant}"),
         ]
-    assert rig.ledger_lines() == []  # no callable ran: every task writes its ledger first
-    rig.wait_for(
+    assert stack.ledger.entries() == []  # no callable ran: every task writes its ledger first
+    wait_for(
+        workers,
         lambda: worker.count("--mark-success: marked success without running the task") == 3,
         "the worker to log each TI it marked",
     )
 
 
-def test_execution_timeout_stops_the_callable(redis_rig: Rig) -> None:
-    rig = redis_rig
-    [message] = queue_tis(rig, "worker_probe", ["slow"]).values()  # execution_timeout=1s
-    rig.start_worker()
-    rig.publish(message)
-    row = wait_state(rig, message, TIState.FAILED)
+def test_execution_timeout_stops_the_callable(
+    redis_stack: Stack, db: Engine, workers: WorkerPool
+) -> None:
+    [message] = queue_tis(db, "worker_probe", ["slow"]).values()  # execution_timeout=1s
+    workers.start(redis_stack, 1)
+    publish(redis_stack, message)
+    row = wait_state(db, workers, message, TIState.FAILED)
     assert row["last_error"].startswith(
         "ExecutionTimeout: the task ran longer than its execution_timeout of 1s"
     )
     assert row["end_date"] - row["start_date"] < timedelta(seconds=20)  # it sleeps 60s
-    events = [line.split()[1] for line in rig.ledger_lines()]
+    events = [e.event for e in redis_stack.ledger.entries()]
     assert events == ["start", "stopped:Interrupted"]  # never "after"
 
 
@@ -421,49 +265,48 @@ class _Tripwire:
         return (open, (self.path, "w"))
 
 
-def test_forged_and_pickled_messages_have_no_effect(redis_rig: Rig) -> None:
-    rig = redis_rig
-    [message] = queue_tis(rig, "worker_probe", ["ok"]).values()
+def test_forged_and_pickled_messages_have_no_effect(
+    redis_stack: Stack, broker: PrivateRedis, db: Engine, workers: WorkerPool
+) -> None:
+    stack = redis_stack
+    [message] = queue_tis(db, "worker_probe", ["ok"]).values()
     good = message.kwargs()
-    worker = rig.start_worker()
-    tripwire = rig.home / "unpickled"
-    rig.send_raw(kwargs={"ti_id": message.ti_id})  # missing keys
-    rig.send_raw(kwargs={**good, "extra": 1})
-    rig.send_raw(kwargs={**good, "ti_id": str(message.ti_id)})  # wrong type
-    rig.send_raw(args=[message.ti_id, 1])  # positional
-    rig.send_raw(kwargs={**good, "ti_id": message.ti_id + 10_000})  # no such TI
-    rig.send_raw(kwargs={**good, "try_number": 2})  # not the queued try
-    rig.send_raw(kwargs={**good, "x": _Tripwire(tripwire)}, serializer="pickle")
-    rig.wait_for(lambda: worker.count("malformed message acked as a no-op") == 4, "4 refusals")
-    rig.wait_for(lambda: worker.count("lost the claim race") == 2, "2 stale messages acked")
+    [worker] = workers.start(stack, 1)
+    tripwire = stack.home / "unpickled"
+    send_raw(stack, kwargs={"ti_id": message.ti_id})  # missing keys
+    send_raw(stack, kwargs={**good, "extra": 1})
+    send_raw(stack, kwargs={**good, "ti_id": str(message.ti_id)})  # wrong type
+    send_raw(stack, args=[message.ti_id, 1])  # positional
+    send_raw(stack, kwargs={**good, "ti_id": message.ti_id + 10_000})  # no such TI
+    send_raw(stack, kwargs={**good, "try_number": 2})  # not the queued try
+    send_raw(stack, kwargs={**good, "x": _Tripwire(tripwire)}, serializer="pickle")
+    wait_for(workers, lambda: worker.count("malformed message acked as a no-op") == 4, "4 refusals")
+    wait_for(workers, lambda: worker.count("lost the claim race") == 2, "2 stale messages acked")
     refusal = "Refusing to deserialize untrusted content of type pickle"
-    rig.wait_for(lambda: refusal in worker.text(), "the pickle message to be refused")
+    wait_for(workers, lambda: refusal in worker.output(), "the pickle message to be refused")
     assert not tripwire.exists()
-    assert ti_row(rig, message.ti_id)["state"] == "queued"
-    assert rig.ledger_lines() == []
+    assert ti_row(db, message.ti_id)["state"] == "queued"
+    assert stack.ledger.entries() == []
 
-    rig.publish(message)  # the genuine one still runs: nothing above was left behind
-    wait_state(rig, message, TIState.SUCCESS)
-    assert len(ran(rig, "ok")) == 1
-    client = redis.Redis.from_url(rig.broker_url)
-    try:
-        assert client.llen(rig.queue) == 0  # every message above was acked, none requeued
-    finally:
-        client.close()
+    publish(stack, message)  # the genuine one still runs: nothing above was left behind
+    wait_state(db, workers, message, TIState.SUCCESS)
+    assert len(ran(stack, "ok")) == 1
+    assert broker.queue_length("default") == 0  # every message above was acked, none requeued
 
 
-def test_a_dag_fingerprint_mismatch_fails_the_try(redis_rig: Rig) -> None:
-    rig = redis_rig
+def test_a_dag_fingerprint_mismatch_fails_the_try(
+    redis_stack: Stack, db: Engine, workers: WorkerPool
+) -> None:
     planned = "0123456789abcdef"
-    [message] = queue_tis(rig, "worker_probe", ["ok"], fingerprint=planned).values()
-    rig.start_worker()
-    rig.publish(message)
-    row = wait_state(rig, message, TIState.FAILED)
+    [message] = queue_tis(db, "worker_probe", ["ok"], fingerprint=planned).values()
+    workers.start(redis_stack, 1)
+    publish(redis_stack, message)
+    row = wait_state(db, workers, message, TIState.FAILED)
     actual = BAG.get("worker_probe").fingerprint
     assert row["last_error"].startswith("DagFingerprintMismatch: ")
     assert actual in row["last_error"]
     assert planned in row["last_error"]
-    assert rig.ledger_lines() == []  # the callable never ran
+    assert redis_stack.ledger.entries() == []  # the callable never ran
 
 
 # -- workers.execute in this process (no broker, no database) ---------------------------

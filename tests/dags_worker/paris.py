@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pendulum
+from support.ledger import record
 
 from backfill import DAG, Context
 
@@ -15,6 +16,4 @@ dag = DAG(
 
 @dag.task
 def local_day(ctx: Context) -> None:
-    with open(ctx.conf["ledger"], "a") as ledger:
-        when = ctx.logical_date.isoformat()
-        ledger.write(f"{ctx.task_id} ran {ctx.ds} {ctx.try_number} {when}\n")
+    record("ran", ctx)

@@ -1,17 +1,16 @@
 """Tasks that end every way a try can end, for the worker tests.
 
-Each task appends `task_id event ds try pid` lines to the ledger file named
-by the run's conf (`{"ledger": path}`): the tests count executions from it.
-The file is opened in append mode and has no uniqueness of any kind.
+Each task appends its events (`ran`, `start`, `stopped:...`, `after`) to the
+test's execution ledger (`support.ledger`): the tests count executions from it.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 
 import pendulum
+from support.ledger import record
 
 from backfill import DAG, Context, Reschedule, Skip
 
@@ -24,8 +23,7 @@ dag = DAG(
 
 
 def note(ctx: Context, event: str) -> None:
-    with open(ctx.conf["ledger"], "a") as ledger:
-        ledger.write(f"{ctx.task_id} {event} {ctx.ds} {ctx.try_number} {os.getpid()}\n")
+    record(event, ctx)
 
 
 def wait_stoppable(ctx: Context, seconds: float) -> None:

@@ -88,6 +88,10 @@ class Worker:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def count(self, text: str) -> int:
+        """How many times `text` occurs in the worker's log."""
+        return self.output().count(text)
+
     def is_ready(self) -> bool:
         if self.process.poll() is not None:
             pytest.fail(f"worker {self.name} exited ({self.process.returncode})\n{tail(self.log)}")

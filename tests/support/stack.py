@@ -43,7 +43,7 @@ class Stack:
     """Everything the processes of one test share: database, broker, DAGs, timeouts."""
 
     db_url: str
-    redis: PrivateRedis
+    redis: PrivateRedis | None  # None: the broker is another (`with_broker`)
     home: Path
     ledger: Ledger
     gates: Path
@@ -54,7 +54,7 @@ class Stack:
     dags: Path = DAGS
 
     @classmethod
-    def create(cls, db_url: str, private: PrivateRedis, folder: Path) -> Self:
+    def create(cls, db_url: str, private: PrivateRedis | None, folder: Path) -> Self:
         home, gates = folder / "home", folder / "gates"
         home.mkdir()
         gates.mkdir()
@@ -64,7 +64,10 @@ class Stack:
 
     @property
     def broker_url(self) -> str:
-        return self.broker or self.redis.url
+        if self.broker is not None:
+            return self.broker
+        assert self.redis is not None, "a Stack without a private Redis DB needs with_broker()"
+        return self.redis.url
 
     def with_timeouts(self, **timeouts: float) -> Self:
         return dataclasses.replace(self, **timeouts)  # type: ignore[arg-type]

@@ -1,0 +1,124 @@
+"""Rows a test starts from, written through the store's own statements.
+
+- `queued_backfill`: a backfill of one run whose TIs are queued for try 1, as a
+  coordinator leaves them (the run started, one journal row `none -> queued`
+  each): what the claim and worker tests start from.
+- `ti_row`: the `TIRow` a pass would have seen, for `tis.queue` and friends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pendulum
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from backfill.model.states import TIState
+from backfill.planning.snapshot import TIRow
+from backfill.store import runs, tis
+from backfill.store.schema import task_instances
+
+COORDINATOR = "coordinator:test"  # the journal's actor of the queueing
+LOGICAL_DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
+
+
+@dataclass(frozen=True)
+class Queued:
+    backfill_id: int
+    dag_run_id: int  # the dag_runs key
+    ti_ids: dict[str, int]  # task_id -> TI id, in id order
+
+    @property
+    def ids(self) -> list[int]:
+        return list(self.ti_ids.values())
+
+
+def queued_backfill(
+    engine: Engine,
+    *,
+    dag_id: str,
+    tasks: Mapping[str, int],
+    fingerprint: str = "f" * 16,
+    queue: str = "default",
+    logical_date: datetime = LOGICAL_DATE,
+    options: Mapping[str, Any] | None = None,
+    conf: Mapping[str, Any] | None = None,
+) -> Queued:
+    """A backfill of `dag_id` with one run at `logical_date` of `tasks` (task_id ->
+    max_tries), every TI queued for try 1 on `queue`."""
+    now = pendulum.now("UTC")
+    specs = [
+        runs.TaskSpec(
+            task_id=task_id,
+            pool="default_pool",
+            pool_slots=1,
+            queue=queue,
+            priority_weight=1,
+            max_tries=max_tries,
+        )
+        for task_id, max_tries in tasks.items()
+    ]
+    with engine.begin() as conn:
+        backfill_id = runs.insert_backfill(
+            conn,
+            dag_id=dag_id,
+            fingerprint=fingerprint,
+            start=logical_date,
+            end=logical_date,
+            options=dict(options or {}),
+            conf={},
+            now=now,
+        )
+        new_run = runs.NewRun(
+            run_id=f"backfill__{logical_date.isoformat()}",
+            logical_date=logical_date,
+            data_interval_start=logical_date,
+            data_interval_end=logical_date + timedelta(days=1),
+        )
+        [dag_run_id] = runs.insert_runs(
+            conn,
+            backfill_id=backfill_id,
+            dag_id=dag_id,
+            runs=[new_run],
+            tasks=specs,
+            conf=dict(conf or {}),
+            now=now,
+        )
+        rows = conn.execute(
+            sa.select(task_instances.c.id, task_instances.c.task_id)
+            .where(task_instances.c.dag_run_id == dag_run_id)
+            .order_by(task_instances.c.id)
+        ).all()
+        # As a coordinator does: TIs are queued in a running run.
+        runs.start_runs(conn, backfill_id, 1, dag_id=dag_id, limit=1_000, backwards=False, now=now)
+        seen = [ti_row(r.id, dag_run_id, r.task_id) for r in rows]
+        queued = tis.queue(conn, seen, actor=COORDINATOR, now=now)
+    assert [(q.id, q.try_number) for q in queued] == [(r.id, 1) for r in rows]
+    return Queued(backfill_id, dag_run_id, {r.task_id: r.id for r in rows})
+
+
+def ti_row(
+    ti_id: int,
+    dag_run_id: int,
+    task_id: str,
+    *,
+    state: TIState = TIState.NONE,
+    try_number: int = 0,
+    max_tries: int = 1,
+) -> TIRow:
+    """The TI as a pass saw it (default pool, one slot, weight 1)."""
+    return TIRow(
+        id=ti_id,
+        run_id=dag_run_id,
+        task_id=task_id,
+        state=state,
+        try_number=try_number,
+        max_tries=max_tries,
+        pool="default_pool",
+        pool_slots=1,
+        priority_weight=1,
+    )
