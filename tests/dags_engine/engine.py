@@ -1,18 +1,15 @@
-"""DAGs of the coordinator tests (tests/test_coordinator.py), run by real workers.
+"""DAGs of the coordinator tests (tests/integration/test_coordinator.py), run by real workers.
 
-Every task appends one line `dag_id task_id ds try_number pid` to the ledger
-file named by BACKFILL_TEST_LEDGER, when the callable starts, with ONE write
-on an O_APPEND descriptor (atomic for such short lines), and no uniqueness
-of any kind: a try that ran twice shows twice. Without the variable (e.g.
-`backfill dags check` on this folder) nothing is recorded.
+Every task appends a `start` line to the execution ledger (`support.ledger`)
+when its callable starts: a try that ran twice shows twice.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 
 import pendulum
+from support.ledger import record as note
 
 from backfill import DAG, Context
 
@@ -20,15 +17,7 @@ START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
 
 def record(ctx: Context) -> None:
-    path = os.environ.get("BACKFILL_TEST_LEDGER")
-    if not path:
-        return
-    line = f"{ctx.dag_id} {ctx.task_id} {ctx.ds} {ctx.try_number} {os.getpid()}\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    note("start", ctx)
 
 
 # The shape of Airflow's example_bash_operator.
