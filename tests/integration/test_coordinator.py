@@ -4,7 +4,7 @@ On PostgreSQL + Redis (the module's private DB) and on SQLite + the embedded
 `filesystem://` broker. The DAGs of tests/dags_engine append to the execution
 ledger (`support.ledger`) on every callable start, so a try that ran twice
 shows twice. The coordinator's passes on hand-built states are in
-tests/test_passes.py and tests/test_policies.py.
+tests/store/test_passes.py and tests/store/test_policies.py.
 """
 
 from __future__ import annotations

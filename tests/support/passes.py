@@ -2,7 +2,7 @@
 
 The coordinator publishes to a `Recorder` instead of a broker; the test plays
 each worker through the real claim/finish statements (`claim_and_finish`), with
-an explicit `Clock`: what tests/test_passes.py and tests/test_policies.py share
+an explicit `Clock`: what tests/store/test_passes.py and tests/store/test_policies.py share
 (and the readers of what a backfill wrote, which the real-worker tests use too).
 """
 

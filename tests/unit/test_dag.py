@@ -25,7 +25,7 @@ from backfill.model.errors import DagDefinitionError, ScheduleError
 from backfill.model.task_options import OPTION_NAMES, TaskOptions, TriggerRule
 
 START = pendulum.datetime(2016, 1, 1, tz="UTC")
-DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 
 def noop(ctx: Context) -> None:

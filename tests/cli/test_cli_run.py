@@ -49,7 +49,7 @@ from backfill.store.db import create_engine_for
 from backfill.store.schema import task_instances, ti_transitions
 
 T = TypeVar("T")
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).parents[2]
 SCRIPT = Path(sys.executable).with_name("backfill")
 
 LEDGER_DAG = """
@@ -414,7 +414,7 @@ def test_rerun_failed_tasks_reruns_only_the_failed_tis(harness: Harness) -> None
 @pytest.fixture
 def redis_db() -> Iterator[str]:
     """A Redis DB index of our own (empty, marked), cleared afterwards."""
-    with private_redis("tests/test_cli_run.py") as private:
+    with private_redis("tests/cli/test_cli_run.py") as private:
         yield private.url
 
 

@@ -1,6 +1,6 @@
 """Run options, depends_on_past and limits, pass by pass (SQLite and PostgreSQL).
 
-Like tests/test_passes.py, the coordinator publishes to a `Recorder` and the
+Like tests/store/test_passes.py, the coordinator publishes to a `Recorder` and the
 test plays the workers in-process (`support.passes.drive_by_hand`).
 """
 

@@ -41,7 +41,7 @@ from backfill.store.schema import task_instances, ti_transitions
 from workers.app import make_app
 from workers.execute import Ending, Result, execute
 
-DAGS = Path(__file__).resolve().parent / "dags_worker"
+DAGS = Path(__file__).resolve().parents[1] / "dags_worker"
 BAG = load_dags(DAGS)
 LOGICAL_DATE = pendulum.datetime(2024, 3, 31, 22, tz="UTC")  # 2024-04-01 in Paris
 DEADLINE = 60.0  # seconds to wait for any condition: generous, never a fixed sleep

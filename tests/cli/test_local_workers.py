@@ -29,7 +29,7 @@ from backfill.cli.local_workers import (
 )
 from backfill.config import Settings
 
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).parents[2]
 REPO_DAGS = REPO / "dags"
 
 

@@ -12,8 +12,8 @@ from backfill.errors import ConfigError
 from backfill.model.discovery import load_dags, summary
 from backfill.model.errors import DagNotFound
 
-REPO_DAGS = Path(__file__).parent.parent / "dags"
-TEST_DAGS = Path(__file__).parent / "dags"
+REPO_DAGS = Path(__file__).parents[2] / "dags"
+TEST_DAGS = Path(__file__).parents[1] / "dags"
 
 
 def dag_file(dag_id: str, *, var: str = "dag", extra: str = "") -> str:

@@ -27,8 +27,8 @@ from backfill.store import pools
 from backfill.store.db import create_engine_for, head_revision
 from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
 
-REPO_DAGS = Path(__file__).parent.parent / "dags"
-TEST_DAGS = Path(__file__).parent / "dags"
+REPO_DAGS = Path(__file__).parents[2] / "dags"
+TEST_DAGS = Path(__file__).parents[1] / "dags"
 BASH_TASKS = [
     "runme_0",
     "runme_1",

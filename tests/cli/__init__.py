@@ -1,0 +1,1 @@
+"""The command line: commands in-process (CliRunner) and end to end (subprocesses)."""

@@ -1,0 +1,1 @@
+"""Store and engine tests on real databases (SQLite and PostgreSQL), no worker process."""
