@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pendulum
 import sqlalchemy as sa
 from integration.checks import max_overlap
 from sqlalchemy.engine import Engine
 from support.ledger import Entry, Key, Ledger
+from support.stack import utc
 
 from backfill.model.dag import DAG
 from backfill.store.schema import backfills, dag_runs, task_instances
@@ -27,11 +27,7 @@ from backfill.store.schema import backfills, dag_runs, task_instances
 __all__ = ["max_load", "max_overlap"]
 
 
-def day(text: str) -> datetime:
-    """A logical date of the parity DAGs (daily, UTC midnight)."""
-    parsed = pendulum.parse(text, tz="UTC")
-    assert isinstance(parsed, pendulum.DateTime)
-    return parsed
+day = utc  # a logical date of the parity DAGs (daily, UTC midnight)
 
 
 # --- database ----------------------------------------------------------------------------
