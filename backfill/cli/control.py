@@ -18,7 +18,7 @@ import socket
 import click
 import pendulum
 
-from backfill.cli.status import BACKFILL_ID
+from backfill.cli.output import BACKFILL_ID
 from backfill.config import Settings
 from backfill.store import control
 from backfill.store.errors import BackfillNotFound

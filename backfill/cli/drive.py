@@ -35,10 +35,16 @@ from rich.console import Console
 
 from backfill.cli.errors import LocalWorkersError
 from backfill.cli.local_workers import LocalWorkers, dag_queues
-from backfill.cli.output import EXIT_INTERRUPTED, OutputFormat, console, emit_json, output_option
+from backfill.cli.output import (
+    BACKFILL_ID,
+    EXIT_INTERRUPTED,
+    OutputFormat,
+    console,
+    emit_json,
+    output_option,
+)
 from backfill.cli.progress import Display, make_display
 from backfill.cli.report import outcome_json, print_report
-from backfill.cli.status import BACKFILL_ID
 from backfill.config import Settings, redact
 from backfill.engine.coordinator import Coordinator, Outcome, Progress
 from backfill.errors import Unreachable, UserError

@@ -27,6 +27,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -38,6 +39,9 @@ from backfill.errors import ConfigError, Unreachable, UserError
 from backfill.store.reconnect import cause, is_database_error, is_unreachable
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Backfill ids are INTEGER keys: anything else is refused as a usage error (exit 2).
+BACKFILL_ID = click.IntRange(1, 2**31 - 1)
 
 EXIT_INTERRUPTED = 130
 PIPE_WIDTH = 160
@@ -193,3 +197,13 @@ class BackfillGroup(click.Group):
             raise
         # A command returns None (success) or the exit code of `ctx.exit(code)`.
         return rv if isinstance(rv, int) else 0
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A time in JSON: ISO 8601 (UTC, as the store returns it), or null."""
+    return None if moment is None else moment.isoformat()
+
+
+def when(moment: datetime | None) -> str:
+    """A time in a table: ISO 8601 with a space, or `-`."""
+    return "-" if moment is None else moment.isoformat(sep=" ")

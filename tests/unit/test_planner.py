@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -435,6 +435,11 @@ def test_a_past_decided_in_this_pass_is_seen_by_the_next_date() -> None:
         "run that date again first (--reprocess failed)"
     ]
     assert decided.to_queue == ()
+    # A past this pass skips has ended well: the next date runs in the same pass.
+    on_failure = make_dag("a>t", t=DOP | {"trigger_rule": "all_failed"})
+    skip_then_run = snapshot(on_failure, {"a": _S.SUCCESS}, {"a": _S.FAILED}, days=[1, 2])
+    decided = run_plan(skip_then_run, on_failure)
+    assert (keys(decided.skipped), keys(decided.to_queue)) == ([(1, "t")], [(2, "t")])
 
 
 def test_a_gap_at_the_range_start_deadlocks_with_the_hint() -> None:
@@ -693,9 +698,13 @@ def planned(draw: st.DrawFn) -> tuple[DAG, Snapshot, Policy]:
     return dag, draw(consistent_snapshot(dag)), draw(policies(dag))
 
 
-def _past(dag: DAG, snap: Snapshot, policy: Policy, ti: TIRow) -> str:
+def _past(
+    dag: DAG, snap: Snapshot, policy: Policy, ti: TIRow, skipped_now: Set[int] = frozenset()
+) -> str:
     """Independently of the planner: "ok", "no" or "elsewhere" (a past outside the
-    snapshot that may still end well) for the depends_on_past of a pending TI."""
+    snapshot that may still end well) for the depends_on_past of a pending TI.
+    `skipped_now`: the TIs the pass skips; a past it skips is a past that skipped, as
+    the planner judges a date after the dates before it in the same pass."""
     date = next(r.logical_date for r in snap.runs if r.id == ti.run_id)
     previous = date - timedelta(days=1)  # the test DAGs are @daily from START
     if not dag.tasks[ti.task_id].options.depends_on_past:
@@ -705,7 +714,8 @@ def _past(dag: DAG, snap: Snapshot, policy: Policy, ti: TIRow) -> str:
     here = [r.id for r in snap.runs if r.logical_date == previous]
     if here:
         twins = [t for t in snap.tis if t.run_id == here[0] and t.task_id == ti.task_id]
-        return "ok" if twins and twins[0].state in {_S.SUCCESS, _S.SKIPPED} else "no"
+        well = {_S.SUCCESS, _S.SKIPPED}
+        return "ok" if any(t.state in well or t.id in skipped_now for t in twins) else "no"
     found = snap.past_states.get((ti.task_id, previous))
     if found is None or found.state in {_S.FAILED, _S.UPSTREAM_FAILED, _S.REMOVED}:
         return "no"
@@ -715,9 +725,12 @@ def _past(dag: DAG, snap: Snapshot, policy: Policy, ti: TIRow) -> str:
     return "no" if ended and found.state not in {_S.QUEUED, _S.RUNNING} else "elsewhere"
 
 
-def _runnable(dag: DAG, snap: Snapshot, policy: Policy) -> dict[str, list[TIRow]]:
-    """Selected pending TIs whose upstreams let them run, by what their past says;
-    under "ok" only those whose pool exists and is big enough."""
+def _runnable(
+    dag: DAG, snap: Snapshot, policy: Policy, skipped_now: Set[int] = frozenset()
+) -> dict[str, list[TIRow]]:
+    """Selected pending TIs whose upstreams let them run, by what their past says
+    (`skipped_now` as for `_past`); under "ok" only those whose pool exists and is big
+    enough."""
     selected = [t for t in snap.tis if policy.selects(t.task_id)]
     by_run: dict[int, dict[str, TIState]] = {}
     for t in selected:
@@ -731,7 +744,7 @@ def _runnable(dag: DAG, snap: Snapshot, policy: Policy) -> dict[str, list[TIRow]
         rule = evaluate(task.options.trigger_rule, upstream)
         if policy.dependencies is Dependencies.ENFORCE and rule is not Verdict.RUN:
             continue
-        past = _past(dag, snap, policy, t)
+        past = _past(dag, snap, policy, t, skipped_now)
         size = snap.limits.pool_sizes.get(t.pool)
         fits = size is not None and (size == UNLIMITED or t.pool_slots <= size)
         if past != "ok" or fits:
@@ -748,7 +761,7 @@ def test_no_deadlock_while_anything_is_busy_ready_or_waiting_elsewhere(
     decided = plan(snap, dag, policy, NOW)
     selected = [t for t in snap.tis if policy.selects(t.task_id)]
     busy = [t for t in selected if t.state in BUSY]
-    runnable = _runnable(dag, snap, policy)
+    runnable = _runnable(dag, snap, policy, {t.id for t in decided.skipped})
     if busy or runnable["ok"] or runnable["elsewhere"]:
         assert decided.deadlock is None, (busy, runnable, decided.deadlock)
     if decided.deadlock is not None:
@@ -773,7 +786,7 @@ def test_every_runnable_ti_is_queued_or_held_by_a_limit(case: tuple[DAG, Snapsho
         t.id for reason, group in decided.waiting.items() for t in group if "pool" in reason
     } | {t.id for reason, group in decided.waiting.items() for t in group if "max_active" in reason}
     queued = {t.id for t in decided.to_queue}
-    for t in _runnable(dag, snap, policy)["ok"]:
+    for t in _runnable(dag, snap, policy, {t.id for t in decided.skipped})["ok"]:
         assert t.id in queued or t.id in by_limit, t
 
 
@@ -798,7 +811,7 @@ def test_only_queueable_tis_are_queued_once_within_the_limits(
         if t.state not in PENDING:  # a retry or reschedule: only once due
             assert t.next_try_at is None or t.next_try_at <= NOW
         else:  # depends_on_past holds, whatever else is ignored
-            assert _past(dag, snap, policy, t) == "ok"
+            assert _past(dag, snap, policy, t, {t.id for t in decided.skipped}) == "ok"
         assert not (t.state is _S.UP_FOR_RETRY and not policy.retries_enabled)
     decided_now = [*decided.upstream_failed, *decided.skipped]
     assert all(t.state in PENDING for t in decided_now)
