@@ -27,11 +27,17 @@ def held_first_try(ctx: Any) -> None:
     """Try 1 blocks on its gate, then fails late; any later try succeeds at once.
 
     A late outcome of try 1 that got through its fencing would turn the TI
-    into failed/up_for_retry with this error, which the tests look for.
+    into failed/up_for_retry with this error, which the tests look for. A
+    worker that stops try 1 while it waits (`Interrupted`, raised when its
+    claim is lost) shows in the ledger as `stopped:Interrupted`, never `after`.
     """
     record("start", ctx)
     if ctx.try_number == 1:
-        wait_for_gate(ctx)
+        try:
+            wait_for_gate(ctx)
+        except BaseException as exc:  # Interrupted is a BaseException, like KeyboardInterrupt
+            record(f"stopped:{type(exc).__name__}", ctx)
+            raise
         record("after", ctx)
         raise RuntimeError("late outcome of try 1")
     record("end", ctx)

@@ -74,6 +74,13 @@ def the_ti(engine: Engine, backfill_id: int, task_id: str) -> TIView:
     return found[0]
 
 
+def ti_row(engine: Engine, ti_id: int) -> dict[str, Any]:
+    """Every column of one TI: to prove a row unchanged, not just its state."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(task_instances).where(task_instances.c.id == ti_id)).one()
+    return dict(row._mapping)
+
+
 def backfill_row(engine: Engine, backfill_id: int) -> Any:
     with engine.connect() as conn:
         return conn.execute(sa.select(backfills).where(backfills.c.id == backfill_id)).one()

@@ -6,7 +6,9 @@
   waits for its lease to lapse and finishes without re-running anything;
 - messages deleted from the broker: re-dispatched after the queued timeout;
 - a worker paused (SIGSTOP) past the heartbeat timeout, then resumed: its
-  late outcome is refused; the TI's outcome is its retry's.
+  callable, still blocked, is stopped because its claim is lost, its late
+  outcome is refused (row and journal unchanged); the TI's outcome is its
+  retry's.
 
 A gated task (`fault_gate.hold`, see tests/dags_integration) blocks its first
 try until the test opens its gate, so a test knows which worker to hit and
@@ -35,6 +37,7 @@ from .checks import (
     journal,
     task_instances_of,
     the_ti,
+    ti_row,
 )
 
 DAY = "2016-01-01"
@@ -169,7 +172,7 @@ def test_messages_deleted_from_the_broker_are_dispatched_again(
     assert_each_try_started_once(stack.ledger, {ti.key for ti in tis})
 
 
-def test_a_paused_worker_late_outcome_is_refused(
+def test_a_paused_worker_is_stopped_and_its_late_outcome_refused(
     pg_stack: Stack,
     engine_of: Callable[[Stack], Engine],
     workers: WorkerPool,
@@ -193,8 +196,10 @@ def test_a_paused_worker_late_outcome_is_refused(
         return (hold.state, hold.try_number) == ("success", 2)
 
     wait_until(retried, timeout=60, what="hold's try 1 to be reaped and try 2 to succeed")
-    # Let try 1 end as soon as it runs again: it fails, late. Then wake it up.
-    stack.open_gate(HOLD_TRY_1)
+    hold_id = the_ti(engine, backfill_id, "hold").id
+    settled, settled_journal = ti_row(engine, hold_id), journal(engine, hold_id)
+    # Wake try 1 up with its gate still closed: its callable is still blocked,
+    # and only the worker learning that its claim is lost can stop it.
     ended = paused.finished()
     paused.signal(signal.SIGCONT)
     wait_until(
@@ -204,6 +209,17 @@ def test_a_paused_worker_late_outcome_is_refused(
         explain=paused.output,
     )
     assert "claim lost; outcome" in paused.output()  # fenced: its finish matched no row
+    # Stopped, not run to its end: the callable saw `Interrupted` and never got past its gate.
+    assert [e.event for e in stack.ledger.entries() if e.key == HOLD_TRY_1] == [
+        "start",
+        "stopped:Interrupted",
+    ]
+    # Its late outcome was not written: neither the row nor its journal moved.
+    assert ti_row(engine, hold_id) == settled
+    assert journal(engine, hold_id) == settled_journal
+    last_of_try_1 = [r for r in settled_journal if r.try_number == 1][-1]
+    assert (last_of_try_1.from_state, last_of_try_1.to_state) == ("running", "up_for_retry")
+    assert last_of_try_1.actor.startswith("coordinator:"), last_of_try_1  # the reaper
 
     outcome = driver.result(DRIVE_TIMEOUT)
     assert outcome.state == "success", outcome

@@ -37,9 +37,11 @@ from backfill.model.discovery import load_dags
 from backfill.model.states import TIState
 from backfill.planning.run_options import Execution, RunOptions
 from backfill.store.db import create_engine_for
-from backfill.store.schema import task_instances, ti_transitions
+from backfill.store.schema import ti_transitions
 from workers.app import make_app
 from workers.execute import Ending, Result, execute
+
+from .checks import ti_row
 
 DAGS = Path(__file__).resolve().parents[1] / "dags_worker"
 BAG = load_dags(DAGS)
@@ -122,12 +124,6 @@ def queue_tis(
         )
         for tid in task_ids
     }
-
-
-def ti_row(engine: Engine, ti_id: int) -> dict[str, Any]:
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(task_instances).where(task_instances.c.id == ti_id)).one()
-    return dict(row._mapping)
 
 
 def journal(engine: Engine, ti_id: int) -> list[tuple[str, str, str]]:
