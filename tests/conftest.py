@@ -6,6 +6,9 @@
 - `engine`: `backfill.store.db.create_engine_for(db_url)`, disposed after the test.
 - `empty_db_url`: a database of its own with no schema at all.
 - `pg_url`: like `db_url`, always PostgreSQL (for PostgreSQL-only tests).
+- `module_db_url`: like `db_url`, shared by a module's tests; the module
+  parametrizes it with its backends (tests/parity/conftest.py).
+- `pg_engine`: `create_engine_for(pg_url)`, disposed after the test.
 
 Each database is migrated once per session into a template (a file copied per
 test for SQLite; `CREATE DATABASE ... TEMPLATE` for PostgreSQL), so a fresh
@@ -54,13 +57,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A freshly migrated, empty database for this test alone."""
-    if backend == "sqlite":
-        target = tmp_path / "backfill.db"
-        shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
-        yield f"sqlite:///{target}"
-    else:
-        template = request.getfixturevalue("_pg_template")
-        yield from _pg_database(request.getfixturevalue("_pg_admin"), template)
+    yield from _fresh_database(backend, request, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A freshly migrated database shared by the tests of one module, on the backend of
+    its parameter: a module parametrizes it (see tests/parity/conftest.py)."""
+    yield from _fresh_database(request.param, request, tmp_path_factory.mktemp("db"))
 
 
 @pytest.fixture
@@ -84,6 +90,14 @@ def empty_db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 def pg_url(_pg_admin: Engine, _pg_template: str) -> Iterator[str]:
     """A freshly migrated, empty PostgreSQL database for this test alone."""
     yield from _pg_database(_pg_admin, _pg_template)
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    """An engine on `pg_url`, disposed after the test."""
+    eng = create_engine_for(pg_url)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +139,17 @@ def _pg_template(_pg_admin: Engine) -> Iterator[str]:
         yield name
     finally:
         _admin_execute(_pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _fresh_database(backend: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+    """A copy of the migrated template on `backend` (the SQLite file in `folder`)."""
+    if backend == "sqlite":
+        target = folder / "backfill.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
+        yield f"sqlite:///{target}"
+    else:
+        template = request.getfixturevalue("_pg_template")
+        yield from _pg_database(request.getfixturevalue("_pg_admin"), template)
 
 
 def _pg_database(admin: Engine, template: str) -> Iterator[str]:

@@ -64,14 +64,6 @@ def proxy() -> Iterator[PgProxy]:
 
 
 @pytest.fixture
-def direct(pg_url: str) -> Iterator[Engine]:
-    """An engine on `pg_url`, not through the proxy."""
-    engine = create_engine_for(pg_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def proxied(pg_url: str, proxy: PgProxy) -> Iterator[Engine]:
     """An autocommit engine, as a worker's, on `pg_url` through the proxy."""
     engine = create_engine_for(proxy.url(pg_url), autocommit=True)
@@ -149,23 +141,23 @@ def claim_on(engine: Engine, message: TaskMessage, token: str) -> claims.Claim |
 
 
 def test_a_claim_whose_reply_was_lost_is_recognised_by_its_token(
-    pg_url: str, direct: Engine, proxy: PgProxy, proxied: Engine
+    pg_url: str, pg_engine: Engine, proxy: PgProxy, proxied: Engine
 ) -> None:
-    message = queued_try(pg_url, direct)
+    message = queued_try(pg_url, pg_engine)
     token = uuid.uuid4().hex
     armed = proxy.lose_reply(CLAIM)
     won = Reconnect(budget=FAULT_TIMEOUT).run(lambda: claim_on(proxied, message, token))
     assert armed.wait(FAULT_TIMEOUT), "the claim's reply was never lost"
     assert won is not None, "the retried claim took its own landed claim for a lost race"
     assert (won.ti_id, won.token) == (message.ti_id, token)
-    assert journal_of(direct, message.ti_id) == [("none", "queued"), ("queued", "running")]
-    assert claim_on(direct, message, uuid.uuid4().hex) is None  # another claimant still loses
+    assert journal_of(pg_engine, message.ti_id) == [("none", "queued"), ("queued", "running")]
+    assert claim_on(pg_engine, message, uuid.uuid4().hex) is None  # another claimant still loses
 
 
 def test_a_finish_whose_reply_was_lost_is_recognised_by_its_journal_row(
-    pg_url: str, direct: Engine, proxy: PgProxy, proxied: Engine
+    pg_url: str, pg_engine: Engine, proxy: PgProxy, proxied: Engine
 ) -> None:
-    message = queued_try(pg_url, direct)
+    message = queued_try(pg_url, pg_engine)
     claim = claim_on(proxied, message, uuid.uuid4().hex)
     assert claim is not None
 
@@ -180,7 +172,10 @@ def test_a_finish_whose_reply_was_lost_is_recognised_by_its_journal_row(
     written = Reconnect(budget=FAULT_TIMEOUT).run(finish(pendulum.now("UTC")))
     assert armed.wait(FAULT_TIMEOUT), "the finish's reply was never lost"
     assert written, "the retried finish took its own landed write for a lost claim"
-    assert journal_of(direct, message.ti_id)[1:] == [("queued", "running"), ("running", "success")]
+    assert journal_of(pg_engine, message.ti_id)[1:] == [
+        ("queued", "running"),
+        ("running", "success"),
+    ]
     # The journal row is this call's own: another finish of the try still misses.
     assert not Reconnect(budget=FAULT_TIMEOUT).run(finish(pendulum.now("UTC")))
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import itertools
 
 from sqlalchemy.engine import Engine
+from support.processes import Cli
 
 from . import observe
-from .conftest import Cli, ParityStack
+from .conftest import ParityStack
 from .observe import day
 
 BACKENDS = ("postgresql", "sqlite")

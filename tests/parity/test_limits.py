@@ -24,9 +24,10 @@ from collections.abc import Iterator
 import pytest
 from integration.checks import set_pool
 from sqlalchemy.engine import Engine
+from support.processes import Cli
 
 from . import observe
-from .conftest import Cli, ParityStack
+from .conftest import ParityStack
 from .observe import day, max_overlap
 
 BACKENDS = ("postgresql", "sqlite")

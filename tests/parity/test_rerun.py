@@ -28,10 +28,11 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from support.ledger import Key
+from support.processes import Cli
 from support.waiting import wait_until
 
 from . import observe
-from .conftest import Cli, ParityStack
+from .conftest import ParityStack
 from .observe import day
 
 BACKENDS = ("postgresql", "sqlite")
@@ -190,7 +191,7 @@ def test_runs_in_flight_are_skipped_whatever_the_policy(
     finally:
         stack.switch_on("parity_inflight.go")
     for running in (first, second):
-        finished = running.wait()
+        finished = running.finish(cli.timeout)
         assert finished.code == 0, finished.log
     # Each date ran once, by the backfill that owns its run.
     started = observe.started(stack.ledger, "parity_inflight")

@@ -13,9 +13,10 @@ on what really ran (the ledger) and the states written:
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
+from support.processes import Cli
 
 from . import observe
-from .conftest import Cli, ParityStack
+from .conftest import ParityStack
 from .observe import day
 
 BACKENDS = ("postgresql", "sqlite")

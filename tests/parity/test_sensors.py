@@ -23,11 +23,12 @@ import itertools
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support.processes import Cli
 
 from backfill.store.schema import task_instances, ti_transitions
 
 from . import observe
-from .conftest import Cli, ParityStack
+from .conftest import ParityStack
 from .observe import day
 
 BACKENDS = ("postgresql", "sqlite")

@@ -15,10 +15,11 @@ from __future__ import annotations
 from integration.checks import set_pool
 from sqlalchemy.engine import Engine
 from support.ledger import Key
+from support.processes import Cli
 from support.waiting import wait_until
 
 from . import observe
-from .conftest import Cli, ParityStack
+from .conftest import ParityStack
 
 WORKERS = 4
 EIGHT_DAYS = ("-s", "2016-01-01", "-e", "2016-01-08")
@@ -40,7 +41,7 @@ def test_two_backfills_sharing_a_pool_never_exceed_it(
     )
     stack.switch_on("parity_shared.go")
     for running in (first, second):
-        done = running.wait()
+        done = running.finish(cli.timeout)
         assert done.code == 0, done.log
     for dag_id in DAGS:
         observe.assert_all_ran_once(stack.ledger, db, dag_id, 8)

@@ -15,9 +15,10 @@ it decided (upstream_failed / skipped) has none.
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
+from support.processes import Cli
 
 from . import observe
-from .conftest import Cli, ParityStack
+from .conftest import ParityStack
 from .observe import day
 
 BACKENDS = ("postgresql", "sqlite")

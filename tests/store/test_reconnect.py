@@ -22,13 +22,6 @@ NOWHERE = "postgresql://postgres:secret@127.0.0.1:1/backfill"  # port 1: connect
 
 
 @pytest.fixture
-def pg(pg_url: str) -> Iterator[Engine]:
-    engine = create_engine_for(pg_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def nowhere() -> Iterator[Engine]:
     engine = create_engine_for(NOWHERE)
     yield engine
@@ -53,13 +46,13 @@ def error_of(engine: Engine, sql: str = "SELECT 1") -> BaseException:
 
 
 def test_a_dropped_connection_is_retried_on_a_fresh_one_and_not_called_an_outage(
-    pg: Engine,
+    pg_engine: Engine,
 ) -> None:
     said = Said()
     attempts: list[int] = []
 
     def work() -> int:
-        with pg.connect() as conn:
+        with pg_engine.connect() as conn:
             pid = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
             attempts.append(pid)
             if len(attempts) == 1:  # the server drops this very connection mid-statement
@@ -72,12 +65,12 @@ def test_a_dropped_connection_is_retried_on_a_fresh_one_and_not_called_an_outage
     assert said.lines == []  # a lone drop that the next attempt replaced is no outage
 
 
-def test_what_is_transient(pg: Engine, nowhere: Engine, pg_url: str) -> None:
+def test_what_is_transient(pg_engine: Engine, nowhere: Engine, pg_url: str) -> None:
     assert is_transient(error_of(nowhere))  # refused: the server is down or restarting
-    with pg.connect() as conn, pytest.raises(sa.exc.DBAPIError) as killed:
+    with pg_engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as killed:
         conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
     assert is_transient(killed.value)
-    assert not is_transient(error_of(pg, "SELEC 1"))  # a bug, not an outage
+    assert not is_transient(error_of(pg_engine, "SELEC 1"))  # a bug, not an outage
     nope = make_url(pg_url).set(database="nope")
     missing = create_engine_for(nope.render_as_string(hide_password=False))
     try:
@@ -124,12 +117,12 @@ def test_a_stop_ends_the_retrying_at_once(nowhere: Engine) -> None:
     assert time.monotonic() - started < 3.0
 
 
-def test_any_other_error_is_raised_on_the_first_attempt(pg: Engine) -> None:
+def test_any_other_error_is_raised_on_the_first_attempt(pg_engine: Engine) -> None:
     attempts: list[int] = []
 
     def work() -> None:
         attempts.append(1)
-        with pg.connect() as conn:
+        with pg_engine.connect() as conn:
             conn.execute(sa.text("SELEC 1"))
 
     with pytest.raises(sa.exc.ProgrammingError):

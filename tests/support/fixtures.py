@@ -1,8 +1,9 @@
 """The harness's fixtures, registered for every test by the root conftest (`pytest_plugins`).
 
-- `broker`: a Redis DB index private to the test module (`support.private_redis`),
-  empty at the start and at the end of each test. Redis missing: skipped on a
+- `module_broker`: a Redis DB index private to the test module
+  (`support.private_redis`), empty when taken. Redis missing: skipped on a
   laptop, failed in CI.
+- `broker`: the module's Redis DB, empty at the start and at the end of each test.
 - `workers`: a `WorkerPool` of the test; every worker it started is killed at
   teardown, and the tails of their logs are printed (shown when the test failed).
 - `coordinators`: coordinator threads and `python -m backfill.cli` subprocesses
@@ -24,17 +25,18 @@ from .processes import Coordinators, WorkerPool
 
 
 @pytest.fixture(scope="module")
-def _module_redis(request: pytest.FixtureRequest) -> Iterator[PrivateRedis]:
+def module_broker(request: pytest.FixtureRequest) -> Iterator[PrivateRedis]:
+    """A Redis DB index private to the module, empty when taken, emptied at its end."""
     with private_redis(request.module.__name__) as private:
         yield private
 
 
 @pytest.fixture
-def broker(_module_redis: PrivateRedis) -> Iterator[PrivateRedis]:
+def broker(module_broker: PrivateRedis) -> Iterator[PrivateRedis]:
     """The module's private Redis DB, empty at the start and the end of the test."""
-    _module_redis.clear()
-    yield _module_redis
-    _module_redis.clear()
+    module_broker.clear()
+    yield module_broker
+    module_broker.clear()
 
 
 def _logs(tmp_path: Path) -> Path:

@@ -44,12 +44,20 @@ def tail(path: Path, lines: int = LOG_TAIL) -> str:
     return f"--- last lines of {path.name} ---\n" + "\n".join(text)
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
+def spawn(
+    args: list[str], env: dict[str, str], log: Path, *, errors: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `args`, its output appended to `log` (stderr to `errors` if given)."""
+    with log.open("ab") as out, (errors or log).open("ab") as err:
         # A session of its own: one process group to signal as a whole, and no
         # terminal signal reaches it by accident.
         return subprocess.Popen(
-            args, env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=env,
+            cwd=PROJECT,
+            stdout=out,
+            stderr=subprocess.STDOUT if errors is None else err,
+            start_new_session=True,
         )
 
 
@@ -86,7 +94,7 @@ class Worker:
             return False
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return _read(self.log)
 
     def count(self, text: str) -> int:
         """How many times `text` occurs in the worker's log."""
@@ -164,23 +172,56 @@ class WorkerPool:
 # --- coordinators ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A `backfill ...` command that ended."""
+
+    args: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def log(self) -> str:
+        """The command, its exit code and its output: the message of a failed assertion."""
+        return f"`backfill {' '.join(self.args)}` exited {self.code}\n{self.output}"
+
+
 @dataclass
 class CliProcess:
-    """A `python -m backfill.cli ...` subprocess (a coordinator for `run` / `resume`)."""
+    """A `python -m backfill.cli ...` subprocess (a coordinator for `run` / `resume`),
+    its stdout and stderr each in a file."""
 
     args: tuple[str, ...]
     process: subprocess.Popen[bytes]
-    log: Path
+    out: Path
+    err: Path
 
     def wait(self, timeout: float) -> int:
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             command = " ".join(self.args)
-            pytest.fail(f"`backfill {command}` still running after {timeout:g}s\n{tail(self.log)}")
+            pytest.fail(f"`backfill {command}` still running after {timeout:g}s\n{tail(self.err)}")
+
+    def finish(self, timeout: float) -> Finished:
+        """Wait for the command to end; what it exited with and wrote."""
+        code = self.wait(timeout)
+        return Finished(self.args, code, _read(self.out), _read(self.err))
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return _read(self.out) + _read(self.err)
+
+    def tails(self) -> str:
+        return f"{tail(self.out)}\n{tail(self.err)}"
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 class CoordinatorThread(threading.Thread):
@@ -234,9 +275,12 @@ class Coordinators:
         return coordinator
 
     def cli(self, stack: Stack, *args: str) -> CliProcess:
-        log = self.logs / f"cli-{len(self.processes)}-{args[0]}.log"
-        process = spawn([sys.executable, "-m", "backfill.cli", *args], stack.env(), log)
-        self.processes.append(CliProcess(args, process, log))
+        """Start `backfill ARGS` on `stack`."""
+        name = self.logs / f"cli-{len(self.processes)}-{args[0]}"
+        out, err = name.with_suffix(".out"), name.with_suffix(".err")
+        argv = [sys.executable, "-m", "backfill.cli", *args]
+        process = spawn(argv, stack.env(), out, errors=err)
+        self.processes.append(CliProcess(args, process, out, err))
         return self.processes[-1]
 
     def close(self) -> None:
@@ -247,4 +291,20 @@ class Coordinators:
         for coordinator in self.threads:
             coordinator.join(timeout=30)
         for cli in self.processes:
-            print(tail(cli.log))  # shown by pytest when the test failed
+            print(cli.tails())  # shown by pytest when the test failed
+
+
+@dataclass(frozen=True)
+class Cli:
+    """The command line on one stack: `cli(*args)` runs `backfill ARGS` to its end,
+    `cli.start(*args)` leaves it running. Its processes are the `coordinators`'."""
+
+    coordinators: Coordinators
+    stack: Stack
+    timeout: float  # seconds a command run to its end may take
+
+    def start(self, *args: str) -> CliProcess:
+        return self.coordinators.cli(self.stack, *args)
+
+    def __call__(self, *args: str) -> Finished:
+        return self.start(*args).finish(self.timeout)
