@@ -1,9 +1,9 @@
 """`backfill run`, `create`, `resume`, `coordinator`, `worker` end to end, and the progress display.
 
 The end-to-end tests run the real console script in a subprocess with a
-BACKFILL_HOME of their own and the DAG files below, written next to a ledger
-each task appends to on every execution (no unique constraint: a double run
-would show as two lines). Waits are on conditions with deadlines; teardown
+BACKFILL_HOME of their own and the DAG files below, whose tasks append to the
+execution ledger (`support.ledger`) on every execution (no unique
+constraint: a double run would show as two lines). Waits are on conditions with deadlines; teardown
 kills every process still carrying the test's BACKFILL_HOME.
 """
 
@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 from rich.console import Console
+from support.ledger import LEDGER_ENV, Ledger, importable
 from support.private_redis import private_redis
+from support.processes import processes_of
 from support.waiting import wait_until
 
 from backfill.cli.local_workers import LocalWorkers
@@ -54,11 +56,10 @@ SCRIPT = Path(sys.executable).with_name("backfill")
 
 LEDGER_DAG = """
 import os, time
-from pathlib import Path
 import pendulum
+from support import ledger
 from backfill import DAG, Context
 
-LEDGER = Path(__file__).with_name("ledger.txt")
 SLEEP = float(os.environ.get("BACKFILL_TEST_TASK_SLEEP", "0"))
 
 dag = DAG("ledger", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
@@ -66,8 +67,7 @@ dag = DAG("ledger", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, 
 
 def record(ctx: Context) -> None:
     time.sleep(SLEEP)
-    with LEDGER.open("a") as ledger:  # one line per execution, appended
-        ledger.write(f"{ctx.task_id} {ctx.ds} {ctx.try_number}\\n")
+    ledger.record("ran", ctx)  # one line per execution, appended as it ends
 
 
 a, b, c, d = (dag.add_task(t, record, queue=QUEUE) for t in "abcd")
@@ -117,24 +117,6 @@ first >> needs_pool
 """
 
 
-def processes_of(home: Path) -> list[int]:
-    """Live processes whose environment names `home` as BACKFILL_HOME."""
-    marker = f"BACKFILL_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            stat = (entry / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if stat.rpartition(")")[2].split()[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 def cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -144,22 +126,18 @@ def cmdline(pid: int) -> bytes:
 
 @dataclass
 class Harness:
-    """A BACKFILL_HOME, a DAGs folder with the test DAGs, and the processes started on them."""
+    """A BACKFILL_HOME on the embedded defaults (no database or broker named), a DAGs
+    folder with the test DAGs, the execution ledger, and the processes started on them."""
 
     home: Path
     dags: Path
     env: dict[str, str]
+    ledger: Ledger
     started: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    @property
-    def ledger(self) -> Path:
-        return self.dags / "ledger.txt"
-
     def executions(self) -> Counter[tuple[str, str, int]]:
-        if not self.ledger.exists():
-            return Counter()
-        lines = self.ledger.read_text().splitlines()
-        return Counter((t, ds, int(n)) for t, ds, n in (line.split() for line in lines))
+        """How many times each (task_id, ds, try_number) ran to its end."""
+        return Counter((e.task_id, e.ds, e.try_number) for e in self.ledger.entries("ran"))
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -187,6 +165,10 @@ class Harness:
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
 
+    def local_workers(self, count: int) -> LocalWorkers:
+        """Local workers started by the test, in the environment of its commands (the ledger)."""
+        return LocalWorkers(self.settings(), count, env=self.env)
+
     def summary(self, backfill_id: int) -> status.Summary:
         engine = create_engine_for(self.settings().database_url)
         try:
@@ -210,8 +192,10 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     dags = tmp_path / "dags"
     dags.mkdir()
     home = tmp_path / "home"
+    ledger = Ledger(tmp_path / "ledger")
     env = {
-        **os.environ,
+        **importable(dict(os.environ)),  # the DAG files import support.ledger
+        LEDGER_ENV: str(ledger.path),
         "BACKFILL_HOME": str(home),
         "BACKFILL_DAGS_FOLDER": str(dags),
         "BACKFILL_HEARTBEAT_INTERVAL": "0.5",
@@ -223,7 +207,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     }
     for name in ("BACKFILL_DATABASE_URL", "BACKFILL_BROKER_URL", "BACKFILL_TEST_TASK_SLEEP"):
         env.pop(name, None)
-    h = Harness(home=home, dags=dags, env=env)
+    h = Harness(home=home, dags=dags, env=env, ledger=ledger)
     write_dags(h, queue="default")
     yield h
     h.cleanup()
@@ -546,7 +530,7 @@ def test_create_then_coordinator_once_finishes_it(harness: Harness) -> None:
     assert created.stdout == "1\n"
     assert "a `backfill coordinator` drives it" in created.stderr
     assert harness.executions() == Counter()
-    with LocalWorkers(harness.settings(), 2):
+    with harness.local_workers(2):
         once = harness.cli("coordinator", "--once")
     assert once.returncode == 0, once.stderr
     assert "backfill 1 (ledger): driving it" in once.stderr
@@ -566,7 +550,7 @@ def test_coordinator_once_exits_1_when_it_cannot_drive_a_backfill(harness: Harne
 def test_a_coordinator_service_drives_what_is_created_and_stops_on_ctrl_c(
     harness: Harness,
 ) -> None:
-    with LocalWorkers(harness.settings(), 2):
+    with harness.local_workers(2):
         service = harness.popen("coordinator")
         created = harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-03")
         assert created.returncode == 0, created.stderr

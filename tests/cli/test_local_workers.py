@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pendulum
 import pytest
+from support.processes import alive, group_members
 from support.waiting import wait_until
 
 from backfill import DAG, Context
@@ -31,30 +32,6 @@ from backfill.config import Settings
 
 REPO = Path(__file__).parents[2]
 REPO_DAGS = REPO / "dags"
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` is a live (not zombie) process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live processes of process group `pgid` (a worker and its pool children)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
 
 
 def kill_groups(pids: list[int]) -> None:

@@ -8,6 +8,9 @@
   process, each with its own engine) and `python -m backfill.cli ...`
   subprocesses.
 
+- `alive`, `group_members`, `processes_of`: processes as /proc shows them (a
+  zombie is not alive), to check that nothing a test started outlives it.
+
 Every process started here is killed by the owning fixture's teardown, by its
 own process group id; a stopped one is sent SIGCONT first.
 """
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +73,49 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
             except ProcessLookupError:
                 break
     process.wait(timeout=30)
+
+
+# --- processes as /proc shows them ----------------------------------------------------
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first); None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _live() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields) of every process that is neither gone nor a zombie."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(entry.name)) and fields[0] != "Z":
+            yield int(entry.name), fields
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live (not zombie) process."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (a worker and its pool children)."""
+    return [pid for pid, fields in _live() if int(fields[2]) == pgid]
+
+
+def processes_of(home: Path) -> list[int]:
+    """Live processes (not this one) whose environment names `home` as BACKFILL_HOME."""
+    marker = f"BACKFILL_HOME={home}".encode()
+    found = []
+    for pid, _ in _live():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if pid != os.getpid() and marker in environ:
+            found.append(pid)
+    return found
 
 
 # --- workers ---------------------------------------------------------------------------
