@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
 from support import cli
 from support.cli import assert_user_error
+from support.factories import existing_run
 
 from backfill.cli import main
 from backfill.errors import UserError
@@ -534,7 +535,6 @@ def test_run_options_validate_when_built() -> None:
 
 def seed(db_url: str) -> None:
     """Day 1 succeeded, day 2 failed at run_after_loop, day 3 is running, day 4 absent."""
-    now = datetime(2030, 1, 1, tzinfo=UTC)
     engine = create_engine_for(db_url)
     day = datetime(2016, 1, 1, tzinfo=UTC)
     failed_at = {"run_after_loop": "failed", "run_this_last": "upstream_failed"}
@@ -545,28 +545,8 @@ def seed(db_url: str) -> None:
     ]
     with engine.begin() as conn:
         for when, state, tis in runs:
-            pk = conn.execute(
-                sa.insert(dag_runs)
-                .values(
-                    dag_id="example_bash_operator",
-                    run_id=f"manual__{when.date()}",
-                    logical_date=when,
-                    data_interval_start=when,
-                    data_interval_end=when + timedelta(days=1),
-                    state=state,
-                    conf={},
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(dag_runs.c.id)
-            ).scalar_one()
-            for task_id, ti_state in tis.items():
-                conn.execute(
-                    sa.insert(task_instances).values(
-                        dag_run_id=pk, dag_id="example_bash_operator", task_id=task_id,
-                        state=ti_state, pool="default_pool", queue="default", updated_at=now,
-                    )
-                )  # fmt: skip
+            run_id = f"manual__{when.date()}"
+            existing_run(conn, "example_bash_operator", when, state, run_id=run_id, **tis)
     engine.dispose()
 
 

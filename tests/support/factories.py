@@ -4,6 +4,9 @@
   coordinator leaves them (the run started, one journal row `none -> queued`
   each): what the claim and worker tests start from.
 - `ti_row`: the `TIRow` a pass would have seen, for `tis.queue` and friends.
+- `existing_run`: a run and its TIs as raw rows, as an earlier backfill or
+  another tool left them (no backfill, no journal): what a plan reads.
+- `limit_counts`: the counts the limits are judged on (default pool of 128).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from typing import Any
 
 import pendulum
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from backfill.model.states import TIState
-from backfill.planning.snapshot import TIRow
+from backfill.model.states import RunState, TIState
+from backfill.model.task_options import DEFAULT_POOL
+from backfill.planning.snapshot import LimitCounts, TIRow
 from backfill.store import runs, tis
-from backfill.store.schema import task_instances
+from backfill.store.schema import dag_runs, task_instances
 
 COORDINATOR = "coordinator:test"  # the journal's actor of the queueing
 LOGICAL_DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
@@ -121,4 +125,62 @@ def ti_row(
         pool="default_pool",
         pool_slots=1,
         priority_weight=1,
+    )
+
+
+def existing_run(
+    conn: Connection,
+    dag_id: str,
+    when: datetime,
+    state: RunState | str,
+    /,
+    *,
+    run_id: str | None = None,
+    **tis: TIState | str,
+) -> int:
+    """A run of `dag_id` at `when` in `state` with TIs `task_id=state`, written as raw
+    rows (no backfill, no journal), as another tool left it; its dag_runs key."""
+    now = datetime(2030, 1, 1, tzinfo=pendulum.UTC)
+    dag_run_id: int = conn.execute(
+        sa.insert(dag_runs)
+        .values(
+            dag_id=dag_id,
+            run_id=run_id or f"{dag_id}__{when.isoformat()}",
+            logical_date=when,
+            data_interval_start=when,
+            data_interval_end=when + timedelta(days=1),
+            state=state,
+            conf={},
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(dag_runs.c.id)
+    ).scalar_one()
+    for task_id, ti_state in tis.items():
+        conn.execute(
+            sa.insert(task_instances).values(
+                dag_run_id=dag_run_id,
+                dag_id=dag_id,
+                task_id=task_id,
+                state=ti_state,
+                pool="default_pool",
+                queue="default",
+                updated_at=now,
+            )
+        )
+    return dag_run_id
+
+
+def limit_counts(
+    sizes: Mapping[str, int] | None = None,
+    used: Mapping[str, int] | None = None,
+    dag_active: int = 0,
+    task_active: Mapping[str, int] | None = None,
+) -> LimitCounts:
+    """Pool sizes (the default pool has 128 slots) and what is in use."""
+    return LimitCounts(
+        pool_slots=dict(used or {}),
+        pool_sizes={DEFAULT_POOL: 128, **(sizes or {})},
+        dag_active=dag_active,
+        task_active=dict(task_active or {}),
     )

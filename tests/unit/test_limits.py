@@ -7,6 +7,7 @@ from typing import Any
 
 import pendulum
 import pytest
+from support.factories import limit_counts
 
 from backfill.model.dag import DAG
 from backfill.model.states import TIState
@@ -45,20 +46,6 @@ def ti(ti_id: int, task_id: str, pool: str = DEFAULT_POOL, pool_slots: int = 1) 
     )
 
 
-def counts(
-    sizes: Mapping[str, int] | None = None,
-    used: Mapping[str, int] | None = None,
-    dag_active: int = 0,
-    task_active: Mapping[str, int] | None = None,
-) -> LimitCounts:
-    return LimitCounts(
-        pool_slots=dict(used or {}),
-        pool_sizes={DEFAULT_POOL: 128, **(sizes or {})},
-        dag_active=dag_active,
-        task_active=dict(task_active or {}),
-    )
-
-
 def ids(tis: Any) -> list[int]:
     return [t.id for t in tis]
 
@@ -66,7 +53,7 @@ def ids(tis: Any) -> list[int]:
 def test_everything_fits_and_keeps_the_given_order() -> None:
     dag = make_dag(a={}, b={})
     ready = [ti(3, "b"), ti(1, "a"), ti(2, "a")]
-    result = admit(ready, dag, counts())
+    result = admit(ready, dag, limit_counts())
     assert ids(result.admitted) == [3, 1, 2]
     assert result.held == {}
     assert not result.transient
@@ -75,7 +62,7 @@ def test_everything_fits_and_keeps_the_given_order() -> None:
 def test_a_full_pool_holds_back_only_its_own_tis() -> None:
     dag = make_dag(a={"pool": "p"}, b={})
     ready = [ti(1, "a", "p"), ti(2, "a", "p"), ti(3, "b"), ti(4, "a", "p")]
-    result = admit(ready, dag, counts(sizes={"p": 2}, used={"p": 1}))
+    result = admit(ready, dag, limit_counts(sizes={"p": 2}, used={"p": 1}))
     assert ids(result.admitted) == [1, 3]
     assert {k: ids(v) for k, v in result.held.items()} == {"pool 'p' is full (2 slots)": [2, 4]}
     assert result.transient
@@ -84,7 +71,7 @@ def test_a_full_pool_holds_back_only_its_own_tis() -> None:
 def test_pool_slots_count_and_a_held_ti_takes_no_capacity() -> None:
     dag = make_dag(big={"pool": "p", "pool_slots": 3}, small={"pool": "p", "pool_slots": 2})
     ready = [ti(1, "big", "p", 3), ti(2, "small", "p", 2), ti(3, "small", "p", 2)]
-    result = admit(ready, dag, counts(sizes={"p": 4}, used={"p": 2}))
+    result = admit(ready, dag, limit_counts(sizes={"p": 4}, used={"p": 2}))
     # 2 used: the 3-slot TI does not fit, the first 2-slot one does (4 of 4), the next not.
     assert ids(result.admitted) == [2]
     assert ids(result.held["pool 'p' is full (4 slots)"]) == [1, 3]
@@ -93,13 +80,13 @@ def test_pool_slots_count_and_a_held_ti_takes_no_capacity() -> None:
 def test_an_unlimited_pool_is_never_full() -> None:
     dag = make_dag(a={"pool": "u", "pool_slots": 50})
     ready = [ti(i, "a", "u", 50) for i in range(5)]
-    result = admit(ready, dag, counts(sizes={"u": UNLIMITED}, used={"u": 10_000}))
+    result = admit(ready, dag, limit_counts(sizes={"u": UNLIMITED}, used={"u": 10_000}))
     assert ids(result.admitted) == list(range(5))
 
 
 def test_a_missing_pool_holds_permanently_and_says_how_to_fix_it() -> None:
     dag = make_dag(a={"pool": "nope"}, b={})
-    result = admit([ti(1, "a", "nope"), ti(2, "b")], dag, counts())
+    result = admit([ti(1, "a", "nope"), ti(2, "b")], dag, limit_counts())
     assert ids(result.admitted) == [2]
     (reason,) = result.held
     assert "pool 'nope' does not exist" in reason
@@ -109,7 +96,7 @@ def test_a_missing_pool_holds_permanently_and_says_how_to_fix_it() -> None:
 
 def test_a_pool_smaller_than_pool_slots_holds_permanently() -> None:
     dag = make_dag(a={"pool": "p", "pool_slots": 3})
-    result = admit([ti(1, "a", "p", 3)], dag, counts(sizes={"p": 2}))
+    result = admit([ti(1, "a", "p", 3)], dag, limit_counts(sizes={"p": 2}))
     (reason,) = result.held
     assert "pool 'p' has 2 slots, fewer than the task's pool_slots (3)" in reason
     assert "backfill pools set p 3" in reason
@@ -119,7 +106,7 @@ def test_a_pool_smaller_than_pool_slots_holds_permanently() -> None:
 def test_max_active_tasks_counts_the_dag_across_runs() -> None:
     dag = make_dag(max_active_tasks=3, a={}, b={})
     ready = [ti(1, "a"), ti(2, "b"), ti(3, "a")]
-    result = admit(ready, dag, counts(dag_active=1))
+    result = admit(ready, dag, limit_counts(dag_active=1))
     assert ids(result.admitted) == [1, 2]
     assert ids(result.held["DAG max_active_tasks (3) reached"]) == [3]
     assert result.transient
@@ -128,7 +115,7 @@ def test_max_active_tasks_counts_the_dag_across_runs() -> None:
 def test_max_active_tis_per_dag_limits_one_task_only() -> None:
     dag = make_dag(a={"max_active_tis_per_dag": 2}, b={})
     ready = [ti(1, "a"), ti(2, "a"), ti(3, "b"), ti(4, "b")]
-    result = admit(ready, dag, counts(task_active={"a": 1}))
+    result = admit(ready, dag, limit_counts(task_active={"a": 1}))
     assert ids(result.admitted) == [1, 3, 4]
     assert ids(result.held["task 'a' max_active_tis_per_dag (2) reached"]) == [2]
     assert result.transient
@@ -137,9 +124,9 @@ def test_max_active_tis_per_dag_limits_one_task_only() -> None:
 @pytest.mark.parametrize(
     ("limits", "reason"),
     [
-        (counts(sizes={"p": 1}), "does not exist"),  # missing pool is checked first
-        (counts(sizes={"q": 1}, used={"q": 1}, dag_active=9), "is full"),
-        (counts(sizes={"q": 5}, dag_active=9, task_active={"a": 9}), "max_active_tasks"),
+        (limit_counts(sizes={"p": 1}), "does not exist"),  # missing pool is checked first
+        (limit_counts(sizes={"q": 1}, used={"q": 1}, dag_active=9), "is full"),
+        (limit_counts(sizes={"q": 5}, dag_active=9, task_active={"a": 9}), "max_active_tasks"),
     ],
 )
 def test_the_first_blocking_reason_is_reported(limits: LimitCounts, reason: str) -> None:
@@ -152,7 +139,7 @@ def test_the_first_blocking_reason_is_reported(limits: LimitCounts, reason: str)
 
 def test_admission_takes_a_snapshot_of_counts_without_changing_them() -> None:
     dag = make_dag(a={})
-    limits = counts(used={DEFAULT_POOL: 1}, task_active={"a": 1}, dag_active=1)
+    limits = limit_counts(used={DEFAULT_POOL: 1}, task_active={"a": 1}, dag_active=1)
     admit([ti(1, "a"), ti(2, "a")], dag, limits)
     assert limits.pool_slots == {DEFAULT_POOL: 1}
     assert limits.task_active == {"a": 1}

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
+from support.factories import existing_run
 
 from backfill import DAG, Context
 from backfill.model.errors import BadRange
@@ -30,7 +31,6 @@ from backfill.planning.errors import (
 from backfill.planning.run_options import Order, ReprocessPolicy, RunOptions
 from backfill.planning.snapshot import ExistingRun
 from backfill.store.reads import existing_runs, reading
-from backfill.store.schema import dag_runs, task_instances
 
 NONE, FAILED, COMPLETED = ReprocessPolicy.NONE, ReprocessPolicy.FAILED, ReprocessPolicy.COMPLETED
 T0 = pendulum.datetime(2024, 1, 1, tz="UTC")
@@ -365,46 +365,13 @@ def test_expand_range_agrees_with_the_schedule(
 # --- the store read behind the plan (both backends) ---------------------------------
 
 
-def insert_run(
-    conn: Connection, dag_id: str, when: datetime, state: RunState, **tis: TIState
-) -> None:
-    now = datetime(2030, 1, 1, tzinfo=UTC)
-    run_pk = conn.execute(
-        sa.insert(dag_runs)
-        .values(
-            dag_id=dag_id,
-            run_id=f"{dag_id}__{when.isoformat()}",
-            logical_date=when,
-            data_interval_start=when,
-            data_interval_end=when + timedelta(days=1),
-            state=state.value,
-            conf={},
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(dag_runs.c.id)
-    ).scalar_one()
-    for task_id, ti_state in tis.items():
-        conn.execute(
-            sa.insert(task_instances).values(
-                dag_run_id=run_pk,
-                dag_id=dag_id,
-                task_id=task_id,
-                state=ti_state.value,
-                pool="default_pool",
-                queue="default",
-                updated_at=now,
-            )
-        )
-
-
 def test_existing_runs_reads_runs_and_tis_in_one_statement(engine: Engine) -> None:
     d1, d2, d3 = (DAY1.logical_date, DAY2.logical_date, DAY3.logical_date)
     with engine.begin() as conn:
-        insert_run(conn, "p", d1, RunState.SUCCESS, a=TIState.SUCCESS, b=TIState.SKIPPED)
-        insert_run(conn, "p", d3, RunState.QUEUED)  # no TIs yet
-        insert_run(conn, "p", d1 + timedelta(hours=13), RunState.FAILED, a=TIState.FAILED)
-        insert_run(conn, "other", d2, RunState.FAILED, a=TIState.FAILED)
+        existing_run(conn, "p", d1, RunState.SUCCESS, a=TIState.SUCCESS, b=TIState.SKIPPED)
+        existing_run(conn, "p", d3, RunState.QUEUED)  # no TIs yet
+        existing_run(conn, "p", d1 + timedelta(hours=13), RunState.FAILED, a=TIState.FAILED)
+        existing_run(conn, "other", d2, RunState.FAILED, a=TIState.FAILED)
     statements: list[str] = []
     sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     with reading(engine) as conn:

@@ -19,6 +19,7 @@ import pendulum
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.factories import limit_counts
 
 from backfill.model.dag import DAG
 from backfill.model.states import FINISHED, RUN_FINISHED, RunState, TIState
@@ -60,20 +61,6 @@ def make_dag(*chains: str, max_active_tasks: int = 16, **options: Mapping[str, A
     return dag
 
 
-def limits(
-    sizes: Mapping[str, int] | None = None,
-    used: Mapping[str, int] | None = None,
-    dag_active: int = 0,
-    task_active: Mapping[str, int] | None = None,
-) -> LimitCounts:
-    return LimitCounts(
-        pool_slots=dict(used or {}),
-        pool_sizes={DEFAULT_POOL: 128, **(sizes or {})},
-        dag_active=dag_active,
-        task_active=dict(task_active or {}),
-    )
-
-
 def snapshot(
     dag: DAG,
     *runs: Mapping[str, Any],
@@ -107,7 +94,7 @@ def snapshot(
         runs=tuple(run_rows),
         tis=tuple(rows),
         queued_runs=queued_runs,
-        limits=counts or limits(),
+        limits=counts or limit_counts(),
         earlier_failures=earlier_failures,
         past_states={(t, START.add(days=d)): v for (t, d), v in (past or {}).items()},
     )
@@ -302,7 +289,7 @@ def test_retries_disabled_fails_up_for_retry_and_its_downstream_in_one_pass() ->
 
 def test_a_full_pool_holds_back_only_the_tis_of_that_pool() -> None:
     dag = make_dag("x", "y", x={"pool": "p"})
-    snap = snapshot(dag, {}, {}, counts=limits(sizes={"p": 1}))
+    snap = snapshot(dag, {}, {}, counts=limit_counts(sizes={"p": 1}))
     decided = run_plan(snap, dag)
     assert keys(decided.to_queue) == [(0, "x"), (0, "y"), (1, "y")]
     assert {k: keys(v) for k, v in decided.waiting.items()} == {
@@ -312,15 +299,15 @@ def test_a_full_pool_holds_back_only_the_tis_of_that_pool() -> None:
 
 def test_pool_slots_count() -> None:
     dag = make_dag("x", x={"pool": "p", "pool_slots": 2})
-    snap = snapshot(dag, {}, {}, {}, counts=limits(sizes={"p": 5}, used={"p": 1}))
+    snap = snapshot(dag, {}, {}, {}, counts=limit_counts(sizes={"p": 5}, used={"p": 1}))
     assert keys(run_plan(snap, dag).to_queue) == [(0, "x"), (1, "x")]
 
 
 def test_max_active_tasks_and_max_active_tis_per_dag() -> None:
     dag = make_dag("x", "y", max_active_tasks=3, x={"max_active_tis_per_dag": 1})
-    snap = snapshot(dag, {}, {}, {}, counts=limits(dag_active=0))
+    snap = snapshot(dag, {}, {}, {}, counts=limit_counts(dag_active=0))
     assert keys(run_plan(snap, dag).to_queue) == [(0, "x"), (0, "y"), (1, "y")]
-    snap = snapshot(dag, {}, {}, {}, counts=limits(dag_active=2, task_active={"x": 1}))
+    snap = snapshot(dag, {}, {}, {}, counts=limit_counts(dag_active=2, task_active={"x": 1}))
     assert keys(run_plan(snap, dag).to_queue) == [(0, "y")]
 
 
@@ -532,7 +519,7 @@ def test_deadlock_on_a_missing_pool_names_the_pool_and_the_blocked_downstream() 
 
 def test_deadlock_on_a_pool_smaller_than_pool_slots() -> None:
     dag = make_dag("a", a={"pool": "p", "pool_slots": 3})
-    decided = run_plan(snapshot(dag, {}, counts=limits(sizes={"p": 2})), dag)
+    decided = run_plan(snapshot(dag, {}, counts=limit_counts(sizes={"p": 2})), dag)
     (reason,) = reasons(decided)
     assert "fewer than the task's pool_slots (3)" in reason
 
@@ -556,9 +543,9 @@ def test_no_deadlock_while_another_ti_is_ready() -> None:
 @pytest.mark.parametrize(
     "counts",
     [
-        limits(sizes={"p": 2}, used={"p": 2}),  # other backfills fill the pool
-        limits(sizes={"p": 2}, dag_active=16),  # max_active_tasks, held elsewhere
-        limits(sizes={"p": 2}, task_active={"a": 1}),  # max_active_tis_per_dag
+        limit_counts(sizes={"p": 2}, used={"p": 2}),  # other backfills fill the pool
+        limit_counts(sizes={"p": 2}, dag_active=16),  # max_active_tasks, held elsewhere
+        limit_counts(sizes={"p": 2}, task_active={"a": 1}),  # max_active_tis_per_dag
     ],
 )
 def test_no_deadlock_when_only_held_by_occupied_limits(counts: LimitCounts) -> None:
@@ -658,12 +645,12 @@ def consistent_snapshot(draw: st.DrawFn, dag: DAG) -> Snapshot:
         past={k: v for k, v in past.items() if v is not None},
     )
     return replace(
-        snap, limits=draw(limit_counts(dag, snap.tis)), earlier_failures=draw(st.booleans())
+        snap, limits=draw(any_limit_counts(dag, snap.tis)), earlier_failures=draw(st.booleans())
     )
 
 
 @st.composite
-def limit_counts(draw: st.DrawFn, dag: DAG, tis: Sequence[TIRow]) -> LimitCounts:
+def any_limit_counts(draw: st.DrawFn, dag: DAG, tis: Sequence[TIRow]) -> LimitCounts:
     """Occupancy: this snapshot's queued and running TIs plus other backfills' share."""
     active = [t for t in tis if t.state in {_S.QUEUED, _S.RUNNING}]
     used: Counter[str] = Counter()
@@ -896,7 +883,7 @@ class Simulation:
             ),
             tis=tuple(rows),
             queued_runs=sum(r.ours and r.state is RunState.QUEUED for r in self.runs),
-            limits=limits(sizes={DEFAULT_POOL: UNLIMITED}),
+            limits=limit_counts(sizes={DEFAULT_POOL: UNLIMITED}),
             past_states=past,
         )
 
