@@ -28,10 +28,9 @@ import sqlalchemy as sa
 from rich.console import Console
 from support.ledger import LEDGER_ENV, Ledger, importable
 from support.private_redis import private_redis
-from support.processes import processes_of
+from support.processes import READY_TIMEOUT, kill_group, processes_of, spawn, tail
 from support.waiting import wait_until
 
-from backfill.cli.local_workers import LocalWorkers
 from backfill.cli.progress import (
     LineDisplay,
     LiveDisplay,
@@ -134,6 +133,7 @@ class Harness:
     env: dict[str, str]
     ledger: Ledger
     started: list[subprocess.Popen[str]] = field(default_factory=list)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def executions(self) -> Counter[tuple[str, str, int]]:
         """How many times each (task_id, ds, try_number) ran to its end."""
@@ -165,9 +165,22 @@ class Harness:
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
 
-    def local_workers(self, count: int) -> LocalWorkers:
-        """Local workers started by the test, in the environment of its commands (the ledger)."""
-        return LocalWorkers(self.settings(), count, env=self.env)
+    def worker(self) -> Path:
+        """Start `backfill worker -c 2` on this home and wait until it is ready; its log.
+
+        For the tests of what a coordinator does, run with `--local-workers 0`: the
+        worker is killed at cleanup, where local workers would each cost a warm
+        shutdown (~7 s on the embedded broker; the local-workers tests pay it)."""
+        log = self.dags.parent / f"worker-{len(self.workers)}.log"
+        args = [str(SCRIPT), "worker", "-c", "2", "-l", "INFO"]
+        self.workers.append(spawn(args, self.env, log))
+        wait_until(
+            lambda: " ready." in log.read_text(errors="replace"),
+            timeout=READY_TIMEOUT,
+            what="`backfill worker` to be ready",
+            explain=lambda: tail(log),
+        )
+        return log
 
     def summary(self, backfill_id: int) -> status.Summary:
         engine = create_engine_for(self.settings().database_url)
@@ -183,6 +196,8 @@ class Harness:
         for proc in self.started:
             proc.kill()
             proc.communicate(timeout=30)
+        for worker in self.workers:
+            kill_group(worker)
         for pid in processes_of(self.home):
             os.kill(pid, signal.SIGKILL)
 
@@ -302,7 +317,9 @@ def test_an_unknown_pool_is_refused_before_anything_is_written(harness: Harness)
 
 def test_a_deadlock_exits_1_naming_the_tis_and_what_to_do(harness: Harness) -> None:
     assert harness.cli("pools", "set", "nope", "1").returncode == 0  # too small for pool_slots=2
-    done = harness.cli("run", "pooled", "-s", "2024-01-01", "-e", "2024-01-02", "-o", "json")
+    harness.worker()
+    args = ["run", "pooled", "-s", "2024-01-01", "-e", "2024-01-02", "--local-workers", "0"]
+    done = harness.cli(*args, "-o", "json")
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
     assert result["state"] == "failed"
@@ -343,8 +360,9 @@ def peak_active(database_url: str) -> int:
 
 def test_mark_success_queues_under_the_limits_and_runs_nothing(harness: Harness) -> None:
     assert harness.cli("pools", "set", "one", "1").returncode == 0
+    worker_log = harness.worker()
     args = ["run", "ledger", "-s", "2024-01-01", "-e", "2024-01-02", "--mark-success"]
-    done = harness.cli(*args, "--pool", "one", "-o", "json")
+    done = harness.cli(*args, "--pool", "one", "--local-workers", "0", "-o", "json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["task_instances"]["success"] == 8
     assert harness.executions() == Counter()  # no callable ran
@@ -361,12 +379,15 @@ def test_mark_success_queues_under_the_limits_and_runs_nothing(harness: Harness)
     # Two runs start at once with `a` ready in both, and b, c after each `a`:
     # without the 1-slot pool several TIs would be queued together.
     assert peak_active(database_url) == 1
-    logs = "".join(p.read_text() for p in (harness.home / "logs").glob("local*.log"))
+    logs = worker_log.read_text()
     assert logs.count("--mark-success: marked success without running the task") == 8
 
 
 def test_rerun_failed_tasks_reruns_only_the_failed_tis(harness: Harness) -> None:
-    first = harness.cli("run", "failing", "-s", "2024-01-01", "-e", "2024-01-01")
+    harness.worker()
+    first = harness.cli(
+        "run", "failing", "-s", "2024-01-01", "-e", "2024-01-01", "--local-workers=0"
+    )
     assert first.returncode == 1, first.stderr
     dry = harness.cli(
         "run", "failing", "-s", "2024-01-01", "-e", "2024-01-01", "--rerun-failed-tasks",
@@ -377,8 +398,9 @@ def test_rerun_failed_tasks_reruns_only_the_failed_tis(harness: Harness) -> None
         "reprocess", "--rerun-failed-tasks: 2 failed TIs", ["boom", "after"],
     )  # fmt: skip
     again = harness.cli(
-        "run", "failing", "-s", "2024-01-01", "-e", "2024-01-01", "--rerun-failed-tasks"
-    )
+        "run", "failing", "-s", "2024-01-01", "-e", "2024-01-01", "--rerun-failed-tasks",
+        "--local-workers=0",
+    )  # fmt: skip
     assert again.returncode == 1, again.stderr
     assert (
         "ValueError: boom on 2024-01-01 (1):\n    failing/boom/2024-01-01T00:00:00+00:00 try 2"
@@ -496,7 +518,8 @@ def test_resume_unpauses_and_waits_for_a_dead_drivers_lease(harness: Harness) ->
             assert lease.acquire_lease(conn, 1, owner="ghost:1", now=now, ttl=ttl) is not None
     finally:
         engine.dispose()
-    resumed = harness.cli("resume", "1")
+    harness.worker()
+    resumed = harness.cli("resume", "1", "--local-workers", "0")
     assert resumed.returncode == 0, resumed.stderr
     assert "backfill 1 un-paused" in resumed.stderr
     assert "waiting for coordinator ghost:1's lease to lapse (until " in resumed.stderr
@@ -530,8 +553,8 @@ def test_create_then_coordinator_once_finishes_it(harness: Harness) -> None:
     assert created.stdout == "1\n"
     assert "a `backfill coordinator` drives it" in created.stderr
     assert harness.executions() == Counter()
-    with harness.local_workers(2):
-        once = harness.cli("coordinator", "--once")
+    harness.worker()
+    once = harness.cli("coordinator", "--once")
     assert once.returncode == 0, once.stderr
     assert "backfill 1 (ledger): driving it" in once.stderr
     assert "backfill 1 (ledger): success" in once.stderr
@@ -550,17 +573,17 @@ def test_coordinator_once_exits_1_when_it_cannot_drive_a_backfill(harness: Harne
 def test_a_coordinator_service_drives_what_is_created_and_stops_on_ctrl_c(
     harness: Harness,
 ) -> None:
-    with harness.local_workers(2):
-        service = harness.popen("coordinator")
-        created = harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-03")
-        assert created.returncode == 0, created.stderr
-        wait_until(
-            lambda: harness.summary(1).state is BackfillState.SUCCESS,
-            timeout=120,
-            what="the coordinator finished backfill 1",
-        )
-        service.send_signal(signal.SIGINT)
-        _, err = service.communicate(timeout=60)
+    harness.worker()
+    service = harness.popen("coordinator")
+    created = harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-03")
+    assert created.returncode == 0, created.stderr
+    wait_until(
+        lambda: harness.summary(1).state is BackfillState.SUCCESS,
+        timeout=120,
+        what="the coordinator finished backfill 1",
+    )
+    service.send_signal(signal.SIGINT)
+    _, err = service.communicate(timeout=60)
     assert service.returncode == 130, err
     assert "backfill 1 (ledger): success" in err
     every_ti_once(harness, ["2024-01-01", "2024-01-02", "2024-01-03"])
