@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TypeVar
 
 import pytest
 import redis
@@ -395,40 +395,36 @@ class RedisServer(_PrivateServer):
         )
 
 
+S = TypeVar("S", bound=_PrivateServer)
+
+
 # --- fixtures ------------------------------------------------------------------------
 
 
-def _unavailable(what: str, reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}. CI is set: {what} tests must not be skipped", False)
-    pytest.skip(reason)
+def _started(kind: type[S], what: str) -> Iterator[S]:
+    """A started private server of `kind`, destroyed afterwards (even after a failed test).
+    Its binaries missing: skipped on a laptop, failed in CI."""
+    try:
+        server = kind()
+    except ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc}. CI is set: {what} tests must not be skipped", False)
+        pytest.skip(str(exc))
+    try:
+        server.start()
+        yield server
+    finally:
+        print(server.log_tail())  # shown by pytest when the test failed
+        server.destroy()
 
 
 @pytest.fixture
 def postgres_server() -> Iterator[PostgresServer]:
     """A started private PostgreSQL cluster, destroyed after the test (even a failed one)."""
-    try:
-        server = PostgresServer()
-    except ServerUnavailable as exc:
-        _unavailable("PostgreSQL", str(exc))
-    try:
-        server.start()
-        yield server
-    finally:
-        print(server.log_tail())  # shown by pytest when the test failed
-        server.destroy()
+    yield from _started(PostgresServer, "PostgreSQL")
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A started private Redis server, destroyed after the test (even a failed one)."""
-    try:
-        server = RedisServer()
-    except ServerUnavailable as exc:
-        _unavailable("Redis", str(exc))
-    try:
-        server.start()
-        yield server
-    finally:
-        print(server.log_tail())  # shown by pytest when the test failed
-        server.destroy()
+    yield from _started(RedisServer, "Redis")

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
-from support.ledger import Key
+from support.ledger import Entry, Key
 from support.private_redis import PrivateRedis
-from support.processes import Coordinators, WorkerPool
+from support.processes import Coordinators, CoordinatorThread, WorkerPool
 from support.stack import Stack, utc
 from support.waiting import wait_until
 
@@ -71,6 +71,21 @@ def assert_reaped_once_after_the_timeout(engine: Engine, ti_id: int, timeout: fl
     assert left[0].at - claimed[0].at >= timedelta(seconds=timeout), rows
 
 
+def hold_running(
+    stack: Stack, engine: Engine, workers: WorkerPool, coordinators: Coordinators
+) -> tuple[int, CoordinatorThread, Entry]:
+    """Two workers and a coordinator on a backfill of `fault_gate` over DAY, once
+    `hold`'s try 1 runs (blocked on its gate): the backfill, its driver, the try's start."""
+    workers.start(stack, 2)
+    dag = stack.dag("fault_gate")
+    backfill_id = create_backfill(engine, dag, DAY, DAY)
+    driver = coordinators.thread(stack, dag, backfill_id)
+    started = wait_until(
+        lambda: stack.ledger.first("start", HOLD_TRY_1), timeout=30, what="hold's try 1 to start"
+    )
+    return backfill_id, driver, started
+
+
 def test_a_killed_worker_try_is_reaped_and_retried_elsewhere(
     pg_stack: Stack,
     engine_of: Callable[[Stack], Engine],
@@ -78,15 +93,8 @@ def test_a_killed_worker_try_is_reaped_and_retried_elsewhere(
     coordinators: Coordinators,
 ) -> None:
     stack = pg_stack.with_timeouts(**HEARTBEATS)
-    workers.start(stack, 2)
     engine = engine_of(stack)
-    dag = stack.dag("fault_gate")
-    backfill_id = create_backfill(engine, dag, DAY, DAY)
-    driver = coordinators.thread(stack, dag, backfill_id)
-
-    started = wait_until(
-        lambda: stack.ledger.first("start", HOLD_TRY_1), timeout=30, what="hold's try 1 to start"
-    )
+    backfill_id, driver, started = hold_running(stack, engine, workers, coordinators)
     victim = workers.owner_of(started.pid)
     victim.signal(signal.SIGKILL)
     victim.process.wait(timeout=30)
@@ -179,15 +187,8 @@ def test_a_paused_worker_is_stopped_and_its_late_outcome_refused(
     coordinators: Coordinators,
 ) -> None:
     stack = pg_stack.with_timeouts(**HEARTBEATS)
-    workers.start(stack, 2)
     engine = engine_of(stack)
-    dag = stack.dag("fault_gate")
-    backfill_id = create_backfill(engine, dag, DAY, DAY)
-    driver = coordinators.thread(stack, dag, backfill_id)
-
-    started = wait_until(
-        lambda: stack.ledger.first("start", HOLD_TRY_1), timeout=30, what="hold's try 1 to start"
-    )
+    backfill_id, driver, started = hold_running(stack, engine, workers, coordinators)
     paused = workers.owner_of(started.pid)
     paused.signal(signal.SIGSTOP)
 
