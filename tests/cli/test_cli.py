@@ -42,12 +42,6 @@ FAILED_AND_AFTER = ["run_after_loop", "run_this_last"]  # what the seeded failed
 DRY_RUN = ["run", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-02", "--dry-run"]
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    """BACKFILL_HOME; not created: commands that must write nothing must leave it so."""
-    return tmp_path / "home"
-
-
 # Every command of this module reads the repository's DAGs unless told otherwise.
 invoke = partial(cli.invoke, dags=REPO_DAGS)
 

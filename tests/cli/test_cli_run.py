@@ -27,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 from rich.console import Console
 from support.ledger import LEDGER_ENV, Ledger, importable
-from support.private_redis import private_redis
+from support.private_redis import PrivateRedis
 from support.processes import READY_TIMEOUT, kill_group, processes_of, spawn, tail
 from support.waiting import wait_until
 
@@ -417,17 +417,10 @@ def test_rerun_failed_tasks_reruns_only_the_failed_tis(harness: Harness) -> None
 # --- on PostgreSQL + Redis ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_db() -> Iterator[str]:
-    """A Redis DB index of our own (empty, marked), cleared afterwards."""
-    with private_redis("tests/cli/test_cli_run.py") as private:
-        yield private.url
-
-
-def test_run_on_postgres_and_redis(harness: Harness, pg_url: str, redis_db: str) -> None:
+def test_run_on_postgres_and_redis(harness: Harness, pg_url: str, broker: PrivateRedis) -> None:
     queue = f"q_{uuid.uuid4().hex[:8]}"  # nobody else's worker can take these messages
     write_dags(harness, queue=queue)
-    harness.env |= {"BACKFILL_DATABASE_URL": pg_url, "BACKFILL_BROKER_URL": redis_db}
+    harness.env |= {"BACKFILL_DATABASE_URL": pg_url, "BACKFILL_BROKER_URL": broker.url}
     args = ["run", "ledger", "-s", "2024-01-01", "-e", "2024-01-03", "--local-workers", "2"]
     done = harness.cli(*args, "-o", "json")
     assert done.returncode == 0, done.stderr

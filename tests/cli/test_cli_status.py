@@ -151,11 +151,6 @@ def seeded(engine: Engine) -> Seeded:
     return Seeded(etl=etl, other=other, empty=empty)
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"  # not created: commands that must write nothing leave it so
-
-
 # --- status ---------------------------------------------------------------------------
 
 

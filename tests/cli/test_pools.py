@@ -44,11 +44,6 @@ def listed(home: Path, db_url: str | None = None) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in json.loads(result.stdout)}
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
 def seed_tis(conn: Connection, pool_of: dict[str, tuple[str, int]]) -> None:
     """One run of DAG `d` with a TI per task: task_id -> (pool, pool_slots)."""
     backfill_id = runs.insert_backfill(

@@ -6,6 +6,7 @@ the checks in `checks.py`).
 - `pg_stack` / `stack`: a `Stack` on a fresh PostgreSQL database (`pg_url`) /
   on a fresh database of each backend (`db_url`).
 - `engine_of(stack)`: an engine on the stack's database, disposed at teardown.
+- `proxy`: a started `PgProxy` (`pgproxy.py`), stopped at teardown.
 - `postgres_server`, `redis_server`: private servers a test may stop and
   restart (`servers.py`), destroyed at teardown.
 
@@ -26,6 +27,7 @@ from support.stack import Stack
 
 from backfill.store.db import create_engine_for
 
+from .pgproxy import PgProxy
 from .servers import postgres_server, redis_server
 
 HERE = Path(__file__).parent
@@ -87,3 +89,9 @@ def engine_of() -> Iterator[Callable[[Stack], Engine]]:
     yield make
     for engine in made:
         engine.dispose()
+
+
+@pytest.fixture
+def proxy() -> Iterator[PgProxy]:
+    with PgProxy() as started:
+        yield started

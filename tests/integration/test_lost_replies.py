@@ -58,12 +58,6 @@ DRIVE_TIMEOUT = 120.0
 
 
 @pytest.fixture
-def proxy() -> Iterator[PgProxy]:
-    with PgProxy() as running:
-        yield running
-
-
-@pytest.fixture
 def proxied(pg_url: str, proxy: PgProxy) -> Iterator[Engine]:
     """An autocommit engine, as a worker's, on `pg_url` through the proxy."""
     engine = create_engine_for(proxy.url(pg_url), autocommit=True)

@@ -44,12 +44,6 @@ def direct(pg_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[PgProxy]:
-    with PgProxy() as started:
-        yield started
-
-
-@pytest.fixture
 def proxied(direct: Engine, proxy: PgProxy, pg_url: str) -> Iterator[Engine]:
     """An engine on the test database through the proxy (`direct` created `t` first)."""
     eng = create_engine_for(proxy.url(pg_url))

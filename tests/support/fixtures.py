@@ -4,6 +4,8 @@
   (`support.private_redis`), empty when taken. Redis missing: skipped on a
   laptop, failed in CI.
 - `broker`: the module's Redis DB, empty at the start and at the end of each test.
+- `home`: the test's BACKFILL_HOME, not created: a command that must write
+  nothing must leave it so.
 - `workers`: a `WorkerPool` of the test; every worker it started is killed at
   teardown, and the tails of their logs are printed (shown when the test failed).
 - `coordinators`: coordinator threads and `python -m backfill.cli` subprocesses
@@ -37,6 +39,12 @@ def broker(module_broker: PrivateRedis) -> Iterator[PrivateRedis]:
     module_broker.clear()
     yield module_broker
     module_broker.clear()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """BACKFILL_HOME; not created: commands that must write nothing must leave it so."""
+    return tmp_path / "home"
 
 
 def _logs(tmp_path: Path) -> Path:
