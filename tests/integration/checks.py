@@ -74,13 +74,6 @@ def the_ti(engine: Engine, backfill_id: int, task_id: str) -> TIView:
     return found[0]
 
 
-def ti_row(engine: Engine, ti_id: int) -> dict[str, Any]:
-    """Every column of one TI: to prove a row unchanged, not just its state."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(task_instances).where(task_instances.c.id == ti_id)).one()
-    return dict(row._mapping)
-
-
 def backfill_row(engine: Engine, backfill_id: int) -> Any:
     with engine.connect() as conn:
         return conn.execute(sa.select(backfills).where(backfills.c.id == backfill_id)).one()
@@ -89,17 +82,6 @@ def backfill_row(engine: Engine, backfill_id: int) -> Any:
 def backfill_ids(engine: Engine) -> list[int]:
     with engine.connect() as conn:
         return [int(i) for i in conn.execute(sa.select(backfills.c.id)).scalars()]
-
-
-def journal(engine: Engine, ti_id: int) -> list[Any]:
-    """The journal rows of one TI, oldest first."""
-    stmt = (
-        sa.select(ti_transitions)
-        .where(ti_transitions.c.task_instance_id == ti_id)
-        .order_by(ti_transitions.c.id)
-    )
-    with engine.connect() as conn:
-        return list(conn.execute(stmt))
 
 
 def set_pool(engine: Engine, name: str, slots: int) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from support.ledger import Entry, Key
 from support.private_redis import PrivateRedis
 from support.processes import Coordinators, CoordinatorThread, WorkerPool
+from support.rows import journal, row_of
 from support.stack import Stack, utc
 from support.waiting import wait_until
 
@@ -34,10 +35,8 @@ from .checks import (
     backfill_ids,
     backfill_row,
     create_backfill,
-    journal,
     task_instances_of,
     the_ti,
-    ti_row,
 )
 
 DAY = "2016-01-01"
@@ -198,7 +197,7 @@ def test_a_paused_worker_is_stopped_and_its_late_outcome_refused(
 
     wait_until(retried, timeout=60, what="hold's try 1 to be reaped and try 2 to succeed")
     hold_id = the_ti(engine, backfill_id, "hold").id
-    settled, settled_journal = ti_row(engine, hold_id), journal(engine, hold_id)
+    settled, settled_journal = row_of(engine, hold_id), journal(engine, hold_id)
     # Wake try 1 up with its gate still closed: its callable is still blocked,
     # and only the worker learning that its claim is lost can stop it.
     ended = paused.finished()
@@ -216,7 +215,7 @@ def test_a_paused_worker_is_stopped_and_its_late_outcome_refused(
         "stopped:Interrupted",
     ]
     # Its late outcome was not written: neither the row nor its journal moved.
-    assert ti_row(engine, hold_id) == settled
+    assert row_of(engine, hold_id) == settled
     assert journal(engine, hold_id) == settled_journal
     last_of_try_1 = [r for r in settled_journal if r.try_number == 1][-1]
     assert (last_of_try_1.from_state, last_of_try_1.to_state) == ("running", "up_for_retry")

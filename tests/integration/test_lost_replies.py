@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from support.processes import Coordinators, WorkerPool
+from support.rows import journal
 from support.stack import DAGS, Stack
 
 from backfill.config import Settings
@@ -53,6 +54,7 @@ from .pgproxy import Armed, PgProxy
 DAY = "2016-01-01"
 CLAIM = "WITH claimed AS \n(UPDATE task_instances"  # the claim statement, on PostgreSQL
 FINISH = "UPDATE task_instances SET state='success'"  # a finish (a claim sets 'running')
+MOVE = ("from_state", "to_state")  # of a journal row
 FAULT_TIMEOUT = 30.0
 DRIVE_TIMEOUT = 120.0
 
@@ -110,16 +112,6 @@ def ti_id_of(armed: Armed) -> int:
     return int(found.group(1))
 
 
-def journal_of(engine: Engine, ti_id: int) -> list[tuple[str, str]]:
-    stmt = (
-        sa.select(ti_transitions.c.from_state, ti_transitions.c.to_state)
-        .where(ti_transitions.c.task_instance_id == ti_id)
-        .order_by(ti_transitions.c.id)
-    )
-    with engine.connect() as conn:
-        return [(r.from_state, r.to_state) for r in conn.execute(stmt)]
-
-
 def claim_on(engine: Engine, message: TaskMessage, token: str) -> claims.Claim | None:
     """The worker's claim of `message`'s try, on `engine` (autocommit)."""
     with engine.connect() as conn:
@@ -144,7 +136,10 @@ def test_a_claim_whose_reply_was_lost_is_recognised_by_its_token(
     assert armed.wait(FAULT_TIMEOUT), "the claim's reply was never lost"
     assert won is not None, "the retried claim took its own landed claim for a lost race"
     assert (won.ti_id, won.token) == (message.ti_id, token)
-    assert journal_of(pg_engine, message.ti_id) == [("none", "queued"), ("queued", "running")]
+    assert journal(pg_engine, message.ti_id, *MOVE) == [
+        ("none", "queued"),
+        ("queued", "running"),
+    ]
     assert claim_on(pg_engine, message, uuid.uuid4().hex) is None  # another claimant still loses
 
 
@@ -166,7 +161,7 @@ def test_a_finish_whose_reply_was_lost_is_recognised_by_its_journal_row(
     written = Reconnect(budget=FAULT_TIMEOUT).run(finish(pendulum.now("UTC")))
     assert armed.wait(FAULT_TIMEOUT), "the finish's reply was never lost"
     assert written, "the retried finish took its own landed write for a lost claim"
-    assert journal_of(pg_engine, message.ti_id)[1:] == [
+    assert journal(pg_engine, message.ti_id, *MOVE)[1:] == [
         ("queued", "running"),
         ("running", "success"),
     ]

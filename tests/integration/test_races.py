@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from support.ledger import Key
 from support.processes import Coordinators, WorkerPool
+from support.rows import journal
 from support.stack import Stack, utc
 from support.waiting import wait_until
 
@@ -31,7 +32,6 @@ from .checks import (
     assert_each_try_started_once,
     claims_per_ti,
     create_backfill,
-    journal,
     max_overlap,
     set_pool,
     task_instances_of,

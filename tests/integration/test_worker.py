@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 import pendulum
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from support.factories import COORDINATOR, queued_backfill
 from support.ledger import Entry
 from support.private_redis import PrivateRedis
 from support.processes import WorkerPool
+from support.rows import journal, row_of
 from support.stack import Stack
 from support.waiting import wait_until
 
@@ -37,17 +37,17 @@ from backfill.model.discovery import load_dags
 from backfill.model.states import TIState
 from backfill.planning.run_options import Execution, RunOptions
 from backfill.store.db import create_engine_for
-from backfill.store.schema import ti_transitions
 from workers.app import make_app
 from workers.execute import Ending, Result, execute
-
-from .checks import ti_row
 
 DAGS = Path(__file__).resolve().parents[1] / "dags_worker"
 BAG = load_dags(DAGS)
 LOGICAL_DATE = pendulum.datetime(2024, 3, 31, 22, tz="UTC")  # 2024-04-01 in Paris
 DEADLINE = 60.0  # seconds to wait for any condition: generous, never a fixed sleep
 T = TypeVar("T")
+
+
+MOVE = ("from_state", "to_state", "actor")  # the journal columns these tests compare
 
 
 def worker_stack(db_url: str, private: PrivateRedis | None, folder: Path) -> Stack:
@@ -126,17 +126,6 @@ def queue_tis(
     }
 
 
-def journal(engine: Engine, ti_id: int) -> list[tuple[str, str, str]]:
-    j = ti_transitions
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(j.c.from_state, j.c.to_state, j.c.actor)
-            .where(j.c.task_instance_id == ti_id)
-            .order_by(j.c.id)
-        ).all()
-    return [(r.from_state, r.to_state, r.actor) for r in rows]
-
-
 def wait_for(workers: WorkerPool, condition: Callable[[], T | None], what: str) -> T:
     return wait_until(condition, timeout=DEADLINE, what=what, explain=workers.logs_tail)
 
@@ -147,7 +136,7 @@ def wait_state(
     wanted = {s.value for s in states}
 
     def reached() -> dict[str, Any] | None:
-        row = ti_row(engine, message.ti_id)
+        row = row_of(engine, message.ti_id)
         return row if row["state"] in wanted else None
 
     return wait_for(workers, reached, f"{message.describe()} to be {'/'.join(sorted(wanted))}")
@@ -171,7 +160,7 @@ def test_every_outcome_is_recorded(stack: Stack, db: Engine, workers: WorkerPool
     claimant = ok["claimant"]
     assert ok["last_error"] is None
     assert ok["end_date"] >= ok["start_date"]
-    assert journal(db, ok["id"]) == [
+    assert journal(db, ok["id"], *MOVE) == [
         ("none", "queued", COORDINATOR),
         ("queued", "running", f"worker:{claimant}"),
         ("running", "success", f"worker:{claimant}"),
@@ -223,7 +212,7 @@ def test_mark_success_claims_and_finishes_without_calling_the_task(
         row = wait_state(db, workers, message, TIState.SUCCESS)  # even the task that raises
         claimant = row["claimant"]
         assert (row["try_number"], row["last_error"]) == (1, None), task_id
-        assert journal(db, row["id"]) == [
+        assert journal(db, row["id"], *MOVE) == [
             ("none", "queued", COORDINATOR),
             ("queued", "running", f"worker:{claimant}"),  # claimed like any try
             ("running", "success", f"worker:{claimant}"),
@@ -281,7 +270,7 @@ def test_forged_and_pickled_messages_have_no_effect(
     refusal = "Refusing to deserialize untrusted content of type pickle"
     wait_for(workers, lambda: refusal in worker.output(), "the pickle message to be refused")
     assert not tripwire.exists()
-    assert ti_row(db, message.ti_id)["state"] == "queued"
+    assert row_of(db, message.ti_id)["state"] == "queued"
     assert stack.ledger.entries() == []
 
     publish(stack, message)  # the genuine one still runs: nothing above was left behind

@@ -15,19 +15,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from support.factories import COORDINATOR, LOGICAL_DATE, Queued, queued_backfill, ti_row
+from support.rows import journal, row_of
 
 from backfill.model.states import TIState
 from backfill.store import claims, tis
 from backfill.store.db import create_engine_for
-from backfill.store.schema import task_instances, ti_transitions
 
 N = 8  # claimants per race
 ROUNDS = 20  # races per backend with threads
 PROCESS_ROUNDS = 3  # races per backend with processes (spawning is slow)
 BARRIER_TIMEOUT = 60.0
+
+MOVE = ("from_state", "to_state", "try_number", "actor")  # of a journal row
 
 
 def _now() -> datetime:
@@ -57,23 +58,6 @@ def _claim_in_tx(engine: Engine, ti_id: int, try_number: int, claimant: str) -> 
         return _claim(conn, ti_id, try_number, claimant)
 
 
-def _row(engine: Engine, ti_id: int) -> dict[str, Any]:
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(task_instances).where(task_instances.c.id == ti_id)).one()
-    return dict(row._mapping)
-
-
-def _journal(engine: Engine, ti_id: int) -> list[tuple[str, str, int, str]]:
-    j = ti_transitions
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(j.c.from_state, j.c.to_state, j.c.try_number, j.c.actor)
-            .where(j.c.task_instance_id == ti_id)
-            .order_by(j.c.id)
-        ).all()
-    return [tuple(r) for r in rows]
-
-
 # -- the race ---------------------------------------------------------------------
 
 
@@ -99,10 +83,10 @@ def test_exactly_one_of_n_threads_wins_each_try(db_url: str, engine: Engine) -> 
             winners = [(i, c) for i, c in enumerate(results) if c is not None]
             assert len(winners) == 1, f"TI {ti_id}: {len(winners)} winners"
             [(i, won)] = winners
-            row = _row(engine, ti_id)
+            row = row_of(engine, ti_id)
             assert (row["state"], row["try_number"]) == ("running", 1)
             assert (row["claim_token"], row["claimant"]) == (won.token, f"thread-{i}")
-            assert _journal(engine, ti_id) == [
+            assert journal(engine, ti_id, *MOVE) == [
                 ("none", "queued", 1, COORDINATOR),
                 ("queued", "running", 1, f"worker:thread-{i}"),
             ]
@@ -154,7 +138,7 @@ def test_exactly_one_of_n_processes_wins_each_try(db_url: str, engine: Engine) -
         winners = [(i, token) for t, i, token in outcomes if t == ti_id and token is not None]
         assert len(winners) == 1, f"TI {ti_id}: {len(winners)} winners"
         [(i, token)] = winners
-        row = _row(engine, ti_id)
+        row = row_of(engine, ti_id)
         assert (row["state"], row["claim_token"], row["claimant"]) == (
             "running",
             token,
@@ -167,12 +151,12 @@ def test_exactly_one_of_n_processes_wins_each_try(db_url: str, engine: Engine) -
 
 def test_a_claim_for_another_try_wins_nothing(engine: Engine) -> None:
     [ti_id] = _queued(engine, 1).ids
-    before = _row(engine, ti_id)
+    before = row_of(engine, ti_id)
     for wrong_try in (0, 2, 3):
         assert _claim_in_tx(engine, ti_id, wrong_try, "w") is None
     assert _claim_in_tx(engine, ti_id + 1000, 1, "w") is None  # no such TI
-    assert _row(engine, ti_id) == before
-    assert _journal(engine, ti_id) == [("none", "queued", 1, COORDINATOR)]
+    assert row_of(engine, ti_id) == before
+    assert journal(engine, ti_id, *MOVE) == [("none", "queued", 1, COORDINATOR)]
     assert _claim_in_tx(engine, ti_id, 1, "w") is not None
 
 
@@ -204,7 +188,7 @@ def test_a_reaped_try_is_fenced_and_its_retry_is_a_new_claim(engine: Engine) -> 
             now=_now(),
         )
     assert reaped == [ti_id]
-    after_reap = _row(engine, ti_id)
+    after_reap = row_of(engine, ti_id)
     assert (after_reap["state"], after_reap["claim_token"]) == ("up_for_retry", None)
 
     _assert_fenced(engine, old, expected=after_reap)
@@ -215,15 +199,15 @@ def test_a_reaped_try_is_fenced_and_its_retry_is_a_new_claim(engine: Engine) -> 
         )
         [requeued] = tis.queue(conn, [row], actor=COORDINATOR, now=_now())
     assert requeued.try_number == 2
-    _assert_fenced(engine, old, expected=_row(engine, ti_id))
+    _assert_fenced(engine, old, expected=row_of(engine, ti_id))
     assert _claim_in_tx(engine, ti_id, 1, "w1") is None  # the old try's message, redelivered
 
     new = _claim_in_tx(engine, ti_id, 2, "w2")
     assert new is not None
-    _assert_fenced(engine, old, expected=_row(engine, ti_id))  # a running try, but not old's
+    _assert_fenced(engine, old, expected=row_of(engine, ti_id))  # a running try, but not old's
     with engine.begin() as conn:
         assert claims.finish(conn, new, TIState.SUCCESS, actor="worker:w2", now=_now())
-    assert _journal(engine, ti_id) == [
+    assert journal(engine, ti_id, *MOVE) == [
         ("none", "queued", 1, COORDINATOR),
         ("queued", "running", 1, "worker:w1"),
         ("running", "up_for_retry", 1, "coordinator:reaper"),
@@ -238,22 +222,22 @@ def test_a_forged_token_is_fenced(engine: Engine) -> None:
     won = _claim_in_tx(engine, ti_id, 1, "w1")
     assert won is not None
     forged = claims.Claim(**{**won.__dict__, "token": uuid.uuid4().hex})
-    _assert_fenced(engine, forged, expected=_row(engine, ti_id))
+    _assert_fenced(engine, forged, expected=row_of(engine, ti_id))
     with engine.begin() as conn:
         assert claims.finish(
             conn, won, TIState.UP_FOR_RETRY, actor="worker:w1", now=_now(), error="E: x"
         )
-    row = _row(engine, ti_id)
+    row = row_of(engine, ti_id)
     assert (row["state"], row["last_error"]) == ("up_for_retry", "E: x")
     _assert_fenced(engine, won, expected=row)  # a finished try is fenced too
 
 
 def _assert_fenced(engine: Engine, stale: claims.Claim, *, expected: dict[str, Any]) -> None:
     """The stale claim's heartbeat and finish match no row and change nothing."""
-    journal = _journal(engine, stale.ti_id)
+    moves = journal(engine, stale.ti_id, *MOVE)
     with engine.begin() as conn:
         assert not claims.heartbeat(conn, stale, now=_now())
         for outcome in (TIState.SUCCESS, TIState.FAILED):
             assert not claims.finish(conn, stale, outcome, actor="worker:stale", now=_now())
-    assert _row(engine, stale.ti_id) == expected
-    assert _journal(engine, stale.ti_id) == journal
+    assert row_of(engine, stale.ti_id) == expected
+    assert journal(engine, stale.ti_id, *MOVE) == moves

@@ -18,6 +18,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
+from support.rows import journal
 
 from backfill.model.states import TRANSITIONS, BackfillState, RunState, TIState, source, sources_of
 from backfill.store import schema
@@ -331,16 +332,6 @@ def test_one_dag_run_per_dag_and_logical_date(engine: Engine) -> None:
         _dag_run(conn, dag_id="d", run_id="second", logical_date=same_instant)
 
 
-def _journal(conn: Connection, ti_id: int) -> list[tuple[str, str, int, str]]:
-    t = schema.ti_transitions
-    rows = conn.execute(
-        sa.select(t.c.from_state, t.c.to_state, t.c.try_number, t.c.actor)
-        .where(t.c.task_instance_id == ti_id)
-        .order_by(t.c.id)
-    )
-    return [tuple(row) for row in rows]
-
-
 @pytest.mark.parametrize("created_by", ["migration", "create_all"])
 def test_every_state_change_is_journaled_by_the_trigger(
     engine: Engine, empty_db_url: str, created_by: str
@@ -362,7 +353,7 @@ def test_every_state_change_is_journaled_by_the_trigger(
                 .where(ti.c.id == ti_id)
                 .values(state=state, try_number=try_number, updated_by=actor, updated_at=T0)
             )
-        assert _journal(conn, ti_id) == [
+        assert journal(conn, ti_id, "from_state", "to_state", "try_number", "actor") == [
             ("none", "queued", 1, "coordinator:a"),
             ("queued", "running", 1, "worker:h:1"),
             ("running", "success", 1, "worker:h:1"),
@@ -370,7 +361,7 @@ def test_every_state_change_is_journaled_by_the_trigger(
     with engine.connect() as conn:
         conn.execute(ti.update().where(ti.c.id == ti_id).values(state=TIState.NONE))
         conn.rollback()  # the journal row goes with the statement's transaction
-        assert len(_journal(conn, ti_id)) == 3
+        assert len(journal(conn, ti_id, "from_state", "to_state", "try_number", "actor")) == 3
     if created_by == "create_all":
         engine.dispose()
 
