@@ -19,7 +19,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
-from backfill.model.states import TRANSITIONS, BackfillState, RunState, TIState, source, sources_of
+from backfill.model.states import (
+    BACKFILL_TRANSITIONS,
+    RUN_TRANSITIONS,
+    TRANSITIONS,
+    BackfillState,
+    RunState,
+    TIState,
+    source,
+    sources_of,
+    transitions_of,
+)
 from backfill.store import schema
 from backfill.store.db import (
     alembic_config,
@@ -107,13 +117,26 @@ STATE_IDS = [f"{table}.{column}" for table, column, _, _ in STATE_COLUMNS]
 # -- (a) enum, transition table and CHECK constraints agree ---------------------
 
 
-def test_transition_table_covers_exactly_the_states() -> None:
-    assert set(TRANSITIONS) == set(TIState)
-    for src, targets in TRANSITIONS.items():
-        assert targets <= set(TIState), src
+@pytest.mark.parametrize("kind", [TIState, RunState, BackfillState])
+def test_transition_table_covers_exactly_the_states(kind: type[Any]) -> None:
+    table = transitions_of(kind)
+    assert set(table) == set(kind)
+    for src, targets in table.items():
+        assert targets <= set(kind), src
         assert src not in targets, f"{src} -> itself is not a transition"
-    # No dead state: each one can be reached from some other state.
-    assert all(sources_of(state) for state in TIState)
+    # No dead state: each one can be reached from some other state (a backfill's
+    # `queued` only by creation: nothing ever sends one back to it).
+    unreachable = {state for state in kind if not sources_of(state)}
+    assert unreachable == ({BackfillState.QUEUED} if kind is BackfillState else set())
+
+
+def test_each_kind_has_its_own_table() -> None:
+    assert transitions_of(TIState) is TRANSITIONS
+    assert transitions_of(RunState) is RUN_TRANSITIONS
+    assert transitions_of(BackfillState) is BACKFILL_TRANSITIONS
+    # The same value names different states in different tables.
+    assert sources_of(TIState.QUEUED) != sources_of(RunState.QUEUED)
+    assert sources_of(RunState.QUEUED) == {RunState.SUCCESS, RunState.FAILED}
 
 
 @pytest.mark.parametrize(("table", "column", "states", "factory"), STATE_COLUMNS, ids=STATE_IDS)
@@ -382,3 +405,9 @@ def test_a_statement_names_its_source_state_through_the_table() -> None:
     assert source(TIState.RUNNING, TIState.UP_FOR_RETRY, TIState.FAILED) is TIState.RUNNING
     with pytest.raises(ValueError, match="success -> running is not in TRANSITIONS"):
         source(TIState.SUCCESS, TIState.RUNNING)
+    assert source(RunState.RUNNING, RunState.SUCCESS, RunState.FAILED) is RunState.RUNNING
+    with pytest.raises(ValueError, match="success -> running is not in RUN_TRANSITIONS"):
+        source(RunState.SUCCESS, RunState.RUNNING)
+    assert source(BackfillState.PAUSED, BackfillState.RUNNING) is BackfillState.PAUSED
+    with pytest.raises(ValueError, match="cancelled -> running is not in BACKFILL_TRANSITIONS"):
+        source(BackfillState.CANCELLED, BackfillState.RUNNING)
