@@ -88,6 +88,23 @@ def make_backfill(
     return bid, run_ids
 
 
+_PATH_FROM_QUEUED: dict[BackfillState, tuple[BackfillState, ...]] = {
+    BackfillState.QUEUED: (),
+    BackfillState.RUNNING: (BackfillState.RUNNING,),
+    BackfillState.PAUSED: (BackfillState.RUNNING, BackfillState.PAUSED),
+    BackfillState.SUCCESS: (BackfillState.SUCCESS,),
+    BackfillState.FAILED: (BackfillState.RUNNING, BackfillState.FAILED),
+    BackfillState.CANCELLED: (BackfillState.CANCELLED,),
+}
+
+
+def bring_backfill_to(conn: Connection, bid: int, state: BackfillState) -> None:
+    """Move a queued backfill to `state` the way the code would: only by transitions
+    in BACKFILL_TRANSITIONS (the journal check of every test holds them to it)."""
+    for step in _PATH_FROM_QUEUED[state]:
+        assert runs.set_backfill_state(conn, bid, step, now=NOW)
+
+
 def start_some(
     conn: Connection, bid: int, count: int, *, limit: int = 100, backwards: bool = False
 ) -> int:
@@ -495,15 +512,19 @@ def test_set_backfill_state_is_compare_and_set(engine: Engine) -> None:
     with engine.begin() as conn:
         bid, _ = make_backfill(conn)
         q, r = BackfillState.QUEUED, BackfillState.RUNNING
-        assert runs.set_backfill_state(conn, bid, r, expected=[q], now=NOW)
-        assert not runs.set_backfill_state(conn, bid, BackfillState.PAUSED, expected=[q], now=NOW)
+        assert runs.set_backfill_state(conn, bid, r, seen=q, now=NOW)
+        assert not runs.set_backfill_state(conn, bid, BackfillState.SUCCESS, seen=q, now=NOW)
         row = runs.lock_backfill(conn, bid)
         assert row is not None
         assert row.state is r
-        assert runs.set_backfill_state(
-            conn, bid, BackfillState.SUCCESS, expected=[BackfillState.PAUSED, r], now=NOW
-        )
-        assert not runs.set_backfill_state(conn, bid + 1, r, expected=list(BackfillState), now=NOW)
+        # Without `seen`: from any state the table leads to the target from.
+        assert runs.set_backfill_state(conn, bid, BackfillState.PAUSED, now=NOW)
+        assert not runs.set_backfill_state(conn, bid, BackfillState.SUCCESS, now=NOW)
+        assert runs.set_backfill_state(conn, bid, BackfillState.CANCELLED, now=NOW)
+        assert not runs.set_backfill_state(conn, bid + 1, BackfillState.CANCELLED, now=NOW)
+        # A source the table does not allow is refused before any SQL runs.
+        with pytest.raises(ValueError, match="queued -> paused is not in BACKFILL_TRANSITIONS"):
+            runs.set_backfill_state(conn, bid, BackfillState.PAUSED, seen=q, now=NOW)
 
 
 def test_lease_renew_refuse_expire_take_over_release(engine: Engine) -> None:
@@ -894,12 +915,10 @@ def test_a_coordinator_drives_active_backfills_and_cancelled_ones_not_wound_down
     with engine.begin() as conn:
         for n, state in enumerate(BackfillState):
             bid, run_ids = make_backfill(conn, dag_id=f"d{n}", n_runs=2, start=1)
-            runs.set_backfill_state(conn, bid, state, expected=[BackfillState.QUEUED], now=NOW)
+            bring_backfill_to(conn, bid, state)
             states[bid] = state
         wound_down, run_ids = make_backfill(conn, dag_id="wound", n_runs=1, start=1)
-        runs.set_backfill_state(
-            conn, wound_down, BackfillState.CANCELLED, expected=[BackfillState.QUEUED], now=NOW
-        )
+        bring_backfill_to(conn, wound_down, BackfillState.CANCELLED)
         runs.finish_runs(conn, [(run_ids[0], RunState.FAILED)], now=NOW)
         with statements(engine) as sql:
             wanted = status.needing_a_driver(conn)

@@ -323,7 +323,7 @@ def _unpause(engine: Engine, backfill_id: int) -> None:
             conn,
             backfill_id,
             BackfillState.RUNNING,
-            expected=[BackfillState.PAUSED],
+            seen=BackfillState.PAUSED,
             now=pendulum.now("UTC"),
         )
     if resumed:

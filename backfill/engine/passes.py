@@ -112,7 +112,7 @@ def execute(
     if row.state is _B.CANCELLED:
         return _wind_down(conn, row, cfg, now=now)
     if row.state is _B.QUEUED:  # created but never picked up: this coordinator starts it
-        runs.set_backfill_state(conn, row.id, _B.RUNNING, expected=[_B.QUEUED], now=now)
+        runs.set_backfill_state(conn, row.id, _B.RUNNING, seen=_B.QUEUED, now=now)
         row = replace(row, state=_B.RUNNING)
     epoch = None
     if row.state in (_B.RUNNING, _B.PAUSED):  # a paused backfill keeps its driver
@@ -285,7 +285,7 @@ def _conclude(
 def _end(
     conn: Connection, row: BackfillRow, state: BackfillState, *, now: datetime
 ) -> BackfillState:
-    runs.set_backfill_state(conn, row.id, state, expected=[_B.RUNNING], now=now)
+    runs.set_backfill_state(conn, row.id, state, seen=_B.RUNNING, now=now)
     adopt.fail_unfinished_runs(conn, row.id, now=now)
     return state
 

@@ -20,11 +20,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill.model.states import BackfillState, RunState, TIState
+from backfill.model.states import BackfillState, RunState, TIState, source, sources_of
 from backfill.store.schema import backfills, dag_runs, task_instances
 from backfill.store.tis import lock_dag
 
 ti, run, bf = task_instances, dag_runs, backfills
+_R = RunState
+_STARTABLE = source(_R.QUEUED, _R.RUNNING).value
+_FINISHABLE = source(_R.RUNNING, _R.SUCCESS, _R.FAILED).value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,15 +246,15 @@ def start_runs(
     order = run.c.logical_date.desc() if backwards else run.c.logical_date
     nxt = (
         sa.select(run.c.id)
-        .where(run.c.backfill_id == backfill_id, run.c.state == RunState.QUEUED.value)
+        .where(run.c.backfill_id == backfill_id, run.c.state == _STARTABLE)
         .order_by(order)
         .limit(count)
         .scalar_subquery()
     )
     stmt = (
         sa.update(run)
-        .where(run.c.id.in_(nxt), run.c.state == RunState.QUEUED.value)
-        .values(state=RunState.RUNNING.value, start_date=now, updated_at=now)
+        .where(run.c.id.in_(nxt), run.c.state == _STARTABLE)
+        .values(state=_R.RUNNING.value, start_date=now, updated_at=now)
     )
     return conn.execute(stmt).rowcount
 
@@ -266,7 +269,7 @@ def finish_runs(
         if ids:
             stmt = (
                 sa.update(run)
-                .where(run.c.id.in_(ids), run.c.state == RunState.RUNNING.value)
+                .where(run.c.id.in_(ids), run.c.state == _FINISHABLE)
                 .values(state=state.value, end_date=now, updated_at=now)
             )
             changed += conn.execute(stmt).rowcount
@@ -278,15 +281,22 @@ def set_backfill_state(
     backfill_id: int,
     state: BackfillState,
     *,
-    expected: Iterable[BackfillState],
     now: datetime,
+    seen: BackfillState | None = None,
 ) -> bool:
+    """Move the backfill to `state` from `seen`, the state the caller read it in (checked
+    against BACKFILL_TRANSITIONS), or without `seen` from any state the table leads to
+    `state` from. False: it is in none of them (or does not exist); the caller decides
+    what a miss means.
+    """
+    sources = sources_of(state) if seen is None else {source(seen, state)}
     stmt = (
         sa.update(bf)
-        .where(bf.c.id == backfill_id, bf.c.state.in_([s.value for s in expected]))
+        .where(bf.c.id == backfill_id, bf.c.state.in_(sorted(s.value for s in sources)))
         .values(state=state.value, updated_at=now)
+        .returning(bf.c.id)
     )
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt).one_or_none() is not None
 
 
 def refresh_statistics(conn: Connection) -> None:
