@@ -100,6 +100,16 @@ def _transition(conn: Connection, **values: Any) -> int:
     return _insert(conn, schema.ti_transitions, row | values)
 
 
+def _run_transition(conn: Connection, **values: Any) -> int:
+    row = {"dag_run_id": _dag_run(conn), "from_state": "queued", "to_state": "running", "at": T0}
+    return _insert(conn, schema.run_transitions, row | values)
+
+
+def _backfill_transition(conn: Connection, **values: Any) -> int:
+    row = {"backfill_id": _backfill(conn), "from_state": "queued", "to_state": "running", "at": T0}
+    return _insert(conn, schema.backfill_transitions, row | values)
+
+
 def _insert(conn: Connection, table: sa.Table, row: dict[str, Any]) -> int:
     return int(conn.execute(table.insert().values(row).returning(table.c.id)).scalar_one())
 
@@ -110,6 +120,10 @@ STATE_COLUMNS: list[tuple[str, str, type[enum.StrEnum], Any]] = [
     ("task_instances", "state", TIState, _task_instance),
     ("ti_transitions", "from_state", TIState, _transition),
     ("ti_transitions", "to_state", TIState, _transition),
+    ("run_transitions", "from_state", RunState, _run_transition),
+    ("run_transitions", "to_state", RunState, _run_transition),
+    ("backfill_transitions", "from_state", BackfillState, _backfill_transition),
+    ("backfill_transitions", "to_state", BackfillState, _backfill_transition),
 ]
 STATE_IDS = [f"{table}.{column}" for table, column, _, _ in STATE_COLUMNS]
 
@@ -394,6 +408,36 @@ def test_every_state_change_is_journaled_by_the_trigger(
         conn.execute(ti.update().where(ti.c.id == ti_id).values(state=TIState.NONE))
         conn.rollback()  # the journal row goes with the statement's transaction
         assert len(_journal(conn, ti_id)) == 3
+    if created_by == "create_all":
+        engine.dispose()
+
+
+@pytest.mark.parametrize("created_by", ["migration", "create_all"])
+def test_run_and_backfill_state_changes_are_journaled_by_their_triggers(
+    engine: Engine, empty_db_url: str, created_by: str
+) -> None:
+    if created_by == "create_all":
+        engine = create_engine_for(empty_db_url)
+        schema.metadata.create_all(engine)
+    bf, run = schema.backfills, schema.dag_runs
+    later = T0 + timedelta(minutes=1)
+    with engine.begin() as conn:
+        bid = _backfill(conn)
+        run_id = _dag_run(conn, backfill_id=bid)
+        for state in [BackfillState.RUNNING, BackfillState.RUNNING, BackfillState.CANCELLED]:
+            conn.execute(bf.update().where(bf.c.id == bid).values(state=state, updated_at=later))
+        for state in [RunState.RUNNING, RunState.FAILED]:
+            conn.execute(
+                run.update().where(run.c.id == run_id).values(state=state, updated_at=later)
+            )
+        conn.execute(run.update().where(run.c.id == run_id).values(conf={"no": "change"}))
+        bj, rj = schema.backfill_transitions, schema.run_transitions
+        assert conn.execute(
+            sa.select(bj.c.backfill_id, bj.c.from_state, bj.c.to_state, bj.c.at).order_by(bj.c.id)
+        ).all() == [(bid, "queued", "running", later), (bid, "running", "cancelled", later)]
+        assert conn.execute(
+            sa.select(rj.c.dag_run_id, rj.c.from_state, rj.c.to_state).order_by(rj.c.id)
+        ).all() == [(run_id, "queued", "running"), (run_id, "running", "failed")]
     if created_by == "create_all":
         engine.dispose()
 
