@@ -38,6 +38,7 @@ from backfill.store.db import (
     migrate,
     schema_revision,
 )
+from backfill.store.journal import IllegalTransition, illegal_transitions
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -157,12 +158,14 @@ def test_each_kind_has_its_own_table() -> None:
 def test_db_accepts_every_state_and_rejects_others(
     engine: Engine, table: str, column: str, states: type[enum.StrEnum], factory: Any
 ) -> None:
-    for state in states:
-        with engine.begin() as conn:
-            factory(conn, **{column: state.value})
     with engine.connect() as conn:
+        for state in states:
+            factory(conn, **{column: state.value})
         stored = conn.execute(sa.select(schema.metadata.tables[table].c[column])).scalars()
         assert {state.value for state in states} <= set(stored)
+        # Unwritten: the journal rows made here are no transitions (a final state as
+        # `from_state`), and the check after every test would refuse them.
+        conn.rollback()
     with (
         engine.begin() as conn,
         pytest.raises(sa.exc.IntegrityError, match=f"ck_{table}_{column}_valid"),
@@ -440,6 +443,38 @@ def test_run_and_backfill_state_changes_are_journaled_by_their_triggers(
         ).all() == [(run_id, "queued", "running"), (run_id, "running", "failed")]
     if created_by == "create_all":
         engine.dispose()
+
+
+def test_the_journal_check_reports_transitions_missing_from_their_tables(
+    engine: Engine,
+) -> None:
+    """What the root conftest runs after every test, shown to fail: raw SQL moves a TI,
+    a run and a backfill along transitions their tables do not list."""
+    ti, run, bf = schema.task_instances, schema.dag_runs, schema.backfills
+    with engine.connect() as conn:
+        ti_id = _task_instance(conn)
+        bid = _backfill(conn)
+        legal = [
+            ti.update().where(ti.c.id == ti_id).values(state=TIState.QUEUED),
+            bf.update().where(bf.c.id == bid).values(state=BackfillState.RUNNING),
+        ]
+        for stmt in legal:
+            conn.execute(stmt)
+        assert illegal_transitions(conn) == []
+        run_id = conn.execute(sa.select(ti.c.dag_run_id).where(ti.c.id == ti_id)).scalar_one()
+        illegal = [
+            ti.update().where(ti.c.id == ti_id).values(state=TIState.SUCCESS),
+            run.update().where(run.c.id == run_id).values(state=RunState.SUCCESS),
+            bf.update().where(bf.c.id == bid).values(state=BackfillState.QUEUED),
+        ]
+        for stmt in illegal:
+            conn.execute(stmt)
+        assert illegal_transitions(conn) == [
+            IllegalTransition("backfill_transitions", "running", "queued"),
+            IllegalTransition("run_transitions", "queued", "success"),
+            IllegalTransition("ti_transitions", "queued", "success"),
+        ]
+        conn.rollback()  # the database the test leaves behind passes the check
 
 
 def test_a_statement_names_its_source_state_through_the_table() -> None:

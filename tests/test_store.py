@@ -20,6 +20,7 @@ import pendulum
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from support.states import force_state
 
 from backfill.model.dag import DAG
 from backfill.model.states import BackfillState, RunState, TIState
@@ -124,10 +125,15 @@ def ti_row(conn: Connection, ti_id: int) -> Any:
 
 
 def force(conn: Connection, ti_id: int, **values: Any) -> None:
-    """Put a TI in a given state behind the store's back (as another process would)."""
+    """Put a TI in a given state behind the store's back (as another process would), by
+    transitions TRANSITIONS lists; without `state`, only its other `values` change."""
     values.setdefault("updated_at", NOW)
     values.setdefault("updated_by", "test:setup")
-    conn.execute(sa.update(ti_table).where(ti_table.c.id == ti_id).values(**values))
+    where = ti_table.c.id == ti_id
+    if "state" in values:
+        force_state(conn, ti_table, where, values.pop("state"), **values)
+    else:
+        conn.execute(sa.update(ti_table).where(where).values(**values))
 
 
 def seen(conn: Connection, backfill_id: int) -> dict[str, TIRow]:
@@ -409,11 +415,7 @@ def test_two_backfills_behind_a_barrier_never_run_more_than_the_window(engine: E
         assert _running_of(engine, "d") == 2, rep
         with engine.begin() as conn:  # end them for the next repetition
             r = schema.dag_runs
-            conn.execute(
-                sa.update(r)
-                .where(r.c.state == RunState.RUNNING.value)
-                .values(state=RunState.SUCCESS.value)
-            )
+            force_state(conn, r, r.c.state == RunState.RUNNING.value, RunState.SUCCESS)
 
 
 @pytest.mark.postgres
@@ -843,11 +845,8 @@ def test_two_queuers_behind_a_barrier_never_overfill_a_limit(engine: Engine, sha
         assert sorted(results) == [0, 1], rep
         assert _active_count(engine) == 1, rep
         with engine.begin() as conn:  # free the slot for the next repetition
-            conn.execute(
-                sa.update(ti_table)
-                .where(ti_table.c.state == _S.QUEUED.value)
-                .values(state=_S.SUCCESS.value, updated_at=NOW, updated_by="test")
-            )
+            queued = ti_table.c.state == _S.QUEUED.value
+            force_state(conn, ti_table, queued, _S.SUCCESS, updated_at=NOW, updated_by="test")
 
 
 @pytest.mark.postgres
