@@ -326,5 +326,6 @@ def _unpause(engine: Engine, backfill_id: int) -> None:
             seen=BackfillState.PAUSED,
             now=pendulum.now("UTC"),
         )
+    # A miss: someone resumed or cancelled it meanwhile; driving it shows which.
     if resumed:
         click.echo(f"backfill {backfill_id} un-paused", err=True)

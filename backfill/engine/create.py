@@ -62,6 +62,7 @@ def create_backfill(engine: Engine, dag: DAG, plan: BackfillPlan, *, now: dateti
                 now=now,
             )
             state = BackfillState.RUNNING if todo else BackfillState.SUCCESS
+            # Cannot miss: this transaction inserted the row; no one else can see it yet.
             runs.set_backfill_state(conn, backfill_id, state, seen=BackfillState.QUEUED, now=now)
             with adopt.unique_conflicts():
                 _insert_new(conn, backfill_id, dag, plan, now=now)

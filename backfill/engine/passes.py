@@ -112,6 +112,7 @@ def execute(
     if row.state is _B.CANCELLED:
         return _wind_down(conn, row, cfg, now=now)
     if row.state is _B.QUEUED:  # created but never picked up: this coordinator starts it
+        # Cannot miss: the row was read queued under its lock (`lock_backfill`), held till commit.
         runs.set_backfill_state(conn, row.id, _B.RUNNING, seen=_B.QUEUED, now=now)
         row = replace(row, state=_B.RUNNING)
     epoch = None
@@ -285,8 +286,10 @@ def _conclude(
 def _end(
     conn: Connection, row: BackfillRow, state: BackfillState, *, now: datetime
 ) -> BackfillState:
+    # Cannot miss: the pass read the row running under its lock, held till commit (a
+    # cancel changes the row only after the pass commits: `store.control`).
     runs.set_backfill_state(conn, row.id, state, seen=_B.RUNNING, now=now)
-    adopt.fail_unfinished_runs(conn, row.id, now=now)
+    adopt.fail_unfinished_runs(conn, row.id, now=now)  # none left is the usual case, not a miss
     return state
 
 
