@@ -199,7 +199,7 @@ def _insert_missing(
     for pk, tasks in by_run.items():
         try:
             with adopt.unique_conflicts():
-                runs.insert_tis(conn, dag_id=dag.dag_id, run_ids=[pk], tasks=tasks, now=now)
+                runs.insert_tis(conn, dag_id=dag.dag_id, dag_run_ids=[pk], tasks=tasks, now=now)
         except RunConflict:
             raise RunConflict(dates[pk]) from None
 

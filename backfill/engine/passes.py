@@ -303,7 +303,7 @@ def _messages(
     row: BackfillRow, snapshot: Snapshot, queued: Sequence[tis.Queued]
 ) -> tuple[tuple[TaskMessage, str], ...]:
     """One message per queued try. Every queued TI is in a running run, hence in the snapshot."""
-    run_of = {t.id: t.run_id for t in snapshot.tis}
+    run_of = {t.id: t.dag_run_id for t in snapshot.tis}
     dates = {r.id: r.logical_date for r in snapshot.runs}
     out = []
     for q in queued:

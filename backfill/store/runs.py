@@ -112,7 +112,7 @@ def insert_runs(
     Bounded memory: runs go in batches of RUN_BATCH, and their TIs are made by
     the database (`_insert_tis`), never as rows in Python.
     """
-    run_ids: list[int] = []
+    dag_run_ids: list[int] = []
     pending = iter(runs)
     while batch := list(itertools.islice(pending, RUN_BATCH)):
         rows = [
@@ -131,28 +131,28 @@ def insert_runs(
             for r in batch
         ]
         stmt = sa.insert(run).returning(run.c.id, sort_by_parameter_order=True)
-        run_ids.extend(int(row.id) for row in conn.execute(stmt, rows))
-    if run_ids:
+        dag_run_ids.extend(int(row.id) for row in conn.execute(stmt, rows))
+    if dag_run_ids:
         # Ids come from one sequence and this transaction alone writes the
         # backfill's runs: its runs in [first, last] are exactly the new ones.
         new = sa.select(run.c.id).where(
-            run.c.backfill_id == backfill_id, run.c.id.between(min(run_ids), max(run_ids))
+            run.c.backfill_id == backfill_id, run.c.id.between(min(dag_run_ids), max(dag_run_ids))
         )
         _insert_tis(conn, dag_id=dag_id, runs=new, tasks=tasks, now=now)
-    return run_ids
+    return dag_run_ids
 
 
 def insert_tis(
     conn: Connection,
     *,
     dag_id: str,
-    run_ids: Sequence[int],
+    dag_run_ids: Sequence[int],
     tasks: Sequence[TaskSpec],
     now: datetime,
 ) -> None:
-    """One TI per task in each of `run_ids` (state none)."""
-    if run_ids:
-        runs = sa.select(run.c.id).where(run.c.id.in_(run_ids))
+    """One TI per task in each of `dag_run_ids` (state none)."""
+    if dag_run_ids:
+        runs = sa.select(run.c.id).where(run.c.id.in_(dag_run_ids))
         _insert_tis(conn, dag_id=dag_id, runs=runs, tasks=tasks, now=now)
 
 
@@ -265,7 +265,7 @@ def finish_runs(
     """Finish running runs: one statement per outcome state."""
     changed = 0
     for state in (RunState.SUCCESS, RunState.FAILED):
-        ids = [run_id for run_id, outcome in outcomes if outcome is state]
+        ids = [dag_run_id for dag_run_id, outcome in outcomes if outcome is state]
         if ids:
             stmt = (
                 sa.update(run)
