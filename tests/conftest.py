@@ -13,6 +13,12 @@ database costs milliseconds. PostgreSQL is reached through the admin URL in
 BACKFILL_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
 If it does not answer, its tests are skipped on a laptop but FAIL when the
 environment variable CI is set: CI never silently skips them.
+
+After every test, each database these fixtures made for it is read back
+(`_test_databases`, autouse): every (from, to) pair in its state journals must
+be in its transition table (`backfill.store.journal`), so a statement, or a
+test, that moves a TI, run or backfill along a transition the table does not
+list fails the test. A PostgreSQL database is dropped after that check.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +35,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from backfill.config import redact
 from backfill.store.db import create_engine_for, migrate
+from backfill.store.journal import illegal_transitions
 
 PG_ADMIN_URL = os.environ.get(
     "BACKFILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -42,6 +49,48 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+class MadeDatabases:
+    """The databases made for one test: checked after it, then dropped (PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.drops: list[Callable[[], None]] = []
+
+    def add(self, url: str, *, drop: Callable[[], None] | None = None) -> str:
+        self.urls.append(url)
+        if drop is not None:
+            self.drops.append(drop)
+        return url
+
+
+@pytest.fixture(autouse=True)
+def _test_databases() -> Iterator[MadeDatabases]:
+    """After the test (and every fixture using its databases), the journal check of
+    each database it made; then the PostgreSQL ones are dropped, whatever the check said."""
+    made = MadeDatabases()
+    yield made
+    try:
+        found = {url: check_journals(url) for url in made.urls}
+    finally:
+        for drop in made.drops:
+            drop()
+    illegal = {redact(url): pairs for url, pairs in found.items() if pairs}
+    assert not illegal, f"transitions missing from their tables were journaled: {illegal}"
+
+
+def check_journals(url: str) -> list[str]:
+    """The journaled transitions of the database at `url` that their table does not list;
+    nothing for a SQLite database that was never created."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return []
+    engine = create_engine_for(url, pre_ping=False)
+    try:
+        with engine.connect() as conn:
+            return [str(t) for t in illegal_transitions(conn)]
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     """The database backend under test."""
@@ -49,15 +98,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def db_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, _test_databases: MadeDatabases
+) -> str:
     """A freshly migrated, empty database for this test alone."""
     if backend == "sqlite":
         target = tmp_path / "backfill.db"
         shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
-        yield f"sqlite:///{target}"
-    else:
-        template = request.getfixturevalue("_pg_template")
-        yield from _pg_database(request.getfixturevalue("_pg_admin"), template)
+        return _test_databases.add(f"sqlite:///{target}")
+    template = request.getfixturevalue("_pg_template")
+    return _pg_database(request.getfixturevalue("_pg_admin"), template, _test_databases)
 
 
 @pytest.fixture
@@ -69,18 +119,19 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def empty_db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def empty_db_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, _test_databases: MadeDatabases
+) -> str:
     """A database with no schema (the SQLite file does not exist yet)."""
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-    else:
-        yield from _pg_database(request.getfixturevalue("_pg_admin"), "template0")
+        return _test_databases.add(f"sqlite:///{tmp_path / 'empty.db'}")
+    return _pg_database(request.getfixturevalue("_pg_admin"), "template0", _test_databases)
 
 
 @pytest.fixture
-def pg_url(_pg_admin: Engine, _pg_template: str) -> Iterator[str]:
+def pg_url(_pg_admin: Engine, _pg_template: str, _test_databases: MadeDatabases) -> str:
     """A freshly migrated, empty PostgreSQL database for this test alone."""
-    yield from _pg_database(_pg_admin, _pg_template)
+    return _pg_database(_pg_admin, _pg_template, _test_databases)
 
 
 @pytest.fixture(scope="session")
@@ -124,14 +175,13 @@ def _pg_template(_pg_admin: Engine) -> Iterator[str]:
         _admin_execute(_pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _pg_database(admin: Engine, template: str) -> Iterator[str]:
+def _pg_database(admin: Engine, template: str, made: MadeDatabases) -> str:
     name = f"backfill_test_{uuid.uuid4().hex[:12]}"
     _admin_execute(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield _pg_url_of(name).render_as_string(hide_password=False)
-    finally:
-        # FORCE: a test that leaked a connection must not leak its database too.
-        _admin_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # FORCE: a test that leaked a connection must not leak its database too.
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    url = _pg_url_of(name).render_as_string(hide_password=False)
+    return made.add(url, drop=lambda: _admin_execute(admin, drop))
 
 
 def _first_line(error: BaseException | None) -> str:

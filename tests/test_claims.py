@@ -96,7 +96,7 @@ def _ti_row(
 ) -> TIRow:
     return TIRow(
         id=ti_id,
-        run_id=run_pk,
+        dag_run_id=run_pk,
         task_id=task_id,
         state=state,
         try_number=try_number,

@@ -51,7 +51,7 @@ from backfill.planning.backfill_plan import expand_range, plan_backfill
 from backfill.planning.depends import BEHIND_BLOCKED_PAST, WAITING_FOR_PAST
 from backfill.planning.pass_planner import UPSTREAM_CANNOT_RUN
 from backfill.planning.run_options import RunOptions
-from backfill.store import claims, reads
+from backfill.store import claims, reads, runs
 from backfill.store.db import create_engine_for, migrate
 from backfill.store.schema import backfills, dag_runs, pools, task_instances, ti_transitions
 from workers.app import make_app
@@ -176,10 +176,9 @@ def backfill_state(engine: Engine, backfill_id: int) -> BackfillState:
 
 
 def set_backfill(engine: Engine, backfill_id: int, state: BackfillState) -> None:
+    """What `backfill pause / resume / cancel` do to the row (a transition of the table)."""
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(backfills).where(backfills.c.id == backfill_id).values(state=state.value)
-        )
+        assert runs.set_backfill_state(conn, backfill_id, state, now=pendulum.now("UTC"))
 
 
 @pytest.fixture(scope="module")
@@ -571,11 +570,13 @@ def test_a_changed_dag_is_refused(engine: Engine, db_url: str, tmp_path: Path) -
 
 
 def test_a_queued_backfill_is_started_by_its_first_pass(
-    engine: Engine, db_url: str, tmp_path: Path
+    engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dag = diamond()
-    backfill_id = new_backfill(engine, dag, 1)
-    set_backfill(engine, backfill_id, BackfillState.QUEUED)  # as if created for a coordinator
+    with monkeypatch.context() as m:  # as if created for a coordinator: left queued
+        m.setattr(runs, "set_backfill_state", lambda *_, **__: True)
+        backfill_id = new_backfill(engine, dag, 1)
+    assert backfill_state(engine, backfill_id) is BackfillState.QUEUED
     coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=Recorder())
 
     result = coordinator.run_pass(backfill_id, now=pendulum.now("UTC"))

@@ -275,7 +275,7 @@ def queue_tis(
 def _new_ti(ti_id: int, run_pk: int, task_id: str) -> TIRow:
     return TIRow(
         id=ti_id,
-        run_id=run_pk,
+        dag_run_id=run_pk,
         task_id=task_id,
         state=TIState.NONE,
         try_number=0,
