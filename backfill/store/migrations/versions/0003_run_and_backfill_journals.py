@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-09
+Create Date: 2026-12-02
 
 `run_transitions` and `backfill_transitions` get one row per change of
 `dag_runs.state` / `backfills.state`, written by a trigger in the changing
