@@ -16,6 +16,12 @@ database costs milliseconds. PostgreSQL is reached through the admin URL in
 BACKFILL_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
 If it does not answer, its tests are skipped on a laptop but FAIL when the
 environment variable CI is set: CI never silently skips them.
+
+After every test, each database these fixtures made for it is read back
+(`_test_databases`, autouse): every (from, to) pair in its state journals must
+be in its transition table (`backfill.store.journal`), so a statement, or a
+test, that moves a TI, run or backfill along a transition the table does not
+list fails the test. A PostgreSQL database is dropped after that check.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +38,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from backfill.config import redact
 from backfill.store.db import create_engine_for, migrate
+from backfill.store.journal import illegal_transitions
 
 # The harness's fixtures (`broker`, `workers`, `coordinators`): tests/support/fixtures.py.
 pytest_plugins = ["support.fixtures"]
@@ -48,6 +55,53 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+class MadeDatabases:
+    """The databases made for one test: checked after it, then dropped (PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.drops: list[Callable[[], None]] = []
+
+    def add(self, url: str, *, drop: Callable[[], None] | None = None) -> str:
+        self.urls.append(url)
+        if drop is not None:
+            self.drops.append(drop)
+        return url
+
+    def check_and_drop(self) -> None:
+        """The journal check of every database; then the PostgreSQL ones are dropped,
+        whatever the check said."""
+        try:
+            found = {url: check_journals(url) for url in self.urls}
+        finally:
+            for drop in self.drops:
+                drop()
+        illegal = {redact(url): pairs for url, pairs in found.items() if pairs}
+        assert not illegal, f"transitions missing from their tables were journaled: {illegal}"
+
+
+@pytest.fixture(autouse=True)
+def _test_databases() -> Iterator[MadeDatabases]:
+    """After the test (and every fixture using its databases), the journal check of
+    each database it made; then the PostgreSQL ones are dropped, whatever the check said."""
+    made = MadeDatabases()
+    yield made
+    made.check_and_drop()
+
+
+def check_journals(url: str) -> list[str]:
+    """The journaled transitions of the database at `url` that their table does not list;
+    nothing for a SQLite database that was never created."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return []
+    engine = create_engine_for(url, pre_ping=False)
+    try:
+        with engine.connect() as conn:
+            return [str(t) for t in illegal_transitions(conn)]
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     """The database backend under test."""
@@ -55,9 +109,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def db_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, _test_databases: MadeDatabases
+) -> str:
     """A freshly migrated, empty database for this test alone."""
-    yield from _fresh_database(backend, request, tmp_path)
+    return _fresh_database(backend, request, tmp_path, _test_databases)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +121,11 @@ def module_db_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A freshly migrated database shared by the tests of one module, on the backend of
-    its parameter: a module parametrizes it (see tests/parity/conftest.py)."""
-    yield from _fresh_database(request.param, request, tmp_path_factory.mktemp("db"))
+    its parameter: a module parametrizes it (see tests/parity/conftest.py). Its journals
+    are checked, as a test's are, when the module is done with it."""
+    made = MadeDatabases()
+    yield _fresh_database(request.param, request, tmp_path_factory.mktemp("db"), made)
+    made.check_and_drop()
 
 
 @pytest.fixture
@@ -78,18 +137,19 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def empty_db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def empty_db_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, _test_databases: MadeDatabases
+) -> str:
     """A database with no schema (the SQLite file does not exist yet)."""
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-    else:
-        yield from _pg_database(request.getfixturevalue("_pg_admin"), "template0")
+        return _test_databases.add(f"sqlite:///{tmp_path / 'empty.db'}")
+    return _pg_database(request.getfixturevalue("_pg_admin"), "template0", _test_databases)
 
 
 @pytest.fixture
-def pg_url(_pg_admin: Engine, _pg_template: str) -> Iterator[str]:
+def pg_url(_pg_admin: Engine, _pg_template: str, _test_databases: MadeDatabases) -> str:
     """A freshly migrated, empty PostgreSQL database for this test alone."""
-    yield from _pg_database(_pg_admin, _pg_template)
+    return _pg_database(_pg_admin, _pg_template, _test_databases)
 
 
 @pytest.fixture
@@ -141,25 +201,25 @@ def _pg_template(_pg_admin: Engine) -> Iterator[str]:
         _admin_execute(_pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _fresh_database(backend: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+def _fresh_database(
+    backend: str, request: pytest.FixtureRequest, folder: Path, made: MadeDatabases
+) -> str:
     """A copy of the migrated template on `backend` (the SQLite file in `folder`)."""
     if backend == "sqlite":
         target = folder / "backfill.db"
         shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
-        yield f"sqlite:///{target}"
-    else:
-        template = request.getfixturevalue("_pg_template")
-        yield from _pg_database(request.getfixturevalue("_pg_admin"), template)
+        return made.add(f"sqlite:///{target}")
+    template = request.getfixturevalue("_pg_template")
+    return _pg_database(request.getfixturevalue("_pg_admin"), template, made)
 
 
-def _pg_database(admin: Engine, template: str) -> Iterator[str]:
+def _pg_database(admin: Engine, template: str, made: MadeDatabases) -> str:
     name = f"backfill_test_{uuid.uuid4().hex[:12]}"
     _admin_execute(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield _pg_url_of(name).render_as_string(hide_password=False)
-    finally:
-        # FORCE: a test that leaked a connection must not leak its database too.
-        _admin_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # FORCE: a test that leaked a connection must not leak its database too.
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    url = _pg_url_of(name).render_as_string(hide_password=False)
+    return made.add(url, drop=lambda: _admin_execute(admin, drop))
 
 
 def _first_line(error: BaseException | None) -> str:

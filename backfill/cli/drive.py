@@ -329,8 +329,9 @@ def _unpause(engine: Engine, backfill_id: int) -> None:
             conn,
             backfill_id,
             BackfillState.RUNNING,
-            expected=[BackfillState.PAUSED],
+            seen=BackfillState.PAUSED,
             now=pendulum.now("UTC"),
         )
+    # A miss: someone resumed or cancelled it meanwhile; driving it shows which.
     if resumed:
         click.echo(f"backfill {backfill_id} un-paused", err=True)

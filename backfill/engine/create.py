@@ -62,9 +62,8 @@ def create_backfill(engine: Engine, dag: DAG, plan: BackfillPlan, *, now: dateti
                 now=now,
             )
             state = BackfillState.RUNNING if todo else BackfillState.SUCCESS
-            runs.set_backfill_state(
-                conn, backfill_id, state, expected=[BackfillState.QUEUED], now=now
-            )
+            # Cannot miss: this transaction inserted the row; no one else can see it yet.
+            runs.set_backfill_state(conn, backfill_id, state, seen=BackfillState.QUEUED, now=now)
             with adopt.unique_conflicts():
                 _insert_new(conn, backfill_id, dag, plan, now=now)
                 _adopt(conn, backfill_id, dag, plan, now=now)
@@ -200,7 +199,7 @@ def _insert_missing(
     for pk, tasks in by_run.items():
         try:
             with adopt.unique_conflicts():
-                runs.insert_tis(conn, dag_id=dag.dag_id, run_ids=[pk], tasks=tasks, now=now)
+                runs.insert_tis(conn, dag_id=dag.dag_id, dag_run_ids=[pk], tasks=tasks, now=now)
         except RunConflict:
             raise RunConflict(dates[pk]) from None
 

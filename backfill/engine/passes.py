@@ -112,7 +112,8 @@ def execute(
     if row.state is _B.CANCELLED:
         return _wind_down(conn, row, cfg, now=now)
     if row.state is _B.QUEUED:  # created but never picked up: this coordinator starts it
-        runs.set_backfill_state(conn, row.id, _B.RUNNING, expected=[_B.QUEUED], now=now)
+        # Cannot miss: the row was read queued under its lock (`lock_backfill`), held till commit.
+        runs.set_backfill_state(conn, row.id, _B.RUNNING, seen=_B.QUEUED, now=now)
         row = replace(row, state=_B.RUNNING)
     epoch = None
     if row.state in (_B.RUNNING, _B.PAUSED):  # a paused backfill keeps its driver
@@ -285,8 +286,10 @@ def _conclude(
 def _end(
     conn: Connection, row: BackfillRow, state: BackfillState, *, now: datetime
 ) -> BackfillState:
-    runs.set_backfill_state(conn, row.id, state, expected=[_B.RUNNING], now=now)
-    adopt.fail_unfinished_runs(conn, row.id, now=now)
+    # Cannot miss: the pass read the row running under its lock, held till commit (a
+    # cancel changes the row only after the pass commits: `store.control`).
+    runs.set_backfill_state(conn, row.id, state, seen=_B.RUNNING, now=now)
+    adopt.fail_unfinished_runs(conn, row.id, now=now)  # none left is the usual case, not a miss
     return state
 
 
@@ -300,7 +303,7 @@ def _messages(
     row: BackfillRow, snapshot: Snapshot, queued: Sequence[tis.Queued]
 ) -> tuple[tuple[TaskMessage, str], ...]:
     """One message per queued try. Every queued TI is in a running run, hence in the snapshot."""
-    run_of = {t.id: t.run_id for t in snapshot.tis}
+    run_of = {t.id: t.dag_run_id for t in snapshot.tis}
     dates = {r.id: r.logical_date for r in snapshot.runs}
     out = []
     for q in queued:

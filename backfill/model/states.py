@@ -1,8 +1,11 @@
 """The closed sets of states and the only transitions allowed between them.
 
 This module is the single source of truth: the store only issues transitions
-listed in `TRANSITIONS`, and the schema derives its CHECK constraints from the
-enums below (a test proves the three agree).
+listed in `TRANSITIONS` (TIs), `RUN_TRANSITIONS` (DAG runs) and
+`BACKFILL_TRANSITIONS` (backfills), naming its source states through
+`source` / `sources_of`; the schema derives its CHECK constraints from the
+enums below (a test proves they agree), and every change of state is
+journaled, so the test suite checks each journaled pair against its table.
 
 Task-instance lifecycle (DESIGN section 3)::
 
@@ -11,11 +14,29 @@ Task-instance lifecycle (DESIGN section 3)::
     up_for_retry / up_for_reschedule -> queued (when due; a retry is a new try)
     none / scheduled -> upstream_failed | skipped | removed (decided upstream)
     any finished state -> none (cleared for a rerun)
+
+DAG-run lifecycle (created `queued` with its backfill)::
+
+    queued -> running -> success | failed   (started in a rolling window; ended
+                                             when all its TIs have)
+    queued -> failed                        (its backfill ended without starting it)
+    running -> failed                       (its backfill ended, cancelled or deadlocked)
+    success / failed -> queued              (adopted by a new backfill: --reprocess)
+
+Backfill lifecycle (created `queued`)::
+
+    queued -> running              (creation, or the first coordinator pass)
+    queued -> success              (creation: every date already done, nothing to run)
+    running -> success | failed    (the pass that sees its last run end, or a deadlock)
+    running -> paused -> running   (`backfill pause` / `backfill resume`)
+    queued / running / paused -> cancelled   (`backfill cancel`)
+    success, failed, cancelled: final
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Any, TypeVar
 
 
 class TIState(enum.StrEnum):
@@ -63,27 +84,21 @@ ACTIVE: frozenset[TIState] = frozenset({_S.QUEUED, _S.RUNNING})
 WAITING: frozenset[TIState] = frozenset({_S.UP_FOR_RETRY, _S.UP_FOR_RESCHEDULE})
 
 
-def sources_of(target: TIState) -> frozenset[TIState]:
-    """The states from which `target` may be reached."""
-    return frozenset(src for src, dsts in TRANSITIONS.items() if target in dsts)
-
-
-def source(src: TIState, *targets: TIState) -> TIState:
-    """`src`, checked against `TRANSITIONS` to lead to each of `targets`: a statement that
-    moves TIs out of one named state names it through this, so the table is checked when
-    the statement is built (at import), not trusted."""
-    illegal = [t.value for t in targets if t not in TRANSITIONS[src]]
-    if illegal:
-        raise ValueError(f"{src.value} -> {', '.join(illegal)} is not in TRANSITIONS")
-    return src
-
-
 class RunState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
 
+
+_R = RunState
+
+RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    _R.QUEUED: frozenset({_R.RUNNING, _R.FAILED}),
+    _R.RUNNING: frozenset({_R.SUCCESS, _R.FAILED}),
+    _R.SUCCESS: frozenset({_R.QUEUED}),
+    _R.FAILED: frozenset({_R.QUEUED}),
+}
 
 RUN_FINISHED: frozenset[RunState] = frozenset({RunState.SUCCESS, RunState.FAILED})
 
@@ -97,6 +112,47 @@ class BackfillState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-BACKFILL_FINISHED: frozenset[BackfillState] = frozenset(
-    {BackfillState.SUCCESS, BackfillState.FAILED, BackfillState.CANCELLED}
-)
+_B = BackfillState
+
+BACKFILL_TRANSITIONS: dict[BackfillState, frozenset[BackfillState]] = {
+    _B.QUEUED: frozenset({_B.RUNNING, _B.SUCCESS, _B.CANCELLED}),
+    _B.RUNNING: frozenset({_B.PAUSED, _B.SUCCESS, _B.FAILED, _B.CANCELLED}),
+    _B.PAUSED: frozenset({_B.RUNNING, _B.CANCELLED}),
+    _B.SUCCESS: frozenset(),
+    _B.FAILED: frozenset(),
+    _B.CANCELLED: frozenset(),
+}
+
+BACKFILL_FINISHED: frozenset[BackfillState] = frozenset({_B.SUCCESS, _B.FAILED, _B.CANCELLED})
+
+# A state of any of the three kinds; its table is chosen by its enum.
+State = TypeVar("State", TIState, RunState, BackfillState)
+
+_TABLES: dict[type[enum.StrEnum], tuple[str, dict[Any, frozenset[Any]]]] = {
+    TIState: ("TRANSITIONS", TRANSITIONS),
+    RunState: ("RUN_TRANSITIONS", RUN_TRANSITIONS),
+    BackfillState: ("BACKFILL_TRANSITIONS", BACKFILL_TRANSITIONS),
+}
+
+
+def transitions_of(kind: type[State]) -> dict[State, frozenset[State]]:
+    """The transition table of `kind`: TIState, RunState or BackfillState."""
+    return _TABLES[kind][1]
+
+
+def sources_of(target: State) -> frozenset[State]:
+    """The states from which `target` may be reached, in its enum's table."""
+    table = transitions_of(type(target))
+    return frozenset(src for src, dsts in table.items() if target in dsts)
+
+
+def source(src: State, *targets: State) -> State:
+    """`src`, checked against its enum's table to lead to each of `targets`: a statement
+    that moves rows out of one named state names it through this, so the table is checked
+    when the statement is built (at import; at the call for a state read at run time),
+    not trusted."""
+    name, table = _TABLES[type(src)]
+    illegal = [t.value for t in targets if t not in table[src]]
+    if illegal:
+        raise ValueError(f"{src.value} -> {', '.join(illegal)} is not in {name}")
+    return src

@@ -100,7 +100,7 @@ def wanted_past(
         task = dag.tasks.get(ti.task_id)
         if task is None or not task.options.depends_on_past or ti.state not in PENDING:
             continue
-        previous = previous_date(dag, date_of[ti.run_id])
+        previous = previous_date(dag, date_of[ti.dag_run_id])
         if previous is not None and previous not in running and selects(ti.task_id):
             task_ids.add(ti.task_id)
             dates.add(previous)

@@ -102,7 +102,7 @@ def plan(snapshot: Snapshot, dag: DAG, policy: Policy, now: datetime) -> Decisio
     newest_first = -1 if policy.order is Order.BACKWARD else 1
     ready = sorted(
         verdicts.ready,
-        key=lambda t: (-t.priority_weight, newest_first * rank[t.run_id], order[t.task_id]),
+        key=lambda t: (-t.priority_weight, newest_first * rank[t.dag_run_id], order[t.task_id]),
     )
     admission = admit(ready, dag, snapshot.limits)
     finished = _finished_runs(runs, verdicts.by_run, verdicts.effective, dag)
@@ -133,7 +133,7 @@ class _Verdicts:
         self.effective: dict[int, TIState] = {ti.id: ti.state for ti in tis}
         self.by_run: dict[int, dict[str, TIRow]] = defaultdict(dict)
         for ti in tis:
-            self.by_run[ti.run_id][ti.task_id] = ti
+            self.by_run[ti.dag_run_id][ti.task_id] = ti
         self.run_at = {run.logical_date: run for run in snapshot.runs}
         self.ready: list[TIRow] = []
         self.upstream_failed: list[TIRow] = []
@@ -168,7 +168,7 @@ class _Verdicts:
         if self.policy.dependencies is Dependencies.IGNORE:
             return Verdict.RUN
         task = self.dag.tasks[ti.task_id]
-        run_tis = self.by_run[ti.run_id]
+        run_tis = self.by_run[ti.dag_run_id]
         upstream = [self.effective[run_tis[up].id] for up in task.upstream_ids if up in run_tis]
         return evaluate(task.options.trigger_rule, upstream)
 

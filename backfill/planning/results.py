@@ -68,7 +68,7 @@ class Keys:
         self._dag_id = dag_id
 
     def key(self, ti: TIRow) -> TIKey:
-        run = self._runs[ti.run_id]
+        run = self._runs[ti.dag_run_id]
         return TIKey(
             dag_id=self._dag_id,
             task_id=ti.task_id,

@@ -20,7 +20,7 @@ from backfill.model.states import RunState, TIState
 @dataclass(frozen=True, kw_only=True)
 class TIRow:
     id: int
-    run_id: int  # dag_runs.id
+    dag_run_id: int  # dag_runs.id (its run's key; RunRow.run_id is the Airflow string)
     task_id: str
     state: TIState
     try_number: int

@@ -5,7 +5,8 @@ statements by concern: `runs` (backfills and DAG runs), `pass_reads` (the one
 snapshot a pass decides from), `past` (depends_on_past states), `tis`
 (coordinator-side TI transitions and limits), `claims` (worker-side claim,
 heartbeat, finish), `adopt` (taking over existing runs), `lease`, `control`
-(pause, cancel), `pools`, `status` and `reads` (progress, listings, dry runs).
+(pause, cancel), `pools`, `status` and `reads` (progress, listings, dry runs),
+`journal` (the state journals checked against the transition tables).
 
 Contract of every function:
 - it takes an explicit `Connection`; the caller owns the transaction and

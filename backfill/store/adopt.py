@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill.model.states import FAILED_STATES, RUN_FINISHED, RunState, TIState, source, sources_of
+from backfill.model.states import FAILED_STATES, RunState, TIState, source, sources_of
 from backfill.store.errors import RunConflict
 from backfill.store.runs import TaskSpec
 from backfill.store.schema import dag_runs, task_instances
@@ -37,6 +37,9 @@ _S = TIState
 _CHUNK = 2000
 _T = TypeVar("_T")
 _RESETTABLE = [s.value for s in sources_of(_S.NONE) | {_S.NONE}]
+_R = RunState
+_ADOPTABLE = sorted(s.value for s in sources_of(_R.QUEUED))  # the finished runs
+_UNFINISHED = sorted(s.value for s in sources_of(_R.FAILED))  # queued or running
 
 
 @contextmanager
@@ -74,11 +77,11 @@ def adopt_runs(
             .where(
                 run.c.dag_id == dag_id,
                 run.c.run_id.in_(chunk),
-                run.c.state.in_([s.value for s in RUN_FINISHED]),
+                run.c.state.in_(_ADOPTABLE),
             )
             .values(
                 backfill_id=backfill_id,
-                state=RunState.QUEUED.value,
+                state=_R.QUEUED.value,
                 conf=conf,
                 start_date=None,
                 end_date=None,
@@ -169,7 +172,7 @@ def remove_unknown_tis(
         )
         result = conn.execute(
             sa.update(ti)
-            .where(*where, ti.c.state == _S.NONE.value)
+            .where(*where, ti.c.state == source(_S.NONE, _S.REMOVED).value)
             .values(state=_S.REMOVED.value, end_date=now, **values)
         )
         removed += result.rowcount
@@ -182,9 +185,9 @@ def fail_unfinished_runs(conn: Connection, backfill_id: int, *, now: datetime) -
         sa.update(run)
         .where(
             run.c.backfill_id == backfill_id,
-            run.c.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]),
+            run.c.state.in_(_UNFINISHED),
         )
-        .values(state=RunState.FAILED.value, end_date=now, updated_at=now)
+        .values(state=_R.FAILED.value, end_date=now, updated_at=now)
     )
     return conn.execute(stmt).rowcount
 

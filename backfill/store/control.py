@@ -1,8 +1,9 @@
 """Operator control of a backfill: pause and cancel (store).
 
 Invariants:
-- each change of a backfill's state is ONE conditional UPDATE naming the
-  states it may come from (compare-and-set); a miss is explained by raising
+- each change of a backfill's state is ONE conditional UPDATE from the
+  states BACKFILL_TRANSITIONS leads to it from (`runs.set_backfill_state`:
+  compare-and-set); a miss is explained by raising
   a `UserError` naming the state the backfill is actually in, never ignored;
 - the backfill row is changed FIRST in the transaction: on PostgreSQL that
   waits for a coordinator pass holding the row (`store.runs.lock_backfill`)
@@ -28,13 +29,11 @@ from backfill.config import Settings
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.store import adopt, db
 from backfill.store.errors import BackfillNotFound, BackfillStateConflict
+from backfill.store.runs import set_backfill_state
 from backfill.store.schema import backfills
 
 bf = backfills
 _B = BackfillState
-
-PAUSABLE: frozenset[BackfillState] = frozenset({_B.RUNNING})
-CANCELLABLE: frozenset[BackfillState] = frozenset({_B.QUEUED, _B.RUNNING, _B.PAUSED})
 
 
 @contextmanager
@@ -58,7 +57,7 @@ def writing(settings: Settings, *, create: bool) -> Iterator[Connection | None]:
 
 def pause(conn: Connection, backfill_id: int, *, now: datetime) -> None:
     """running -> paused: coordinators stop dispatching; queued and running TIs go on."""
-    if not _compare_and_set(conn, backfill_id, _B.PAUSED, PAUSABLE, now=now):
+    if not set_backfill_state(conn, backfill_id, _B.PAUSED, now=now):
         _refuse(conn, backfill_id, "pause")
 
 
@@ -67,26 +66,9 @@ def cancel(conn: Connection, backfill_id: int, *, actor: str, now: datetime) -> 
 
     Returns how many queued TIs were withdrawn.
     """
-    if not _compare_and_set(conn, backfill_id, _B.CANCELLED, CANCELLABLE, now=now):
+    if not set_backfill_state(conn, backfill_id, _B.CANCELLED, now=now):
         _refuse(conn, backfill_id, "cancel")
     return len(adopt.unqueue(conn, backfill_id, actor=actor, now=now))
-
-
-def _compare_and_set(
-    conn: Connection,
-    backfill_id: int,
-    state: BackfillState,
-    expected: frozenset[BackfillState],
-    *,
-    now: datetime,
-) -> bool:
-    stmt = (
-        sa.update(bf)
-        .where(bf.c.id == backfill_id, bf.c.state.in_(sorted(s.value for s in expected)))
-        .values(state=state.value, updated_at=now)
-        .returning(bf.c.id)
-    )
-    return conn.execute(stmt).one_or_none() is not None
 
 
 def _refuse(conn: Connection, backfill_id: int, verb: str) -> NoReturn:

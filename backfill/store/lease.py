@@ -43,6 +43,8 @@ def acquire_lease(
 
 
 def release_lease(conn: Connection, backfill_id: int, *, owner: str) -> None:
+    """Give up the lease if `owner` holds it. A miss is harmless: another coordinator took
+    it over (it had expired), and only the holder may release it."""
     conn.execute(
         sa.update(bf)
         .where(bf.c.id == backfill_id, bf.c.lease_owner == owner)

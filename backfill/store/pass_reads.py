@@ -56,7 +56,7 @@ def read_snapshot(
         tis.append(
             TIRow(
                 id=ti_id,
-                run_id=run_pk,
+                dag_run_id=run_pk,
                 task_id=task_id,
                 state=_TI_STATES[state],
                 try_number=try_number,

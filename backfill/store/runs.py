@@ -20,11 +20,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill.model.states import BackfillState, RunState, TIState
+from backfill.model.states import BackfillState, RunState, TIState, source, sources_of
 from backfill.store.schema import backfills, dag_runs, task_instances
 from backfill.store.tis import lock_dag
 
 ti, run, bf = task_instances, dag_runs, backfills
+_R = RunState
+_STARTABLE = source(_R.QUEUED, _R.RUNNING).value
+_FINISHABLE = source(_R.RUNNING, _R.SUCCESS, _R.FAILED).value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +112,7 @@ def insert_runs(
     Bounded memory: runs go in batches of RUN_BATCH, and their TIs are made by
     the database (`_insert_tis`), never as rows in Python.
     """
-    run_ids: list[int] = []
+    dag_run_ids: list[int] = []
     pending = iter(runs)
     while batch := list(itertools.islice(pending, RUN_BATCH)):
         rows = [
@@ -128,28 +131,28 @@ def insert_runs(
             for r in batch
         ]
         stmt = sa.insert(run).returning(run.c.id, sort_by_parameter_order=True)
-        run_ids.extend(int(row.id) for row in conn.execute(stmt, rows))
-    if run_ids:
+        dag_run_ids.extend(int(row.id) for row in conn.execute(stmt, rows))
+    if dag_run_ids:
         # Ids come from one sequence and this transaction alone writes the
         # backfill's runs: its runs in [first, last] are exactly the new ones.
         new = sa.select(run.c.id).where(
-            run.c.backfill_id == backfill_id, run.c.id.between(min(run_ids), max(run_ids))
+            run.c.backfill_id == backfill_id, run.c.id.between(min(dag_run_ids), max(dag_run_ids))
         )
         _insert_tis(conn, dag_id=dag_id, runs=new, tasks=tasks, now=now)
-    return run_ids
+    return dag_run_ids
 
 
 def insert_tis(
     conn: Connection,
     *,
     dag_id: str,
-    run_ids: Sequence[int],
+    dag_run_ids: Sequence[int],
     tasks: Sequence[TaskSpec],
     now: datetime,
 ) -> None:
-    """One TI per task in each of `run_ids` (state none)."""
-    if run_ids:
-        runs = sa.select(run.c.id).where(run.c.id.in_(run_ids))
+    """One TI per task in each of `dag_run_ids` (state none)."""
+    if dag_run_ids:
+        runs = sa.select(run.c.id).where(run.c.id.in_(dag_run_ids))
         _insert_tis(conn, dag_id=dag_id, runs=runs, tasks=tasks, now=now)
 
 
@@ -243,15 +246,15 @@ def start_runs(
     order = run.c.logical_date.desc() if backwards else run.c.logical_date
     nxt = (
         sa.select(run.c.id)
-        .where(run.c.backfill_id == backfill_id, run.c.state == RunState.QUEUED.value)
+        .where(run.c.backfill_id == backfill_id, run.c.state == _STARTABLE)
         .order_by(order)
         .limit(count)
         .scalar_subquery()
     )
     stmt = (
         sa.update(run)
-        .where(run.c.id.in_(nxt), run.c.state == RunState.QUEUED.value)
-        .values(state=RunState.RUNNING.value, start_date=now, updated_at=now)
+        .where(run.c.id.in_(nxt), run.c.state == _STARTABLE)
+        .values(state=_R.RUNNING.value, start_date=now, updated_at=now)
     )
     return conn.execute(stmt).rowcount
 
@@ -262,11 +265,11 @@ def finish_runs(
     """Finish running runs: one statement per outcome state."""
     changed = 0
     for state in (RunState.SUCCESS, RunState.FAILED):
-        ids = [run_id for run_id, outcome in outcomes if outcome is state]
+        ids = [dag_run_id for dag_run_id, outcome in outcomes if outcome is state]
         if ids:
             stmt = (
                 sa.update(run)
-                .where(run.c.id.in_(ids), run.c.state == RunState.RUNNING.value)
+                .where(run.c.id.in_(ids), run.c.state == _FINISHABLE)
                 .values(state=state.value, end_date=now, updated_at=now)
             )
             changed += conn.execute(stmt).rowcount
@@ -278,15 +281,22 @@ def set_backfill_state(
     backfill_id: int,
     state: BackfillState,
     *,
-    expected: Iterable[BackfillState],
     now: datetime,
+    seen: BackfillState | None = None,
 ) -> bool:
+    """Move the backfill to `state` from `seen`, the state the caller read it in (checked
+    against BACKFILL_TRANSITIONS), or without `seen` from any state the table leads to
+    `state` from. False: it is in none of them (or does not exist); the caller decides
+    what a miss means.
+    """
+    sources = sources_of(state) if seen is None else {source(seen, state)}
     stmt = (
         sa.update(bf)
-        .where(bf.c.id == backfill_id, bf.c.state.in_([s.value for s in expected]))
+        .where(bf.c.id == backfill_id, bf.c.state.in_(sorted(s.value for s in sources)))
         .values(state=state.value, updated_at=now)
+        .returning(bf.c.id)
     )
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt).one_or_none() is not None
 
 
 def refresh_statistics(conn: Connection) -> None:

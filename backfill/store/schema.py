@@ -8,7 +8,10 @@ Invariants:
 - `ti_transitions` is append-only and written by a trigger on
   `task_instances` (`JOURNAL_TRIGGER`), so every state change is journaled in
   its own statement's transaction whoever makes it; on PostgreSQL the same
-  trigger NOTIFYs `backfill_events` when a try ends, waking coordinators.
+  trigger NOTIFYs `backfill_events` when a try ends, waking coordinators;
+- `run_transitions` and `backfill_transitions` journal `dag_runs.state` and
+  `backfills.state` the same way (`STATE_JOURNAL_TRIGGERS`), without an actor
+  (those tables record none) and without NOTIFY.
 """
 
 from __future__ import annotations
@@ -221,3 +224,72 @@ for _dialect, _statements in JOURNAL_TRIGGER.items():
     for _sql in _statements:
         _ddl = sa.DDL(_sql)  # type: ignore[no-untyped-call]
         sa.event.listen(ti_transitions, "after_create", _ddl.execute_if(dialect=_dialect))
+
+
+def _journal_of(name: str, table: sa.Table, key: str, states: type[enum.StrEnum]) -> sa.Table:
+    """The append-only journal `name` of `table`'s state changes; `key` names the row."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(key, sa.Integer, sa.ForeignKey(table.c.id), nullable=False),
+        sa.Column("from_state", sa.String(20), nullable=False),
+        sa.Column("to_state", sa.String(20), nullable=False),
+        sa.Column("at", UTCDateTime, nullable=False),  # the row's updated_at
+        state_check(states, "from_state"),
+        state_check(states, "to_state"),
+        sa.Index(None, key),
+    )
+
+
+# Journals of runs and backfills (migration 0003): no actor, no NOTIFY, and their own
+# triggers, so the TI trigger on the hot path of every try is unchanged.
+run_transitions = _journal_of("run_transitions", dag_runs, "dag_run_id", RunState)
+backfill_transitions = _journal_of("backfill_transitions", backfills, "backfill_id", BackfillState)
+
+
+def _state_journal_trigger(
+    journal: sa.Table, table: sa.Table, key: str
+) -> dict[str, tuple[str, ...]]:
+    """The trigger writing one `journal` row per change of `table.state`, per dialect.
+    Migration 0003 carries a frozen copy."""
+    name = f"{journal.name}_write"
+    insert = f"""INSERT INTO {journal.name} ({key}, from_state, to_state, at)
+                VALUES (NEW.id, OLD.state, NEW.state, NEW.updated_at);"""
+    return {
+        "postgresql": (
+            f"""
+            CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                {insert}
+                RETURN NULL;
+            END $$
+            """,
+            f"""
+            CREATE TRIGGER {name} AFTER UPDATE OF state ON {table.name}
+            FOR EACH ROW WHEN (NEW.state IS DISTINCT FROM OLD.state)
+            EXECUTE FUNCTION {name}()
+            """,
+        ),
+        "sqlite": (
+            f"""
+            CREATE TRIGGER {name} AFTER UPDATE OF state ON {table.name}
+            WHEN NEW.state IS NOT OLD.state
+            BEGIN
+                {insert}
+            END
+            """,
+        ),
+    }
+
+
+STATE_JOURNAL_TRIGGERS: dict[sa.Table, dict[str, tuple[str, ...]]] = {
+    run_transitions: _state_journal_trigger(run_transitions, dag_runs, "dag_run_id"),
+    backfill_transitions: _state_journal_trigger(backfill_transitions, backfills, "backfill_id"),
+}
+
+for _journal, _triggers in STATE_JOURNAL_TRIGGERS.items():
+    for _dialect, _statements in _triggers.items():
+        for _sql in _statements:
+            _ddl = sa.DDL(_sql)  # type: ignore[no-untyped-call]
+            sa.event.listen(_journal, "after_create", _ddl.execute_if(dialect=_dialect))

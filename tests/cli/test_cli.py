@@ -26,7 +26,14 @@ from backfill.planning.errors import BadConf
 from backfill.planning.run_options import MAX_CONF_BYTES, ReprocessPolicy, RunOptions, parse_conf
 from backfill.store import pools
 from backfill.store.db import create_engine_for, head_revision
-from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
+from backfill.store.schema import (
+    backfill_transitions,
+    backfills,
+    dag_runs,
+    run_transitions,
+    task_instances,
+    ti_transitions,
+)
 
 REPO_DAGS = Path(__file__).parents[2] / "dags"
 TEST_DAGS = Path(__file__).parents[1] / "dags"
@@ -545,12 +552,19 @@ def seed(db_url: str) -> None:
 
 
 def row_counts(db_url: str) -> tuple[int, ...]:
-    """Rows of every table a backfill writes (the journal too)."""
+    """Rows of every table a backfill writes (the journals too)."""
     engine = create_engine_for(db_url)
     with engine.connect() as conn:
         counts = tuple(
             conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-            for t in (backfills, dag_runs, task_instances, ti_transitions)
+            for t in (
+                backfills,
+                dag_runs,
+                task_instances,
+                ti_transitions,
+                run_transitions,
+                backfill_transitions,
+            )
         )
     engine.dispose()
     return counts

@@ -20,7 +20,9 @@ import sqlalchemy as sa
 from click.testing import Result
 from sqlalchemy.engine import Connection, Engine
 from support.cli import assert_user_error, invoke
+from support.states import force_state
 
+from backfill.model.states import BackfillState, RunState, TIState
 from backfill.store import claims, runs
 from backfill.store.db import create_engine_for
 from backfill.store.runs import NewRun, TaskSpec
@@ -85,28 +87,26 @@ def seed(
         conf={"source": dag_id},
         now=created,
     )
-    conn.execute(sa.update(backfills).where(backfills.c.id == backfill_id).values(state=state))
+    force_state(conn, backfills, backfills.c.id == backfill_id, BackfillState(state))
     return backfill_id
 
 
 def set_run(conn: Connection, backfill_id: int, day: int, state: str) -> None:
-    conn.execute(
-        sa.update(dag_runs)
-        .where(dag_runs.c.backfill_id == backfill_id, dag_runs.c.logical_date == T0 + day * DAY)
-        .values(state=state)
+    where = sa.and_(
+        dag_runs.c.backfill_id == backfill_id, dag_runs.c.logical_date == T0 + day * DAY
     )
+    force_state(conn, dag_runs, where, RunState(state))
 
 
-def set_ti(conn: Connection, backfill_id: int, day: int, task_id: str, **values: Any) -> None:
+def set_ti(
+    conn: Connection, backfill_id: int, day: int, task_id: str, *, state: str, **values: Any
+) -> None:
     run = sa.select(dag_runs.c.id).where(
         dag_runs.c.backfill_id == backfill_id, dag_runs.c.logical_date == T0 + day * DAY
     )
-    stmt = (
-        sa.update(task_instances)
-        .where(task_instances.c.dag_run_id.in_(run), task_instances.c.task_id == task_id)
-        .values(updated_at=T0, updated_by="test", **values)
-    )
-    assert conn.execute(stmt).rowcount == 1
+    where = sa.and_(task_instances.c.dag_run_id.in_(run), task_instances.c.task_id == task_id)
+    values |= {"updated_at": T0, "updated_by": "test"}
+    assert force_state(conn, task_instances, where, TIState(state), **values) == 1
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def seeded(engine: Engine) -> Seeded:
             conn, dag_id="empty", fingerprint="e" * 64, start=T0, end=T0, options={}, conf={},
             now=T0 + timedelta(hours=2),
         )  # fmt: skip
-        conn.execute(sa.update(backfills).where(backfills.c.id == empty).values(state="failed"))
+        force_state(conn, backfills, backfills.c.id == empty, BackfillState.FAILED)
     return Seeded(etl=etl, other=other, empty=empty)
 
 
@@ -459,9 +459,7 @@ def test_cancel_refusals_write_nothing(
     home: Path, db_url: str, engine: Engine, seeded: Seeded, dispatched: int
 ) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(backfills).where(backfills.c.id == seeded.etl).values(state="success")
-        )
+        force_state(conn, backfills, backfills.c.id == seeded.etl, BackfillState.SUCCESS)
     before = (backfill_row(engine, seeded.etl), ti_states(engine, seeded.etl))
     assert_user_error(
         invoke(home, "cancel", str(seeded.etl), db_url=db_url),

@@ -18,7 +18,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from support.cli import assert_user_error, invoke
+from support.states import force_state
 
+from backfill.model.states import TIState
 from backfill.store import pools as pool_store
 from backfill.store import runs, tis
 from backfill.store.db import create_engine_for
@@ -62,11 +64,8 @@ def seed_tis(conn: Connection, pool_of: dict[str, tuple[str, int]]) -> None:
 
 
 def set_state(conn: Connection, task_id: str, state: str) -> None:
-    conn.execute(
-        sa.update(task_instances)
-        .where(task_instances.c.task_id == task_id)
-        .values(state=state, updated_at=T0, updated_by="test")
-    )
+    where = task_instances.c.task_id == task_id
+    force_state(conn, task_instances, where, TIState(state), updated_at=T0, updated_by="test")
 
 
 def test_a_fresh_database_has_the_default_pool(home: Path, db_url: str) -> None:

@@ -11,6 +11,7 @@ import pendulum
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support.states import force_state
 
 from backfill import DAG, Context
 from backfill.engine.create import create_backfill
@@ -98,7 +99,7 @@ def test_a_plan_that_skips_everything_is_a_finished_backfill(engine: Engine) -> 
     dag = make_dag()
     create_backfill(engine, dag, make_plan(engine, dag), now=NOW)
     with engine.begin() as conn:
-        conn.execute(sa.update(dag_runs).values(state=RunState.SUCCESS))
+        force_state(conn, dag_runs, sa.true(), RunState.SUCCESS)
     plan = make_plan(engine, dag)
     assert {r.action for r in plan.runs} == {Action.SKIP}
 
@@ -116,14 +117,14 @@ def finish_first_run(engine: Engine, states: dict[str, TIState], run_state: RunS
         run_pk = conn.execute(
             sa.select(dag_runs.c.id).where(dag_runs.c.logical_date == D1)
         ).scalar_one()
-        conn.execute(sa.update(dag_runs).values(state=RunState.SUCCESS))
-        conn.execute(sa.update(dag_runs).where(dag_runs.c.id == run_pk).values(state=run_state))
+        force_state(conn, dag_runs, sa.true(), RunState.SUCCESS)
+        force_state(conn, dag_runs, dag_runs.c.id == run_pk, run_state)
         for task_id, state in states.items():
-            conn.execute(
-                sa.update(task_instances)
-                .where(task_instances.c.dag_run_id == run_pk, task_instances.c.task_id == task_id)
-                .values(state=state, try_number=1, last_error="old", updated_by="worker:x")
+            where = sa.and_(
+                task_instances.c.dag_run_id == run_pk, task_instances.c.task_id == task_id
             )
+            values = {"try_number": 1, "last_error": "old", "updated_by": "worker:x"}
+            force_state(conn, task_instances, where, state, **values)
     return int(run_pk)
 
 
@@ -316,11 +317,8 @@ def test_rerun_failed_tasks_never_reruns_a_ti_that_succeeded_meanwhile(engine: E
     plan = make_plan(engine, dag, days=1, rerun_failed_tasks=True)
     assert plan.runs[0].task_ids == ("a", "c")
     with engine.begin() as conn:  # someone else reran `c`, which succeeded this time
-        conn.execute(
-            sa.update(task_instances)
-            .where(task_instances.c.dag_run_id == run_pk, task_instances.c.task_id == "c")
-            .values(state=TIState.SUCCESS, try_number=2)
-        )
+        where = sa.and_(task_instances.c.dag_run_id == run_pk, task_instances.c.task_id == "c")
+        force_state(conn, task_instances, where, TIState.SUCCESS, try_number=2)
     counts = [len(rows(engine, t)) for t in (backfills, dag_runs, task_instances, ti_transitions)]
 
     with pytest.raises(RunChangedMeanwhile, match="2024-01-01"):

@@ -20,7 +20,17 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 from support.rows import journal
 
-from backfill.model.states import TRANSITIONS, BackfillState, RunState, TIState, source, sources_of
+from backfill.model.states import (
+    BACKFILL_TRANSITIONS,
+    RUN_TRANSITIONS,
+    TRANSITIONS,
+    BackfillState,
+    RunState,
+    TIState,
+    source,
+    sources_of,
+    transitions_of,
+)
 from backfill.store import schema
 from backfill.store.db import (
     alembic_config,
@@ -29,6 +39,7 @@ from backfill.store.db import (
     migrate,
     schema_revision,
 )
+from backfill.store.journal import IllegalTransition, illegal_transitions
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -91,6 +102,16 @@ def _transition(conn: Connection, **values: Any) -> int:
     return _insert(conn, schema.ti_transitions, row | values)
 
 
+def _run_transition(conn: Connection, **values: Any) -> int:
+    row = {"dag_run_id": _dag_run(conn), "from_state": "queued", "to_state": "running", "at": T0}
+    return _insert(conn, schema.run_transitions, row | values)
+
+
+def _backfill_transition(conn: Connection, **values: Any) -> int:
+    row = {"backfill_id": _backfill(conn), "from_state": "queued", "to_state": "running", "at": T0}
+    return _insert(conn, schema.backfill_transitions, row | values)
+
+
 def _insert(conn: Connection, table: sa.Table, row: dict[str, Any]) -> int:
     return int(conn.execute(table.insert().values(row).returning(table.c.id)).scalar_one())
 
@@ -101,6 +122,10 @@ STATE_COLUMNS: list[tuple[str, str, type[enum.StrEnum], Any]] = [
     ("task_instances", "state", TIState, _task_instance),
     ("ti_transitions", "from_state", TIState, _transition),
     ("ti_transitions", "to_state", TIState, _transition),
+    ("run_transitions", "from_state", RunState, _run_transition),
+    ("run_transitions", "to_state", RunState, _run_transition),
+    ("backfill_transitions", "from_state", BackfillState, _backfill_transition),
+    ("backfill_transitions", "to_state", BackfillState, _backfill_transition),
 ]
 STATE_IDS = [f"{table}.{column}" for table, column, _, _ in STATE_COLUMNS]
 
@@ -108,25 +133,40 @@ STATE_IDS = [f"{table}.{column}" for table, column, _, _ in STATE_COLUMNS]
 # -- (a) enum, transition table and CHECK constraints agree ---------------------
 
 
-def test_transition_table_covers_exactly_the_states() -> None:
-    assert set(TRANSITIONS) == set(TIState)
-    for src, targets in TRANSITIONS.items():
-        assert targets <= set(TIState), src
+@pytest.mark.parametrize("kind", [TIState, RunState, BackfillState])
+def test_transition_table_covers_exactly_the_states(kind: type[Any]) -> None:
+    table = transitions_of(kind)
+    assert set(table) == set(kind)
+    for src, targets in table.items():
+        assert targets <= set(kind), src
         assert src not in targets, f"{src} -> itself is not a transition"
-    # No dead state: each one can be reached from some other state.
-    assert all(sources_of(state) for state in TIState)
+    # No dead state: each one can be reached from some other state (a backfill's
+    # `queued` only by creation: nothing ever sends one back to it).
+    unreachable = {state for state in kind if not sources_of(state)}
+    assert unreachable == ({BackfillState.QUEUED} if kind is BackfillState else set())
+
+
+def test_each_kind_has_its_own_table() -> None:
+    assert transitions_of(TIState) is TRANSITIONS
+    assert transitions_of(RunState) is RUN_TRANSITIONS
+    assert transitions_of(BackfillState) is BACKFILL_TRANSITIONS
+    # The same value names different states in different tables.
+    assert sources_of(TIState.QUEUED) != sources_of(RunState.QUEUED)
+    assert sources_of(RunState.QUEUED) == {RunState.SUCCESS, RunState.FAILED}
 
 
 @pytest.mark.parametrize(("table", "column", "states", "factory"), STATE_COLUMNS, ids=STATE_IDS)
 def test_db_accepts_every_state_and_rejects_others(
     engine: Engine, table: str, column: str, states: type[enum.StrEnum], factory: Any
 ) -> None:
-    for state in states:
-        with engine.begin() as conn:
-            factory(conn, **{column: state.value})
     with engine.connect() as conn:
+        for state in states:
+            factory(conn, **{column: state.value})
         stored = conn.execute(sa.select(schema.metadata.tables[table].c[column])).scalars()
         assert {state.value for state in states} <= set(stored)
+        # Unwritten: the journal rows made here are no transitions (a final state as
+        # `from_state`), and the check after every test would refuse them.
+        conn.rollback()
     with (
         engine.begin() as conn,
         pytest.raises(sa.exc.IntegrityError, match=f"ck_{table}_{column}_valid"),
@@ -366,6 +406,68 @@ def test_every_state_change_is_journaled_by_the_trigger(
         engine.dispose()
 
 
+@pytest.mark.parametrize("created_by", ["migration", "create_all"])
+def test_run_and_backfill_state_changes_are_journaled_by_their_triggers(
+    engine: Engine, empty_db_url: str, created_by: str
+) -> None:
+    if created_by == "create_all":
+        engine = create_engine_for(empty_db_url)
+        schema.metadata.create_all(engine)
+    bf, run = schema.backfills, schema.dag_runs
+    later = T0 + timedelta(minutes=1)
+    with engine.begin() as conn:
+        bid = _backfill(conn)
+        run_id = _dag_run(conn, backfill_id=bid)
+        for state in [BackfillState.RUNNING, BackfillState.RUNNING, BackfillState.CANCELLED]:
+            conn.execute(bf.update().where(bf.c.id == bid).values(state=state, updated_at=later))
+        for state in [RunState.RUNNING, RunState.FAILED]:
+            conn.execute(
+                run.update().where(run.c.id == run_id).values(state=state, updated_at=later)
+            )
+        conn.execute(run.update().where(run.c.id == run_id).values(conf={"no": "change"}))
+        bj, rj = schema.backfill_transitions, schema.run_transitions
+        assert conn.execute(
+            sa.select(bj.c.backfill_id, bj.c.from_state, bj.c.to_state, bj.c.at).order_by(bj.c.id)
+        ).all() == [(bid, "queued", "running", later), (bid, "running", "cancelled", later)]
+        assert conn.execute(
+            sa.select(rj.c.dag_run_id, rj.c.from_state, rj.c.to_state).order_by(rj.c.id)
+        ).all() == [(run_id, "queued", "running"), (run_id, "running", "failed")]
+    if created_by == "create_all":
+        engine.dispose()
+
+
+def test_the_journal_check_reports_transitions_missing_from_their_tables(
+    engine: Engine,
+) -> None:
+    """What the root conftest runs after every test, shown to fail: raw SQL moves a TI,
+    a run and a backfill along transitions their tables do not list."""
+    ti, run, bf = schema.task_instances, schema.dag_runs, schema.backfills
+    with engine.connect() as conn:
+        ti_id = _task_instance(conn)
+        bid = _backfill(conn)
+        legal = [
+            ti.update().where(ti.c.id == ti_id).values(state=TIState.QUEUED),
+            bf.update().where(bf.c.id == bid).values(state=BackfillState.RUNNING),
+        ]
+        for stmt in legal:
+            conn.execute(stmt)
+        assert illegal_transitions(conn) == []
+        run_id = conn.execute(sa.select(ti.c.dag_run_id).where(ti.c.id == ti_id)).scalar_one()
+        illegal = [
+            ti.update().where(ti.c.id == ti_id).values(state=TIState.SUCCESS),
+            run.update().where(run.c.id == run_id).values(state=RunState.SUCCESS),
+            bf.update().where(bf.c.id == bid).values(state=BackfillState.QUEUED),
+        ]
+        for stmt in illegal:
+            conn.execute(stmt)
+        assert illegal_transitions(conn) == [
+            IllegalTransition("backfill_transitions", "running", "queued"),
+            IllegalTransition("run_transitions", "queued", "success"),
+            IllegalTransition("ti_transitions", "queued", "success"),
+        ]
+        conn.rollback()  # the database the test leaves behind passes the check
+
+
 def test_a_statement_names_its_source_state_through_the_table() -> None:
     """`source` is how a statement moving TIs out of one state names it: checked against
     TRANSITIONS when the statement is built, so a statement cannot drift from the table."""
@@ -373,3 +475,9 @@ def test_a_statement_names_its_source_state_through_the_table() -> None:
     assert source(TIState.RUNNING, TIState.UP_FOR_RETRY, TIState.FAILED) is TIState.RUNNING
     with pytest.raises(ValueError, match="success -> running is not in TRANSITIONS"):
         source(TIState.SUCCESS, TIState.RUNNING)
+    assert source(RunState.RUNNING, RunState.SUCCESS, RunState.FAILED) is RunState.RUNNING
+    with pytest.raises(ValueError, match="success -> running is not in RUN_TRANSITIONS"):
+        source(RunState.SUCCESS, RunState.RUNNING)
+    assert source(BackfillState.PAUSED, BackfillState.RUNNING) is BackfillState.PAUSED
+    with pytest.raises(ValueError, match="cancelled -> running is not in BACKFILL_TRANSITIONS"):
+        source(BackfillState.CANCELLED, BackfillState.RUNNING)

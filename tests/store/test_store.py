@@ -20,6 +20,7 @@ import pendulum
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from support.states import force_state
 
 from backfill.model.dag import DAG
 from backfill.model.states import BackfillState, RunState, TIState
@@ -81,11 +82,28 @@ def make_backfill(
         )
         for d in dates
     ]
-    run_ids = runs.insert_runs(
+    dag_run_ids = runs.insert_runs(
         conn, backfill_id=bid, dag_id=dag_id, runs=new, tasks=tasks, conf={"k": 1}, now=NOW
     )
     runs.start_runs(conn, bid, start, dag_id=dag_id, limit=100, backwards=False, now=NOW)
-    return bid, run_ids
+    return bid, dag_run_ids
+
+
+_PATH_FROM_QUEUED: dict[BackfillState, tuple[BackfillState, ...]] = {
+    BackfillState.QUEUED: (),
+    BackfillState.RUNNING: (BackfillState.RUNNING,),
+    BackfillState.PAUSED: (BackfillState.RUNNING, BackfillState.PAUSED),
+    BackfillState.SUCCESS: (BackfillState.SUCCESS,),
+    BackfillState.FAILED: (BackfillState.RUNNING, BackfillState.FAILED),
+    BackfillState.CANCELLED: (BackfillState.CANCELLED,),
+}
+
+
+def bring_backfill_to(conn: Connection, bid: int, state: BackfillState) -> None:
+    """Move a queued backfill to `state` the way the code would: only by transitions
+    in BACKFILL_TRANSITIONS (the journal check of every test holds them to it)."""
+    for step in _PATH_FROM_QUEUED[state]:
+        assert runs.set_backfill_state(conn, bid, step, now=NOW)
 
 
 def start_some(
@@ -95,9 +113,9 @@ def start_some(
     return runs.start_runs(conn, bid, count, dag_id="d", limit=limit, backwards=backwards, now=NOW)
 
 
-def ti_ids(conn: Connection, run_id: int) -> dict[str, int]:
+def ti_ids(conn: Connection, dag_run_id: int) -> dict[str, int]:
     rows = conn.execute(
-        sa.select(ti_table.c.task_id, ti_table.c.id).where(ti_table.c.dag_run_id == run_id)
+        sa.select(ti_table.c.task_id, ti_table.c.id).where(ti_table.c.dag_run_id == dag_run_id)
     )
     return {r.task_id: r.id for r in rows}
 
@@ -107,10 +125,15 @@ def ti_row(conn: Connection, ti_id: int) -> Any:
 
 
 def force(conn: Connection, ti_id: int, **values: Any) -> None:
-    """Put a TI in a given state behind the store's back (as another process would)."""
+    """Put a TI in a given state behind the store's back (as another process would), by
+    transitions TRANSITIONS lists; without `state`, only its other `values` change."""
     values.setdefault("updated_at", NOW)
     values.setdefault("updated_by", "test:setup")
-    conn.execute(sa.update(ti_table).where(ti_table.c.id == ti_id).values(**values))
+    where = ti_table.c.id == ti_id
+    if "state" in values:
+        force_state(conn, ti_table, where, values.pop("state"), **values)
+    else:
+        conn.execute(sa.update(ti_table).where(where).values(**values))
 
 
 def seen(conn: Connection, backfill_id: int) -> dict[str, TIRow]:
@@ -133,11 +156,11 @@ def journal(conn: Connection, after: int) -> list[tuple[int, str, str, int, str]
     return [tuple(r) for r in rows]
 
 
-def run_states(conn: Connection, run_ids: Sequence[int]) -> list[RunState]:
+def run_states(conn: Connection, dag_run_ids: Sequence[int]) -> list[RunState]:
     r = schema.dag_runs
-    rows = conn.execute(sa.select(r.c.id, r.c.state).where(r.c.id.in_(run_ids)))
+    rows = conn.execute(sa.select(r.c.id, r.c.state).where(r.c.id.in_(dag_run_ids)))
     by_id = {row.id: RunState(row.state) for row in rows}
-    return [by_id[i] for i in run_ids]
+    return [by_id[i] for i in dag_run_ids]
 
 
 def add_pool(conn: Connection, name: str, slots: int) -> None:
@@ -169,7 +192,7 @@ def test_insert_creates_backfill_runs_and_their_tis(engine: Engine) -> None:
         spec("b", pool="p", pool_slots=2, queue="q", priority_weight=7, max_tries=3),
     ]
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, n_runs=3, tasks=tasks)
+        bid, dag_run_ids = make_backfill(conn, n_runs=3, tasks=tasks)
         row = runs.lock_backfill(conn, bid)
         assert row is not None
         assert (row.dag_id, row.state, row.start, row.end) == (
@@ -190,10 +213,10 @@ def test_insert_creates_backfill_runs_and_their_tis(engine: Engine) -> None:
         ).all()
         # ids come back in the order the runs were given
         assert [(d.id, d.logical_date) for d in dates] == [
-            (run_ids[i], T0 + timedelta(days=i)) for i in range(3)
+            (dag_run_ids[i], T0 + timedelta(days=i)) for i in range(3)
         ]
         assert {d.state for d in dates} == {RunState.QUEUED}
-        b = ti_row(conn, ti_ids(conn, run_ids[1])["b"])
+        b = ti_row(conn, ti_ids(conn, dag_run_ids[1])["b"])
         assert (b.state, b.try_number, b.max_tries, b.pool, b.pool_slots) == ("none", 0, 3, "p", 2)
         assert (b.queue, b.priority_weight, b.dag_id) == ("q", 7, "d")
         assert conn.execute(sa.select(sa.func.count()).select_from(ti_table)).scalar_one() == 6
@@ -249,23 +272,23 @@ def test_the_backlog_is_counted_no_further_than_a_pass_can_start(engine: Engine)
 
 def test_read_snapshot_is_one_statement_for_the_tis_of_running_runs(engine: Engine) -> None:
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, n_runs=4, tasks=[spec("a"), spec("b")], start=2)
+        bid, dag_run_ids = make_backfill(conn, n_runs=4, tasks=[spec("a"), spec("b")], start=2)
         other, _ = make_backfill(conn, dag_id="e", n_runs=2, start=2)  # must not leak in
-        a1 = ti_ids(conn, run_ids[1])["a"]
+        a1 = ti_ids(conn, dag_run_ids[1])["a"]
         force(conn, a1, state=_S.UP_FOR_RETRY, try_number=1, next_try_at=NOW)
         limits = LimitCounts(pool_slots={"p": 1}, pool_sizes={"p": 2}, dag_active=1, task_active={})
         with statements(engine) as sql:
             snap = pass_reads.read_snapshot(conn, bid, limits)
     assert len(sql) == 1, sql  # the TIs, and the backlog on every row
     assert sum("task_instances.try_number" in s for s in sql) == 1
-    assert [r.id for r in snap.runs] == run_ids[:2]  # oldest first
+    assert [r.id for r in snap.runs] == dag_run_ids[:2]  # oldest first
     assert [r.logical_date for r in snap.runs] == [T0, T0 + timedelta(days=1)]
     assert {r.state for r in snap.runs} == {RunState.RUNNING}
-    assert [(t.run_id, t.task_id) for t in snap.tis] == [
-        (run_ids[0], "a"),
-        (run_ids[0], "b"),
-        (run_ids[1], "a"),
-        (run_ids[1], "b"),
+    assert [(t.dag_run_id, t.task_id) for t in snap.tis] == [
+        (dag_run_ids[0], "a"),
+        (dag_run_ids[0], "b"),
+        (dag_run_ids[1], "a"),
+        (dag_run_ids[1], "b"),
     ]
     retry = next(t for t in snap.tis if t.id == a1)
     assert (retry.state, retry.try_number, retry.next_try_at) == (_S.UP_FOR_RETRY, 1, NOW)
@@ -276,12 +299,12 @@ def test_read_snapshot_is_one_statement_for_the_tis_of_running_runs(engine: Engi
 
 def test_read_snapshot_sees_failures_of_runs_no_longer_running(engine: Engine) -> None:
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, n_runs=3, tasks=[spec("a"), spec("b")], start=2)
-        force(conn, ti_ids(conn, run_ids[1])["a"], state=_S.FAILED, try_number=1)
+        bid, dag_run_ids = make_backfill(conn, n_runs=3, tasks=[spec("a"), spec("b")], start=2)
+        force(conn, ti_ids(conn, dag_run_ids[1])["a"], state=_S.FAILED, try_number=1)
         assert not pass_reads.read_snapshot(conn, bid, NO_LIMITS).earlier_failures  # still running
-        runs.finish_runs(conn, [(run_ids[0], RunState.SUCCESS)], now=NOW)
+        runs.finish_runs(conn, [(dag_run_ids[0], RunState.SUCCESS)], now=NOW)
         assert not pass_reads.read_snapshot(conn, bid, NO_LIMITS).earlier_failures
-        force(conn, ti_ids(conn, run_ids[0])["b"], state=_S.UPSTREAM_FAILED)
+        force(conn, ti_ids(conn, dag_run_ids[0])["b"], state=_S.UPSTREAM_FAILED)
         snap = pass_reads.read_snapshot(conn, bid, NO_LIMITS)
         assert snap.earlier_failures
         assert (len(snap.runs), snap.queued_runs) == (1, 1)
@@ -292,10 +315,10 @@ def test_read_snapshot_sees_failures_of_runs_no_longer_running(engine: Engine) -
 
 def test_has_failures_counts_failed_tis_of_the_selected_tasks(engine: Engine) -> None:
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, n_runs=2, tasks=[spec("a"), spec("b")], start=1)
+        bid, dag_run_ids = make_backfill(conn, n_runs=2, tasks=[spec("a"), spec("b")], start=1)
         other, _ = make_backfill(conn, dag_id="e", n_runs=1, start=1)
         assert not pass_reads.has_failures(conn, bid)
-        force(conn, ti_ids(conn, run_ids[1])["b"], state=_S.FAILED, try_number=1)  # queued run
+        force(conn, ti_ids(conn, dag_run_ids[1])["b"], state=_S.FAILED, try_number=1)  # queued run
         assert pass_reads.has_failures(conn, bid)
         assert pass_reads.has_failures(conn, bid, task_ids=["a", "b"])
         assert not pass_reads.has_failures(conn, bid, task_ids=["a"])
@@ -304,21 +327,21 @@ def test_has_failures_counts_failed_tis_of_the_selected_tasks(engine: Engine) ->
 
 def test_start_runs_is_a_rolling_window_oldest_first(engine: Engine) -> None:
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, n_runs=5)
+        bid, dag_run_ids = make_backfill(conn, n_runs=5)
         other, other_runs = make_backfill(conn, dag_id="e", n_runs=2)
         assert start_some(conn, bid, 0) == 0
         assert start_some(conn, bid, -3) == 0
         assert start_some(conn, bid, 2) == 2
-        states = run_states(conn, run_ids)
+        states = run_states(conn, dag_run_ids)
         assert states == [RunState.RUNNING] * 2 + [RunState.QUEUED] * 3
-        runs.finish_runs(conn, [(run_ids[0], RunState.SUCCESS)], now=NOW)
+        runs.finish_runs(conn, [(dag_run_ids[0], RunState.SUCCESS)], now=NOW)
         assert start_some(conn, bid, 1) == 1
-        assert run_states(conn, run_ids)[2] is RunState.RUNNING
+        assert run_states(conn, dag_run_ids)[2] is RunState.RUNNING
         assert start_some(conn, bid, 10) == 2  # only 2 left
         assert start_some(conn, bid, 10) == 0
         assert run_states(conn, other_runs) == [RunState.QUEUED] * 2
         start = conn.execute(
-            sa.select(schema.dag_runs.c.start_date).where(schema.dag_runs.c.id == run_ids[1])
+            sa.select(schema.dag_runs.c.start_date).where(schema.dag_runs.c.id == dag_run_ids[1])
         ).scalar_one()
         assert start == NOW
         assert other != bid
@@ -326,9 +349,9 @@ def test_start_runs_is_a_rolling_window_oldest_first(engine: Engine) -> None:
 
 def test_start_runs_backwards_starts_the_newest_first(engine: Engine) -> None:
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, n_runs=4)
+        bid, dag_run_ids = make_backfill(conn, n_runs=4)
         assert start_some(conn, bid, 3, backwards=True) == 3
-        assert run_states(conn, run_ids) == [RunState.QUEUED] + [RunState.RUNNING] * 3
+        assert run_states(conn, dag_run_ids) == [RunState.QUEUED] + [RunState.RUNNING] * 3
 
 
 def test_start_runs_holds_max_active_runs_across_the_backfills_of_a_dag(engine: Engine) -> None:
@@ -392,11 +415,7 @@ def test_two_backfills_behind_a_barrier_never_run_more_than_the_window(engine: E
         assert _running_of(engine, "d") == 2, rep
         with engine.begin() as conn:  # end them for the next repetition
             r = schema.dag_runs
-            conn.execute(
-                sa.update(r)
-                .where(r.c.state == RunState.RUNNING.value)
-                .values(state=RunState.SUCCESS.value)
-            )
+            force_state(conn, r, r.c.state == RunState.RUNNING.value, RunState.SUCCESS)
 
 
 @pytest.mark.postgres
@@ -475,18 +494,18 @@ def test_past_states_reads_every_run_of_the_dag_in_one_statement(engine: Engine)
 
 def test_finish_runs_only_from_running(engine: Engine) -> None:
     with engine.begin() as conn:
-        _, run_ids = make_backfill(conn, n_runs=3, start=2)
+        _, dag_run_ids = make_backfill(conn, n_runs=3, start=2)
         outcomes = [
-            (run_ids[0], RunState.SUCCESS),
-            (run_ids[1], RunState.FAILED),
-            (run_ids[2], RunState.SUCCESS),  # still queued: not finished
+            (dag_run_ids[0], RunState.SUCCESS),
+            (dag_run_ids[1], RunState.FAILED),
+            (dag_run_ids[2], RunState.SUCCESS),  # still queued: not finished
         ]
         assert runs.finish_runs(conn, outcomes, now=NOW) == 2
-        assert run_states(conn, run_ids) == [RunState.SUCCESS, RunState.FAILED, RunState.QUEUED]
+        assert run_states(conn, dag_run_ids) == [RunState.SUCCESS, RunState.FAILED, RunState.QUEUED]
         assert runs.finish_runs(conn, outcomes, now=NOW) == 0  # already finished
         assert runs.finish_runs(conn, [], now=NOW) == 0
         end = conn.execute(
-            sa.select(schema.dag_runs.c.end_date).where(schema.dag_runs.c.id == run_ids[1])
+            sa.select(schema.dag_runs.c.end_date).where(schema.dag_runs.c.id == dag_run_ids[1])
         ).scalar_one()
         assert end == NOW
 
@@ -495,15 +514,19 @@ def test_set_backfill_state_is_compare_and_set(engine: Engine) -> None:
     with engine.begin() as conn:
         bid, _ = make_backfill(conn)
         q, r = BackfillState.QUEUED, BackfillState.RUNNING
-        assert runs.set_backfill_state(conn, bid, r, expected=[q], now=NOW)
-        assert not runs.set_backfill_state(conn, bid, BackfillState.PAUSED, expected=[q], now=NOW)
+        assert runs.set_backfill_state(conn, bid, r, seen=q, now=NOW)
+        assert not runs.set_backfill_state(conn, bid, BackfillState.SUCCESS, seen=q, now=NOW)
         row = runs.lock_backfill(conn, bid)
         assert row is not None
         assert row.state is r
-        assert runs.set_backfill_state(
-            conn, bid, BackfillState.SUCCESS, expected=[BackfillState.PAUSED, r], now=NOW
-        )
-        assert not runs.set_backfill_state(conn, bid + 1, r, expected=list(BackfillState), now=NOW)
+        # Without `seen`: from any state the table leads to the target from.
+        assert runs.set_backfill_state(conn, bid, BackfillState.PAUSED, now=NOW)
+        assert not runs.set_backfill_state(conn, bid, BackfillState.SUCCESS, now=NOW)
+        assert runs.set_backfill_state(conn, bid, BackfillState.CANCELLED, now=NOW)
+        assert not runs.set_backfill_state(conn, bid + 1, BackfillState.CANCELLED, now=NOW)
+        # A source the table does not allow is refused before any SQL runs.
+        with pytest.raises(ValueError, match="queued -> paused is not in BACKFILL_TRANSITIONS"):
+            runs.set_backfill_state(conn, bid, BackfillState.PAUSED, seen=q, now=NOW)
 
 
 def test_lease_renew_refuse_expire_take_over_release(engine: Engine) -> None:
@@ -538,8 +561,8 @@ def test_lease_renew_refuse_expire_take_over_release(engine: Engine) -> None:
 def test_set_state_only_from_the_seen_state_and_allowed_sources(engine: Engine) -> None:
     tasks = [spec("a"), spec("b"), spec("c"), spec("q"), spec("r", max_tries=1)]
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, tasks=tasks, start=1)
-        ids = ti_ids(conn, run_ids[0])
+        bid, dag_run_ids = make_backfill(conn, tasks=tasks, start=1)
+        ids = ti_ids(conn, dag_run_ids[0])
         force(conn, ids["q"], state=_S.QUEUED, try_number=1)
         force(conn, ids["r"], state=_S.UP_FOR_RETRY, try_number=1)
         view = seen(conn, bid)
@@ -569,10 +592,10 @@ def test_set_state_only_from_the_seen_state_and_allowed_sources(engine: Engine) 
 def test_queue_starts_the_next_try_from_the_seen_state_and_try(engine: Engine) -> None:
     names = ["new", "retry", "resched", "stale_try", "stale_state", "running"]
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(
+        bid, dag_run_ids = make_backfill(
             conn, tasks=[spec(n, queue=f"q_{n}", max_tries=2) for n in names], start=1
         )
-        ids = ti_ids(conn, run_ids[0])
+        ids = ti_ids(conn, dag_run_ids[0])
         force(conn, ids["retry"], state=_S.UP_FOR_RETRY, try_number=1, next_try_at=NOW)
         force(conn, ids["resched"], state=_S.UP_FOR_RESCHEDULE, try_number=1, next_try_at=NOW)
         force(conn, ids["running"], state=_S.RUNNING, try_number=1, claim_token="tok")
@@ -656,9 +679,9 @@ def test_reap_stale_retries_or_fails_and_fences_the_lost_claim(engine: Engine) -
         spec("queued", max_tries=1),
     ]
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, tasks=tasks, start=1)
+        bid, dag_run_ids = make_backfill(conn, tasks=tasks, start=1)
         _, other_runs = make_backfill(conn, dag_id="e", tasks=[spec("retry", max_tries=1)], start=1)
-        ids = ti_ids(conn, run_ids[0])
+        ids = ti_ids(conn, dag_run_ids[0])
         other = ti_ids(conn, other_runs[0])["retry"]
         tis.queue(conn, list(seen(conn, bid).values()), actor=ACTOR, now=stale)
         claimed = claims.claim(
@@ -725,9 +748,9 @@ def test_redispatch_lost_resends_old_queued_tis_for_the_same_try(engine: Engine)
     cutoff = NOW - timedelta(minutes=2)
     tasks = [spec("lost", queue="q1"), spec("recent"), spec("running"), spec("retry", max_tries=1)]
     with engine.begin() as conn:
-        bid, run_ids = make_backfill(conn, tasks=tasks, start=1)
+        bid, dag_run_ids = make_backfill(conn, tasks=tasks, start=1)
         _, other_runs = make_backfill(conn, dag_id="e", start=1)
-        ids = ti_ids(conn, run_ids[0])
+        ids = ti_ids(conn, dag_run_ids[0])
         other = ti_ids(conn, other_runs[0])["a"]
         force(conn, ids["lost"], state=_S.QUEUED, try_number=2, queued_at=old)
         force(conn, ids["recent"], state=_S.QUEUED, try_number=1, queued_at=recent)
@@ -822,11 +845,8 @@ def test_two_queuers_behind_a_barrier_never_overfill_a_limit(engine: Engine, sha
         assert sorted(results) == [0, 1], rep
         assert _active_count(engine) == 1, rep
         with engine.begin() as conn:  # free the slot for the next repetition
-            conn.execute(
-                sa.update(ti_table)
-                .where(ti_table.c.state == _S.QUEUED.value)
-                .values(state=_S.SUCCESS.value, updated_at=NOW, updated_by="test")
-            )
+            queued = ti_table.c.state == _S.QUEUED.value
+            force_state(conn, ti_table, queued, _S.SUCCESS, updated_at=NOW, updated_by="test")
 
 
 @pytest.mark.postgres
@@ -893,14 +913,12 @@ def test_a_coordinator_drives_active_backfills_and_cancelled_ones_not_wound_down
     states = {}
     with engine.begin() as conn:
         for n, state in enumerate(BackfillState):
-            bid, run_ids = make_backfill(conn, dag_id=f"d{n}", n_runs=2, start=1)
-            runs.set_backfill_state(conn, bid, state, expected=[BackfillState.QUEUED], now=NOW)
+            bid, dag_run_ids = make_backfill(conn, dag_id=f"d{n}", n_runs=2, start=1)
+            bring_backfill_to(conn, bid, state)
             states[bid] = state
-        wound_down, run_ids = make_backfill(conn, dag_id="wound", n_runs=1, start=1)
-        runs.set_backfill_state(
-            conn, wound_down, BackfillState.CANCELLED, expected=[BackfillState.QUEUED], now=NOW
-        )
-        runs.finish_runs(conn, [(run_ids[0], RunState.FAILED)], now=NOW)
+        wound_down, dag_run_ids = make_backfill(conn, dag_id="wound", n_runs=1, start=1)
+        bring_backfill_to(conn, wound_down, BackfillState.CANCELLED)
+        runs.finish_runs(conn, [(dag_run_ids[0], RunState.FAILED)], now=NOW)
         with statements(engine) as sql:
             wanted = status.needing_a_driver(conn)
     driven = {BackfillState.QUEUED, BackfillState.RUNNING, BackfillState.CANCELLED}

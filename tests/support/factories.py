@@ -117,7 +117,7 @@ def ti_row(
     """The TI as a pass saw it (default pool, one slot, weight 1)."""
     return TIRow(
         id=ti_id,
-        run_id=dag_run_id,
+        dag_run_id=dag_run_id,
         task_id=task_id,
         state=state,
         try_number=try_number,

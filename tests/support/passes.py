@@ -28,7 +28,7 @@ from backfill.messages import TaskMessage
 from backfill.model.states import BackfillState, TIState
 from backfill.planning.backfill_plan import expand_range, plan_backfill
 from backfill.planning.run_options import RunOptions
-from backfill.store import claims, reads
+from backfill.store import claims, reads, runs
 from backfill.store.schema import backfills, dag_runs, task_instances
 
 T = TypeVar("T")
@@ -148,10 +148,9 @@ def backfill_state(engine: Engine, backfill_id: int) -> BackfillState:
 
 
 def set_backfill(engine: Engine, backfill_id: int, state: BackfillState) -> None:
+    """What `backfill pause / resume / cancel` do to the row (a transition of the table)."""
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(backfills).where(backfills.c.id == backfill_id).values(state=state.value)
-        )
+        assert runs.set_backfill_state(conn, backfill_id, state, now=pendulum.now("UTC"))
 
 
 def diamond(queue_name: str = "default", **dag_args: Any) -> DAG:

@@ -146,7 +146,7 @@ def snapshot_of(dag: DAG, days: list[int], states: dict[tuple[int, str], TIState
     tis = [
         TIRow(
             id=100 * d + i,
-            run_id=d,
+            dag_run_id=d,
             task_id=tid,
             state=states.get((d, tid), _S.NONE),
             try_number=0,

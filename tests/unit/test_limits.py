@@ -35,7 +35,7 @@ def make_dag(max_active_tasks: int = 16, **per_task: Mapping[str, Any]) -> DAG:
 def ti(ti_id: int, task_id: str, pool: str = DEFAULT_POOL, pool_slots: int = 1) -> TIRow:
     return TIRow(
         id=ti_id,
-        run_id=1,
+        dag_run_id=1,
         task_id=task_id,
         state=TIState.NONE,
         try_number=0,

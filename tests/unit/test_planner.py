@@ -106,7 +106,7 @@ def _ti(dag: DAG, day: int, pos: int, task_id: str, spec: Any) -> TIRow:
     values.setdefault("try_number", 0 if values["state"] in PENDING else 1)
     fields: dict[str, Any] = {
         "id": 1000 * (day + 1) + pos,
-        "run_id": day + 1,
+        "dag_run_id": day + 1,
         "task_id": task_id,
         "max_tries": options.retries,
         "pool": options.pool,
@@ -118,7 +118,7 @@ def _ti(dag: DAG, day: int, pos: int, task_id: str, spec: Any) -> TIRow:
 
 def keys(tis: Iterable[TIRow]) -> list[tuple[int, str]]:
     """(day, task_id) of each TI, in the given order."""
-    return [(t.run_id - 1, t.task_id) for t in tis]
+    return [(t.dag_run_id - 1, t.task_id) for t in tis]
 
 
 def outcomes(decisions: Decisions) -> list[tuple[int, RunState]]:
@@ -692,7 +692,7 @@ def _past(
     snapshot that may still end well) for the depends_on_past of a pending TI.
     `skipped_now`: the TIs the pass skips; a past it skips is a past that skipped, as
     the planner judges a date after the dates before it in the same pass."""
-    date = next(r.logical_date for r in snap.runs if r.id == ti.run_id)
+    date = next(r.logical_date for r in snap.runs if r.id == ti.dag_run_id)
     previous = date - timedelta(days=1)  # the test DAGs are @daily from START
     if not dag.tasks[ti.task_id].options.depends_on_past:
         return "ok"
@@ -700,7 +700,7 @@ def _past(
         return "ok"
     here = [r.id for r in snap.runs if r.logical_date == previous]
     if here:
-        twins = [t for t in snap.tis if t.run_id == here[0] and t.task_id == ti.task_id]
+        twins = [t for t in snap.tis if t.dag_run_id == here[0] and t.task_id == ti.task_id]
         well = {_S.SUCCESS, _S.SKIPPED}
         return "ok" if any(t.state in well or t.id in skipped_now for t in twins) else "no"
     found = snap.past_states.get((ti.task_id, previous))
@@ -721,13 +721,13 @@ def _runnable(
     selected = [t for t in snap.tis if policy.selects(t.task_id)]
     by_run: dict[int, dict[str, TIState]] = {}
     for t in selected:
-        by_run.setdefault(t.run_id, {})[t.task_id] = t.state
+        by_run.setdefault(t.dag_run_id, {})[t.task_id] = t.state
     out: dict[str, list[TIRow]] = {"ok": [], "no": [], "elsewhere": []}
     for t in selected:
         if t.state not in PENDING:
             continue
         task = dag.tasks[t.task_id]
-        upstream = [by_run[t.run_id][u] for u in task.upstream_ids if u in by_run[t.run_id]]
+        upstream = [by_run[t.dag_run_id][u] for u in task.upstream_ids if u in by_run[t.dag_run_id]]
         rule = evaluate(task.options.trigger_rule, upstream)
         if policy.dependencies is Dependencies.ENFORCE and rule is not Verdict.RUN:
             continue
@@ -853,7 +853,7 @@ class Simulation:
         rows = [
             TIRow(
                 id=1000 * (r.day + 1) + pos,
-                run_id=r.day + 1,
+                dag_run_id=r.day + 1,
                 task_id=tid,
                 state=r.tis[tid],
                 try_number=0,
@@ -890,11 +890,11 @@ class Simulation:
     def apply(self, decided: Decisions, ends: Callable[[bool], TIState | None]) -> None:
         run_of = {r.day + 1: r for r in self.runs}
         for t in decided.upstream_failed:
-            run_of[t.run_id].tis[t.task_id] = _S.UPSTREAM_FAILED
+            run_of[t.dag_run_id].tis[t.task_id] = _S.UPSTREAM_FAILED
         for t in decided.skipped:
-            run_of[t.run_id].tis[t.task_id] = _S.SKIPPED
+            run_of[t.dag_run_id].tis[t.task_id] = _S.SKIPPED
         for t in decided.to_queue:
-            run_of[t.run_id].tis[t.task_id] = _S.RUNNING
+            run_of[t.dag_run_id].tis[t.task_id] = _S.RUNNING
         for run, outcome in decided.finished_runs:
             run_of[run.id].state = outcome
         waiting = [r for r in self.runs if r.ours and r.state is RunState.QUEUED]
