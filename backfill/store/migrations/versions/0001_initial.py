@@ -5,7 +5,7 @@ Revises:
 Create Date: 2024-11-22
 
 Frozen history: the state lists are literals, not read from backfill.model.states,
-so this revision never changes; tests/test_schema.py proves that the migrated
+so this revision never changes; tests/store/test_schema.py proves that the migrated
 database matches backfill/store/schema.py and the enums.
 """
 
