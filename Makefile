@@ -17,8 +17,12 @@ demo: install
 	$(BIN)/backfill dags show example_bash_operator
 	$(BIN)/backfill run example_bash_operator -s 2016-01-01 -e 2016-01-03 --reprocess completed
 
+# Two processes, a test file each at a time (module-scoped workers and databases stay
+# in one process): most tests wait on real workers, not on the CPU.
+TEST_PROCESSES ?= 2
+
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # The connection storm of tests/integration/test_outages.py, 25 rounds per driver.
 stress: install
