@@ -503,15 +503,15 @@ def test_resume_unpauses_and_waits_for_a_dead_drivers_lease(harness: Harness) ->
     assert json.loads(created.stdout) == {"id": 1}
     paused = harness.cli("pause", "1")
     assert paused.returncode == 0, paused.stderr
+    harness.worker()  # started first: a slow start must not outlast the ghost's lease
     engine = create_engine_for(harness.settings().database_url)
-    try:  # a driver that died holding the lease, which lapses in 3 s
+    try:  # a driver that died holding the lease, which lapses in 5 s
         with engine.begin() as conn:
             now = datetime.now(UTC)
-            ttl = timedelta(seconds=3)
+            ttl = timedelta(seconds=5)
             assert lease.acquire_lease(conn, 1, owner="ghost:1", now=now, ttl=ttl) is not None
     finally:
         engine.dispose()
-    harness.worker()
     resumed = harness.cli("resume", "1", "--local-workers", "0")
     assert resumed.returncode == 0, resumed.stderr
     assert "backfill 1 un-paused" in resumed.stderr
