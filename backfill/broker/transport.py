@@ -6,6 +6,13 @@ file that is still being written, read it empty and crash, and the message is
 lost until the coordinator re-dispatches it. Here a message is written to a
 temporary folder beside the queue folder (same filesystem) and renamed into
 place, so a consumer only ever sees complete files.
+
+Celery's worker loop for a transport without an event loop (this one) waits
+in `drain_events` for up to 2 s before it looks at a pending warm shutdown.
+Here that wait is cut in slices of `STOP_CHECK` seconds and ends early once
+the worker is stopping, so a local worker told to stop (`backfill run`
+ending) stops 2 s sooner. No message is taken or lost by it: only an empty
+wait ends early.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ from pathlib import Path
 from time import monotonic
 from typing import Any
 
+from celery.worker import state as worker_state
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.json import dumps
+
+STOP_CHECK = 0.1  # seconds: how often a wait for messages looks for a pending shutdown
 
 
 class Channel(filesystem.Channel):
@@ -38,3 +48,23 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    # The stubs say (connection, **kwargs); kombu's virtual transport takes `timeout`.
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
+        """kombu's wait for one message, in slices that end it once the worker is stopping."""
+        started = monotonic()
+        while True:
+            left = None if timeout is None else timeout - (monotonic() - started)
+            wait = STOP_CHECK if left is None else max(0.0, min(STOP_CHECK, left))
+            try:
+                return super().drain_events(connection, timeout=wait)
+            except TimeoutError:
+                if stopping() or (left is not None and left <= STOP_CHECK):
+                    raise
+
+
+def stopping() -> bool:
+    """Whether this process is a Celery worker with a shutdown pending (the flags its
+    SIGTERM / SIGQUIT handlers set, which its loop reads after each wait)."""
+    pending = (worker_state.should_stop, worker_state.should_terminate)
+    return any(flag is not None and flag is not False for flag in pending)
