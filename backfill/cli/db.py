@@ -80,7 +80,8 @@ def clean_command(before_text: str, dry_run: bool, output: OutputFormat) -> None
                     if not as_json:
                         click.echo(f"deleted {_describe(backfill)}")
                 elif not as_json:
-                    warn(f"kept backfill {backfill.id}: it changed meanwhile and is not ended")
+                    why = "it changed meanwhile (reopened, or deleted by another clean)"
+                    warn(f"skipped backfill {backfill.id}: {why}")
     finally:
         if engine is not None:
             engine.dispose()
