@@ -69,6 +69,11 @@ def _still_active() -> sa.ColumnElement[bool]:
     return sa.or_(busy_run, busy_ti)
 
 
+def _is_cleanable(before: datetime) -> sa.ColumnElement[bool]:
+    """The backfill in `bf` ended before `before` and nothing of it is still active."""
+    return sa.and_(bf.c.state.in_(_ENDED), bf.c.updated_at < before, ~_still_active())
+
+
 def cleanable(conn: Connection, before: datetime) -> list[Cleanable]:
     """The backfills a clean with cut-off `before` deletes, oldest first, with their sizes."""
     runs_of = run.c.backfill_id == bf.c.id
@@ -88,7 +93,7 @@ def cleanable(conn: Connection, before: datetime) -> list[Cleanable]:
             n_runs.label("runs"),
             n_tis.label("task_instances"),
         )
-        .where(bf.c.state.in_(_ENDED), bf.c.updated_at < before, ~_still_active())
+        .where(_is_cleanable(before))
         .order_by(bf.c.updated_at, bf.c.id)
     )
     return [Cleanable(**row._mapping) for row in conn.execute(stmt)]
@@ -98,9 +103,7 @@ def _locked_and_cleanable(conn: Connection, backfill_id: int, before: datetime) 
     """Lock the backfill's row and check it is still cleanable, in this transaction."""
     if lock_backfill(conn, backfill_id) is None:
         return False
-    stmt = sa.select(bf.c.id).where(
-        bf.c.id == backfill_id, bf.c.state.in_(_ENDED), bf.c.updated_at < before, ~_still_active()
-    )
+    stmt = sa.select(bf.c.id).where(bf.c.id == backfill_id, _is_cleanable(before))
     return conn.execute(stmt).first() is not None
 
 

@@ -41,13 +41,16 @@ from support.waiting import wait_until
 
 from backfill import DAG
 from backfill.engine.coordinator import Coordinator, Outcome, Progress
+from backfill.engine.create import run_id_for, task_specs
 from backfill.engine.dispatch import Dispatcher
 from backfill.engine.errors import DagChanged
 from backfill.engine.passes import pools_of
 from backfill.messages import TaskMessage
 from backfill.model.states import BackfillState, TIState
+from backfill.planning.backfill_plan import expand_range
 from backfill.planning.run_options import RunOptions
 from backfill.store import claims, runs
+from backfill.store.runs import NewRun
 from backfill.store.schema import backfills
 from workers.app import make_app
 
@@ -383,12 +386,38 @@ def test_a_changed_dag_is_refused(engine: Engine, db_url: str, tmp_path: Path) -
 
 
 def test_a_queued_backfill_is_started_by_its_first_pass(
-    engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
     dag = diamond()
-    with monkeypatch.context() as m:  # as if created for a coordinator: left queued
-        m.setattr(runs, "set_backfill_state", lambda *_, **__: True)
-        backfill_id = new_backfill(engine, dag, 1)
+    [interval] = expand_range(dag, pendulum.instance(D1), pendulum.instance(D1))
+    new_run = NewRun(
+        run_id=run_id_for(interval.logical_date),
+        logical_date=interval.logical_date,
+        data_interval_start=interval.start,
+        data_interval_end=interval.end,
+    )
+    # Written by the store's own statements as a creation that leaves the backfill to a
+    # coordinator would: queued, with its run and TIs (create_backfill starts it at once).
+    with engine.begin() as conn:
+        backfill_id = runs.insert_backfill(
+            conn,
+            dag_id=dag.dag_id,
+            fingerprint=dag.fingerprint,
+            start=interval.logical_date,
+            end=interval.logical_date,
+            options=RunOptions().as_json(),
+            conf={},
+            now=pendulum.now("UTC"),
+        )
+        runs.insert_runs(
+            conn,
+            backfill_id=backfill_id,
+            dag_id=dag.dag_id,
+            runs=[new_run],
+            tasks=list(task_specs(dag).values()),
+            conf={},
+            now=pendulum.now("UTC"),
+        )
     assert backfill_state(engine, backfill_id) is BackfillState.QUEUED
     coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=Recorder())
 
