@@ -58,6 +58,8 @@ from backfill.planning.run_options import Execution
 from backfill.store import claims
 from backfill.store.db import describe, open_engine
 from backfill.store.reconnect import Outage, Reconnect
+from backfill.store.schema import RefusalKind
+from workers.capture import capturing, error_text, try_log_of
 from workers.execute import Ending, Result, execute, one_line
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
@@ -98,8 +100,7 @@ def handle(
 
 
 def _run(proc: _Process, settings: Settings, message: TaskMessage, key: str) -> None:
-    hostname = socket.gethostname()
-    claimant = f"{hostname}:{os.getpid()}"
+    hostname, claimant = socket.gethostname(), _claimant()
     token = uuid.uuid4().hex  # one per message: a retried claim recognises it
 
     def claim_try() -> claims.Claim | None:
@@ -117,6 +118,7 @@ def _run(proc: _Process, settings: Settings, message: TaskMessage, key: str) -> 
     claim = proc.db.run(claim_try)
     if claim is None:
         log.info("%s: lost the claim race / stale message; acked as a no-op", key)
+        _refused(proc, message.ti_id, message.try_number, RefusalKind.CLAIM, claimant)
         return
     log.info("%s: claimed by %s", key, claimant)
     outcome = _attempt(proc, settings, claim, key)
@@ -139,6 +141,18 @@ def _run(proc: _Process, settings: Settings, message: TaskMessage, key: str) -> 
         log.info("%s: %s", key, outcome.state)
     else:
         log.warning("%s: claim lost; outcome %s discarded", key, outcome.state)
+        _refused(proc, claim.ti_id, claim.try_number, RefusalKind.FINISH, claimant)
+
+
+def _refused(proc: _Process, ti_id: int, try_number: int, kind: RefusalKind, claimant: str) -> None:
+    """Record a refusal for metrics and audits; best effort: the fence already held."""
+    try:
+        with proc.engine.connect() as conn:
+            claims.refuse(
+                conn, ti_id=ti_id, try_number=try_number, kind=kind, claimant=claimant, now=_now()
+            )
+    except Exception as exc:
+        log.warning("could not record a refused %s of TI %d: %s", kind.value, ti_id, exc)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,15 +188,18 @@ def _attempt(proc: _Process, settings: Settings, claim: claims.Claim, key: str) 
         log.info("%s: --mark-success: marked success without running the task", key)
         return _Outcome(state=TIState.SUCCESS)
     timeout = task.options.execution_timeout
-    result = execute(
-        task.fn,
-        _context(dag, claim),
-        timeout=None if timeout is None else timeout.total_seconds(),
-        beat=partial(_beat, proc, claim),
-        interval=settings.heartbeat_interval,
-        heartbeat_timeout=settings.heartbeat_timeout,
-        label=key,
-    )
+    with capturing(try_log_of(proc.engine, claim, settings.log_max_bytes)) as try_log:
+        result = execute(
+            task.fn,
+            _context(dag, claim),
+            timeout=None if timeout is None else timeout.total_seconds(),
+            beat=partial(_beat, proc, claim),
+            interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            label=key,
+        )
+        if result.error is not None:
+            try_log.write("error", error_text(result))
     if result.error is not None:
         log.error("%s: %s", key, result.error, exc_info=result.exception)
     return _outcome(result, dag, claim)
@@ -231,7 +248,15 @@ def _beat(proc: _Process, claim: claims.Claim) -> bool:
         with proc.engine.connect() as conn:
             return claims.heartbeat(conn, claim, now=_now())
 
-    return proc.beats.run(beat)
+    alive = proc.beats.run(beat)
+    if not alive:
+        _refused(proc, claim.ti_id, claim.try_number, RefusalKind.HEARTBEAT, _claimant())
+    return alive
+
+
+def _claimant() -> str:
+    """This process, as claims and the journal name it: `hostname:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _now() -> datetime:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from support.ledger import Key
 from support.processes import Coordinators, WorkerPool
@@ -25,6 +26,7 @@ from support.waiting import wait_until
 
 from backfill.engine.dispatch import Dispatcher
 from backfill.messages import TaskMessage
+from backfill.store.schema import RefusalKind, dag_runs, refused_writes, task_instances
 from workers.app import make_app
 
 from .checks import (
@@ -111,7 +113,22 @@ def test_every_try_runs_once_when_every_message_is_delivered_three_times(
     assert claims_per_ti(engine, backfill_id) == {ti.id: 1 for ti in tis}
     losers = sum(w.output().count("lost the claim race") for w in pool)
     assert losers == copies - len(tis)
+    assert refused_claims(engine, backfill_id) == {ti.id: COPIES - 1 for ti in tis}
     assert_each_try_started_once(pg_stack.ledger, {ti.key for ti in tis})
+
+
+def refused_claims(engine: Engine, backfill_id: int) -> dict[int, int]:
+    """How many deliveries of each TI of the backfill the fence refused, as recorded."""
+    ti, run, refused = task_instances, dag_runs, refused_writes
+    stmt = (
+        sa.select(refused.c.task_instance_id, sa.func.count())
+        .join(ti, ti.c.id == refused.c.task_instance_id)
+        .join(run, run.c.id == ti.c.dag_run_id)
+        .where(run.c.backfill_id == backfill_id, refused.c.kind == RefusalKind.CLAIM.value)
+        .group_by(refused.c.task_instance_id)
+    )
+    with engine.connect() as conn:
+        return {int(ti_id): int(n) for ti_id, n in conn.execute(stmt).tuples()}
 
 
 def test_two_coordinators_on_one_backfill_run_each_try_once_within_limits(
