@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill.model.states import TRANSITIONS, TIState, source
+from backfill.model.states import TRANSITIONS, TRY_OUTCOMES, TIState, source
 from backfill.planning.run_options import Execution
 from backfill.store.schema import (
     RefusalKind,
@@ -216,7 +216,7 @@ def finish(
     out of `running` to `outcome`, by `actor`, at `now`. So a caller that
     retries must pass the same `now` to every attempt.
     """
-    if outcome not in TRANSITIONS[_S.RUNNING]:
+    if outcome not in TRY_OUTCOMES or outcome not in TRANSITIONS[_S.RUNNING]:
         raise ValueError(f"{outcome} is not an outcome of a try")
     params = {
         **_fenced(claim),

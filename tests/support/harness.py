@@ -77,14 +77,14 @@ class Harness:
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
 
-    def worker(self) -> Path:
-        """Start `backfill worker -c 2` on this home and wait until it is ready; its log.
+    def worker(self, concurrency: int = 2) -> Path:
+        """Start `backfill worker -c N` on this home and wait until it is ready; its log.
 
         For the tests of what a coordinator does, run with `--local-workers 0`: the
         worker is killed at cleanup, where local workers would each cost a warm
         shutdown (~7 s on the embedded broker; the local-workers tests pay it)."""
         log = self.dags.parent / f"worker-{len(self.workers)}.log"
-        args = [str(SCRIPT), "worker", "-c", "2", "-l", "INFO"]
+        args = [str(SCRIPT), "worker", "-c", str(concurrency), "-l", "INFO"]
         self.workers.append(spawn(args, self.env, log))
         wait_until(
             lambda: " ready." in log.read_text(errors="replace"),
