@@ -36,6 +36,10 @@ PROJECT = Path(__file__).resolve().parents[2]
 ENGINE_DAGS = PROJECT / "tests" / "dags_engine"
 D1 = datetime(2024, 1, 1, tzinfo=UTC)
 T0 = pendulum.datetime(2024, 6, 1, tz="UTC")
+# The worker `claim_and_finish` plays, and its journal actor: as a real worker's
+# (workers/tasks.py), its claim and its finish both name it.
+CLAIMANT = "test:1"
+WORKER = f"worker:{CLAIMANT}"
 
 Message = tuple[TaskMessage, str]
 
@@ -111,13 +115,13 @@ def claim_and_finish(
             ti_id=message.ti_id,
             try_number=message.try_number,
             token=uuid.uuid4().hex,
-            claimant="test:1",
+            claimant=CLAIMANT,
             hostname="test",
             now=now,
         )
     if won is not None and outcome is not None:
         with engine.begin() as conn:
-            assert claims.finish(conn, won, outcome, actor="worker:test", now=now, error=error)
+            assert claims.finish(conn, won, outcome, actor=WORKER, now=now, error=error)
     return won
 
 
