@@ -22,20 +22,15 @@ from sqlalchemy.engine import Connection, Engine
 from support.passes import (
     D1,
     WORKER,
-    Clock,
-    Recorder,
+    ByHand,
     backfill_state,
     claim_and_finish,
     diamond,
-    drive_by_hand,
-    new_backfill,
     noop,
-    settings_for,
     ti_states,
 )
 
 from backfill import DAG
-from backfill.engine.coordinator import Coordinator
 from backfill.messages import TaskMessage
 from backfill.model.states import BACKFILL_FINISHED, BackfillState, TIState
 from backfill.store import audit, claims, control, reads
@@ -52,26 +47,6 @@ from backfill.store.schema import (
 
 ti, run, bf, tj = task_instances, dag_runs, backfills, ti_transitions
 TAMPERER = "test:tamper"  # the actor of a tampering UPDATE: no worker
-
-
-class Driver:
-    """A real coordinator on `dag`, publishing to a `Recorder`, with an explicit clock."""
-
-    def __init__(self, engine: Engine, db_url: str, home: Path, dag: DAG) -> None:
-        self.engine, self.dag, self.recorder, self.clock = engine, dag, Recorder(), Clock()
-        settings = settings_for(db_url, home)
-        self.coordinator = Coordinator(engine, settings, dag, publisher=self.recorder)
-
-    def drive(self, backfill_id: int, **kwargs: Any) -> None:
-        drive_by_hand(
-            self.engine, self.coordinator, self.recorder, backfill_id, self.clock, **kwargs
-        )
-
-    def passes(self, backfill_id: int, count: int = 1) -> list[TaskMessage]:
-        """`count` passes; the messages they published."""
-        for _ in range(count):
-            self.coordinator.run_pass(backfill_id, now=self.clock.tick())
-        return [m for m, _ in self.recorder.take()]
 
 
 def audit_of(bind: Engine | Connection, backfill_id: int) -> tuple[audit.Audited, list[Violation]]:
@@ -134,8 +109,8 @@ def test_every_ended_state_says_what_it_may_leave_tis_in() -> None:
 def test_a_backfill_driven_to_success_audits_clean(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    driver = Driver(engine, db_url, tmp_path, diamond(max_active_runs=2))
-    backfill_id = new_backfill(engine, driver.dag, 3)
+    driver = ByHand(engine, db_url, tmp_path, diamond(max_active_runs=2))
+    backfill_id = driver.new(3)
     driver.drive(backfill_id)
     assert backfill_state(engine, backfill_id) is BackfillState.SUCCESS
     assert_clean(engine, backfill_id)
@@ -148,8 +123,8 @@ def test_retries_and_a_rescheduled_sensor_audit_clean(
     dag = DAG("tries", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
     dag.add_task("flaky", noop, retries=2)
     dag.add_task("sensor", noop)
-    driver = Driver(engine, db_url, tmp_path, dag)
-    backfill_id = new_backfill(engine, dag, 1)
+    driver = ByHand(engine, db_url, tmp_path, dag)
+    backfill_id = driver.new(1)
     pokes: list[int] = []
 
     def outcome(m: TaskMessage) -> TIState:
@@ -169,8 +144,8 @@ def test_a_reaped_try_whose_worker_comes_back_too_late_audits_clean(
 ) -> None:
     dag = DAG("reap", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
     dag.add_task("t", noop, retries=1, retry_delay=timedelta(seconds=1))
-    driver = Driver(engine, db_url, tmp_path, dag)
-    backfill_id = new_backfill(engine, dag, 1)
+    driver = ByHand(engine, db_url, tmp_path, dag)
+    backfill_id = driver.new(1)
     (message,) = driver.passes(backfill_id, 2)
     lost = claim_and_finish(engine, message, None, now=driver.clock.tick())
     assert lost is not None
@@ -186,8 +161,8 @@ def test_a_failed_backfill_may_leave_tis_never_started(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
     """Stop on failure: the runs after a failure never start, their TIs stay `none`."""
-    driver = Driver(engine, db_url, tmp_path, diamond())
-    backfill_id = new_backfill(engine, driver.dag, 3, max_active_runs=1)
+    driver = ByHand(engine, db_url, tmp_path, diamond())
+    backfill_id = driver.new(3, max_active_runs=1)
 
     def outcome(m: TaskMessage) -> TIState:
         return TIState.FAILED if m.logical_date == D1.isoformat() else TIState.SUCCESS
@@ -201,8 +176,8 @@ def test_a_failed_backfill_may_leave_tis_never_started(
 def test_a_deadlocked_backfill_audits_clean(engine: Engine, db_url: str, tmp_path: Path) -> None:
     dag = DAG("stuck", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
     dag.add_task("first", noop) >> dag.add_task("needs_pool", noop, pool="nowhere")
-    driver = Driver(engine, db_url, tmp_path, dag)
-    backfill_id = new_backfill(engine, dag, 1)
+    driver = ByHand(engine, db_url, tmp_path, dag)
+    backfill_id = driver.new(1)
     driver.drive(backfill_id)
     assert backfill_state(engine, backfill_id) is BackfillState.FAILED
     assert ti_states(engine)[(D1, "needs_pool")][0] in ("none", "scheduled")
@@ -216,9 +191,9 @@ def test_tis_outside_the_task_regex_are_not_the_backfills_to_finish(
     by an earlier deadlock, in a backfill that then succeeds."""
     dag = DAG("stuck", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
     dag.add_task("first", noop) >> dag.add_task("needs_pool", noop, pool="nowhere")
-    driver = Driver(engine, db_url, tmp_path, dag)
-    driver.drive(new_backfill(engine, dag, 1))
-    again = new_backfill(engine, dag, 1, reprocess="completed", task_regex="^first$")
+    driver = ByHand(engine, db_url, tmp_path, dag)
+    driver.drive(driver.new(1))
+    again = driver.new(1, reprocess="completed", task_regex="^first$")
     driver.drive(again)
     assert backfill_state(engine, again) is BackfillState.SUCCESS
     assert ti_states(engine)[(D1, "needs_pool")][0] in ("none", "scheduled")
@@ -228,8 +203,8 @@ def test_tis_outside_the_task_regex_are_not_the_backfills_to_finish(
 def test_a_cancelled_backfill_is_clean_once_its_running_tries_have_ended(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    driver = Driver(engine, db_url, tmp_path, diamond())
-    backfill_id = new_backfill(engine, driver.dag, 2, max_active_runs=2)
+    driver = ByHand(engine, db_url, tmp_path, diamond())
+    backfill_id = driver.new(2, max_active_runs=2)
     first, *_ = driver.passes(backfill_id, 2)
     running = claim_and_finish(engine, first, None, now=driver.clock.tick())
     assert running is not None
@@ -254,8 +229,8 @@ def test_a_cancelled_backfill_is_clean_once_its_running_tries_have_ended(
 
 def succeeded(engine: Engine, db_url: str, home: Path, dag: DAG | None = None) -> int:
     """A backfill of one date of `dag` (default: a >> b, c) driven to success."""
-    driver = Driver(engine, db_url, home, dag or diamond())
-    backfill_id = new_backfill(engine, driver.dag, 1)
+    driver = ByHand(engine, db_url, home, dag or diamond())
+    backfill_id = driver.new(1)
     driver.drive(backfill_id)
     assert backfill_state(engine, backfill_id) is BackfillState.SUCCESS
     return backfill_id
@@ -347,8 +322,8 @@ def test_a_write_after_the_claim_was_lost_is_reported(
 ) -> None:
     dag = DAG("reap", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
     dag.add_task("t", noop, retries=1, retry_delay=timedelta(seconds=1))
-    driver = Driver(engine, db_url, tmp_path, dag)
-    backfill_id = new_backfill(engine, dag, 1)
+    driver = ByHand(engine, db_url, tmp_path, dag)
+    backfill_id = driver.new(1)
     (message,) = driver.passes(backfill_id, 2)
     assert claim_and_finish(engine, message, None, now=driver.clock.tick()) is not None
     driver.clock.tick(10)
@@ -381,8 +356,8 @@ def test_a_try_ended_by_another_worker_than_its_claimant_is_reported(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
     """Through the real finish: its fence is the claim token, the actor is the caller's."""
-    driver = Driver(engine, db_url, tmp_path, diamond())
-    backfill_id = new_backfill(engine, driver.dag, 1)
+    driver = ByHand(engine, db_url, tmp_path, diamond())
+    backfill_id = driver.new(1)
     first, *_ = driver.passes(backfill_id, 2)
     won = claim_and_finish(engine, first, None, now=driver.clock.tick())
     assert won is not None
