@@ -33,6 +33,7 @@ reported, with its claimant and last heartbeat: audit again once it has ended.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +44,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.model.states import ACTIVE, FINISHED, BackfillState, TIState
 from backfill.planning.run_options import RunOptions
-from backfill.store.audit_tries import TRY_CHECKS, claim_steps, claim_violations
+from backfill.store.audit_tries import claim_steps, claim_violations
 from backfill.store.journal import JOURNALS, Step
 from backfill.store.schema import (
     backfill_transitions,
@@ -59,8 +60,15 @@ bf, run, ti = backfills, dag_runs, task_instances
 tj, rj, bj = ti_transitions, run_transitions, backfill_transitions
 _S, _B = TIState, BackfillState
 
-TRANSITION, NOT_FINAL = "transition", "not_final"
-CHECKS = (TRANSITION, *TRY_CHECKS, NOT_FINAL)
+
+class Check(enum.StrEnum):
+    """The checks, in the order they are reported."""
+
+    TRANSITION = "transition"
+    DOUBLE_CLAIM = "double_claim"
+    LOST_CLAIM_WRITE = "write_after_lost_claim"
+    NOT_FINAL = "not_final"
+
 
 # Besides never queued or running: the states an ended backfill may leave a TI of a
 # task it selects in (the module docstring says why).
@@ -75,14 +83,14 @@ LEFT_IN: dict[BackfillState, frozenset[TIState]] = {
 class Violation:
     """What one check found wrong with one TI try, run or backfill."""
 
-    check: str  # one of CHECKS
+    check: Check
     journal: str  # the journal of `steps`
     dag_id: str
     task_id: str | None  # None: a run's or the backfill's own journal
     logical_date: datetime | None  # None: the backfill's own journal
     try_number: int | None  # None: not a TI's
     steps: tuple[Step, ...]  # the journal rows that show it, oldest first
-    state: str | None = None  # not_final: the TI's state, claimant and last heartbeat
+    state: TIState | None = None  # not_final: the TI's state, claimant and last heartbeat
     claimant: str | None = None
     heartbeat_at: datetime | None = None
 
@@ -114,7 +122,7 @@ def audited(conn: Connection, backfill_id: int) -> Audited | None:
 
 
 def violations(conn: Connection, audit: Audited) -> Iterator[Violation]:
-    """Every violation, check by check in `CHECKS` order, STREAMED: consume it inside
+    """Every violation, check by check in `Check` order, STREAMED: consume it inside
     the caller's transaction."""
     yield from _stream(conn, _illegal(audit.backfill_id), _illegal_violation)
     yield from _stream(conn, claim_violations(_tis_of(audit.backfill_id)), _claim_violation)
@@ -197,7 +205,7 @@ def _illegal_in(journal: sa.Table, rank: int, *columns: Any) -> sa.Select[Any]:
 
 def _illegal_violation(row: Any) -> Violation:
     return Violation(
-        check=TRANSITION,
+        check=Check.TRANSITION,
         journal=row.journal,
         dag_id=row.dag_id,
         task_id=row.task_id,
@@ -209,7 +217,7 @@ def _illegal_violation(row: Any) -> Violation:
 
 def _claim_violation(row: Any) -> Violation:
     return Violation(
-        check=row.check,
+        check=Check.DOUBLE_CLAIM if row.is_claim else Check.LOST_CLAIM_WRITE,
         journal=tj.name,
         dag_id=row.dag_id,
         task_id=row.task_id,
@@ -272,14 +280,14 @@ def _not_final_violation(row: Any) -> Violation:
         () if row.last_id is None else (Step(row.last_id, row.from_state, row.to_state, row.actor),)
     )
     return Violation(
-        check=NOT_FINAL,
+        check=Check.NOT_FINAL,
         journal=tj.name,
         dag_id=row.dag_id,
         task_id=row.task_id,
         logical_date=row.logical_date,
         try_number=row.try_number,
         steps=steps,
-        state=row.state,
+        state=TIState(row.state),
         claimant=row.claimant,
         heartbeat_at=row.heartbeat_at,
     )

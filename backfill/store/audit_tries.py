@@ -34,9 +34,6 @@ from backfill.model.states import TIState
 from backfill.store.journal import Step
 from backfill.store.schema import dag_runs, task_instances, ti_transitions
 
-DOUBLE_CLAIM, LOST_CLAIM_WRITE = "double_claim", "write_after_lost_claim"
-TRY_CHECKS = (DOUBLE_CLAIM, LOST_CLAIM_WRITE)
-
 tj, ti, run = ti_transitions, task_instances, dag_runs
 _S = TIState
 WORKER_PREFIX = "worker:"  # the actor of the claim and of the worker's finish
@@ -91,9 +88,9 @@ def _with_exit(rows: sa.Subquery) -> sa.Subquery:
 
 
 def claim_violations(tis: sa.Select[tuple[int]]) -> sa.Select[Any]:
-    """The `double_claim` and `write_after_lost_claim` rows of the TIs `tis`, with the TI's
-    key, the claim (`claim_id`, `claimant`) and the row that left running (`exit_*`),
-    by logical date, task, try and row: ONE statement."""
+    """The `double_claim` (`is_claim` 1) and `write_after_lost_claim` (0) rows of the TIs
+    `tis`, with the TI's key, the claim (`claim_id`, `claimant`) and the row that left
+    running (`exit_*`), by logical date, task, try and row: ONE statement."""
     rows = _with_exit(_with_claim(_dispatches(tis)))
     exit_row = tj.alias("exit_row")
     by_worker = rows.c.actor.startswith(WORKER_PREFIX, autoescape=True)
@@ -105,7 +102,7 @@ def claim_violations(tis: sa.Select[tuple[int]]) -> sa.Select[Any]:
     lost = sa.and_(rows.c.is_claim == 0, by_worker, after)
     return (
         sa.select(
-            sa.case((double, DOUBLE_CLAIM), else_=LOST_CLAIM_WRITE).label("check"),
+            rows.c.is_claim,
             rows.c.id,
             rows.c.from_state,
             rows.c.to_state,
@@ -135,7 +132,7 @@ def claim_steps(row: Any) -> tuple[Step, ...]:
     """The journal rows that show the violation in `row` (of `claim_violations`), oldest
     first: the claim, where the try left running if it did before, the row at fault."""
     steps = [Step(row.claim_id, _S.QUEUED.value, _S.RUNNING.value, row.claimant)]
-    if row.check != DOUBLE_CLAIM and row.exit_id != row.id:
+    if not row.is_claim and row.exit_id != row.id:
         steps.append(Step(row.exit_id, row.exit_from, row.exit_to, row.exit_actor))
     steps.append(Step(row.id, row.from_state, row.to_state, row.actor))
     return tuple(steps)
