@@ -64,7 +64,7 @@ def audit_command(backfill_id: int, output: OutputFormat) -> int:
             _write_json(found, counted)
         else:
             for violation in counted:
-                click.echo(f"{violation.check}: {subject(violation)}: {detail(violation, found)}")
+                click.echo(line(violation, found))
             click.echo(summary(found.transitions, counted.seen))
     return 1 if counted.seen else 0
 
@@ -90,14 +90,16 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def subject(v: Violation) -> str:
-    """What the violation concerns: the TI try, as Flower and the logs show it, or the
-    run, or the backfill."""
+def line(v: Violation, found: Audited) -> str:
+    """`check: subject: detail`, where the subject is the TI try as Flower and the logs
+    show it (`dag/task/date try n`), or the run, or the backfill."""
     if v.task_id is not None:
-        return f"{v.dag_id}/{v.task_id}/{iso(v.logical_date)} try {v.try_number}"
-    if v.logical_date is not None:
-        return f"run {v.dag_id}/{iso(v.logical_date)}"
-    return f"backfill of {v.dag_id}"
+        subject = f"{v.dag_id}/{v.task_id}/{iso(v.logical_date)} try {v.try_number}"
+    elif v.logical_date is not None:
+        subject = f"run {v.dag_id}/{iso(v.logical_date)}"
+    else:
+        subject = f"backfill {found.backfill_id} of {v.dag_id}"
+    return f"{v.check}: {subject}: {detail(v, found)}"
 
 
 def _step(step: Step, journal: str | None = None) -> str:

@@ -25,7 +25,7 @@ from support.private_redis import PrivateRedis
 from support.processes import Coordinators, WorkerPool
 from support.stack import Stack
 
-from backfill.cli.audit import detail
+from backfill.cli.audit import line
 from backfill.model.states import BackfillState, TIState
 from backfill.planning.run_options import RunOptions
 from backfill.store.audit import Audited, Check, Violation
@@ -187,8 +187,9 @@ def test_without_a_database_there_is_nothing_to_audit(home: Path) -> None:
     assert not home.exists()  # the embedded database was not created
 
 
-def test_a_try_still_running_in_a_cancelled_backfill_names_its_claimant_and_heartbeat() -> None:
-    """The wording of what tests/store/test_audit.py finds while a cancel drains."""
+def test_the_lines_of_a_try_still_running_after_a_cancel_and_of_a_backfills_journal() -> None:
+    """The wording of what tests/store/test_audit.py finds while a cancel drains, and of
+    an illegal transition of the backfill itself."""
     beat = D1 + timedelta(minutes=5)
     found = Audited(
         backfill_id=1,
@@ -209,8 +210,22 @@ def test_a_try_still_running_in_a_cancelled_backfill_names_its_claimant_and_hear
         claimant="h:1",
         heartbeat_at=beat,
     )
-    assert detail(running, found) == (
-        "still running in a cancelled backfill: nothing of an ended backfill is left running "
+    assert line(running, found) == (
+        f"not_final: d/t/{D1.isoformat()} try 2: still running in a cancelled backfill: "
+        "nothing of an ended backfill is left running "
         f"(claimed by h:1, last heartbeat {beat.isoformat()}); "
         "last journal row queued -> running (#7 by worker:h:1)"
+    )
+    reopened = Violation(
+        check=Check.TRANSITION,
+        journal="backfill_transitions",
+        dag_id="d",
+        task_id=None,
+        logical_date=None,
+        try_number=None,
+        steps=(Step(3, "cancelled", "running", None),),
+    )
+    assert line(reopened, found) == (
+        "transition: backfill 1 of d: cancelled -> running (backfill_transitions #3) "
+        "is not in BACKFILL_TRANSITIONS"
     )

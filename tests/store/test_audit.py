@@ -1,9 +1,9 @@
 """`store.audit`: a backfill's journals checked against the guarantees (SQLite and PostgreSQL).
 
 Good histories are made by the real coordinator and the real claim/finish
-statements (`support.passes.drive_by_hand`), never by hand-written journal
-rows: each must audit clean. Each tampered history changes ONE thing by direct
-SQL, as a bug or an intruder would, and must fail exactly its own check. The
+statements (`support.passes.ByHand`), never by hand-written journal rows: each
+must audit clean. Each tampered history changes ONE thing, by direct SQL (or a
+real statement called as a bug would), and must fail exactly its own check. The
 tampering that journals a pair its table does not list happens inside a
 transaction the test rolls back, so the database it leaves passes the root
 conftest's journal check.
