@@ -30,6 +30,7 @@ COMMANDS = {
     "resume": "backfill.cli.drive:resume_command",
     "coordinator": "backfill.cli.fleet:coordinator_command",
     "worker": "backfill.cli.fleet:worker_command",
+    "audit": "backfill.cli.audit:audit_command",
 }
 
 
