@@ -107,3 +107,6 @@ def test_abort_stops_the_running_try_revokes_the_queued_and_leaves_nothing_activ
     ]
     log = h.cli("logs", "1", task_id)
     assert "Cancelled: backfill 1 was cancelled with --abort by cli:" in log.stdout
+    audit = h.cli("audit", "1")
+    assert audit.returncode == 0, audit.stdout
+    assert audit.stdout.rstrip().endswith(" transitions checked, 0 violations")
