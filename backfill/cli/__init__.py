@@ -23,6 +23,7 @@ COMMANDS = {
     "list": "backfill.cli.listing:list_command",
     "tasks": "backfill.cli.tasks:tasks_command",
     "logs": "backfill.cli.logs:logs_command",
+    "clear": "backfill.cli.clear:clear_command",
     "pause": "backfill.cli.control:pause_command",
     "cancel": "backfill.cli.control:cancel_command",
     "pools": "backfill.cli.pools:pools_group",
