@@ -17,7 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -92,7 +92,7 @@ def print_report(
     if outcome.failed:
         groups = group_failed(outcome.failed, no_error=NO_ERROR)
         print_groups(out, "failed task instances, by error:", groups)
-        _print_log_commands(out, backfill_id, outcome)
+        print_log_commands(out, backfill_id, outcome.failed)
     if outcome.deadlock:
         print_groups(
             out, "deadlocked: these task instances can never run, by reason:", outcome.deadlock
@@ -110,8 +110,11 @@ def print_report(
         out.print(f"backfill {backfill_id} was cancelled")
 
 
-def _print_log_commands(out: Console, backfill_id: int, outcome: Outcome) -> None:
-    commands = [c for key, _ in outcome.failed if (c := log_command(backfill_id, key))]
+def print_log_commands(
+    out: Console, backfill_id: int, failed: Sequence[tuple[TIKey, str | None]]
+) -> None:
+    """The command printing each failed try's log (at most `LOG_COMMANDS` of them)."""
+    commands = [c for key, _ in failed if (c := log_command(backfill_id, key))]
     if not commands:
         return
     out.print("the log of each failed try:")

@@ -47,10 +47,11 @@ from backfill.engine.dispatch import Dispatcher, Publisher
 from backfill.engine.errors import DispatchError
 from backfill.engine.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.model.dag import DAG
-from backfill.model.states import BACKFILL_FINISHED, TIState
+from backfill.model.states import BACKFILL_FINISHED, FINISHED, TIState
 from backfill.planning.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
 from backfill.planning.run_options import RunOptions
-from backfill.store import adopt, lease, reads, runs, status
+from backfill.planning.story import Story
+from backfill.store import adopt, lease, reads, reports, runs, status
 from backfill.store.db import describe
 from backfill.store.errors import BackfillNotFound
 from backfill.store.reconnect import Outage, Reconnect
@@ -129,6 +130,7 @@ class Coordinator:
         # Publishing already retried (Celery's policy): a failed batch is an outage.
         self._broker_outage = Outage("broker", notice, tolerated=0)
         self._stop: threading.Event | None = None  # the current drive's: ends retrying
+        self._stories: dict[int, Story] = {}  # what `_tell` last told, per backfill
 
     def run_pass(self, backfill_id: int, *, now: datetime | None = None) -> PassResult:
         """One pass in one transaction, then publish its messages.
@@ -209,6 +211,7 @@ class Coordinator:
         reported, cost = float("-inf"), 0.0  # when progress was last reported, what it took
         while True:
             result = self.run_pass(backfill_id)
+            self._tell(backfill_id, result)
             done = result.state in BACKFILL_FINISHED
             since = time.monotonic() - reported
             every = max(PROGRESS_EVERY, PROGRESS_COST_FACTOR * cost)
@@ -228,6 +231,24 @@ class Coordinator:
                     waker.drain()  # what came while settling is decided by the next pass
                 if stop.is_set():  # no further pass: it could queue tries nobody will run
                     return result
+
+    def _tell(self, backfill_id: int, result: PassResult) -> None:
+        """Keep the pass's story with the backfill for `backfill status`, when it says
+        something new (`planning.story`); only the lease holder tells it."""
+        now = pendulum.now("UTC")
+        story = self._stories.setdefault(backfill_id, Story())
+        if not result.lease_held or not story.due(result, now):
+            return
+
+        def write() -> None:
+            with self._engine.begin() as conn:
+                found = status.summary(conn, backfill_id)
+                if found is None:
+                    return
+                finished = sum(found.task_instances.get(s.value, 0) for s in FINISHED)
+                reports.write(conn, backfill_id, story.report(result, finished=finished, now=now))
+
+        self._retrying(write)
 
     def _timeout(self, result: PassResult, now: datetime, reporting: bool) -> float:
         timeout = self._poll

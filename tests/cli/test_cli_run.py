@@ -675,3 +675,43 @@ def test_the_report_names_failed_deadlocked_and_held_back_tis() -> None:
         "  pool 'db' is full (1 slots) (1):",
         "    d/y/2024-01-03T00:00:00+00:00 (never ran)",
     ]
+
+
+def test_status_tells_a_daemon_driven_backfills_story(harness: Harness) -> None:
+    """A deadlock and failures decided by a `backfill coordinator` (no foreground run to
+    report them): `status` names them by reason, with what to do, as `run` would."""
+    assert harness.cli("pools", "set", "nope", "1").returncode == 0  # too small for pool_slots=2
+    harness.worker()
+    for dag_id in ("pooled", "failing"):
+        created = harness.cli("create", dag_id, "-s", "2024-01-01", "-e", "2024-01-02")
+        assert created.returncode == 0, created.stderr
+    daemon = harness.cli("coordinator", "--once", timeout=120)
+    assert daemon.returncode == 0, daemon.stderr
+
+    pooled = json.loads(harness.cli("status", "1", "-o", "json").stdout)
+    assert pooled["state"] == "failed"
+    reason = (
+        "pool 'nope' has 1 slots, fewer than the task's pool_slots (2); "
+        "enlarge it: backfill pools set nope 2"
+    )
+    assert pooled["deadlock"][reason]["count"] == 2
+    assert [t["logical_date"] for t in pooled["deadlock"][reason]["tis"]] == [
+        "2024-01-01T00:00:00+00:00",
+        "2024-01-02T00:00:00+00:00",
+    ]
+    table = harness.cli("status", "1").stdout
+    assert "deadlocked: these task instances can never run, by reason:" in table
+    assert f"  {reason} (2):" in table
+
+    failing = json.loads(harness.cli("status", "2", "-o", "json").stdout)
+    assert failing["state"] == "failed"
+    assert failing["failed_total"] == 4  # boom twice, after twice (upstream failed)
+    boom = [f for f in failing["failed"] if f["task_id"] == "boom"]
+    assert [f["log_command"] for f in boom] == [
+        "backfill logs 2 boom -d 2024-01-01T00:00:00+00:00 --try 1",
+        "backfill logs 2 boom -d 2024-01-02T00:00:00+00:00 --try 1",
+    ]
+    table = harness.cli("status", "2").stdout
+    assert "failed task instances, by error:" in table
+    assert "  ValueError: boom on 2024-01-01 (1):" in table
+    assert "  backfill logs 2 boom -d 2024-01-01T00:00:00+00:00 --try 1" in table
