@@ -1,9 +1,11 @@
-"""The reads behind the Prometheus metrics (store), on SQLite and PostgreSQL.
+"""The reads behind the Prometheus metrics (store), on SQLite and PostgreSQL, and the
+dispatch-lag watermark over them (`backfill.engine.dispatch_lag`).
 
 What must hold: the TI gauge lists every backfill not ended and those ended within
 the window, with every state (zeros included), and no other; refusals are counted
 by kind; a claim's lag runs from its TI's `-> queued` journal row to its claim; the
-lag reads are bounded by journal ids and by backfill.
+lag reads are bounded by journal ids and by backfill, and observe each claim once,
+also one whose commit lands after a later claim's (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import uuid
 from datetime import datetime, timedelta
 
 import pendulum
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from support.factories import queued_backfill
 
+from backfill.engine import dispatch_lag
+from backfill.engine.dispatch_lag import DispatchLag
 from backfill.model.states import BackfillState, TIState
 from backfill.store import claims, metrics_reads, reads, runs
 from backfill.store.schema import RefusalKind
@@ -118,3 +123,57 @@ def _queued_at(conn: Connection, ti_id: int) -> datetime:
 def _lag(claim: metrics_reads.Claimed) -> float:
     assert claim.queued_at is not None
     return (claim.claimed_at - claim.queued_at).total_seconds()
+
+
+def _look(engine: Engine, lag: DispatchLag) -> tuple[float, ...]:
+    with reads.reading(engine) as conn:
+        look = lag.read(conn)
+    lag.advance(look)
+    return look.lags
+
+
+def test_dispatch_lag_observes_each_claim_once_from_its_first_look(engine: Engine) -> None:
+    queued = queued_backfill(engine, dag_id="lag", tasks={"a": 1, "b": 1})
+    with engine.begin() as conn:
+        _claim(conn, queued.ti_ids["a"], at=NOW)  # before the first look: not observed
+    lag = DispatchLag(queued.backfill_id)
+    assert _look(engine, lag) == ()
+    with engine.connect() as conn:
+        queued_at = _queued_at(conn, queued.ti_ids["b"])
+    with engine.begin() as conn:
+        _claim(conn, queued.ti_ids["b"], at=queued_at + timedelta(seconds=2))
+    assert _look(engine, lag) == (2.0,)
+    assert _look(engine, lag) == ()  # read again in the overlap, observed once
+    assert _look(engine, lag) == ()
+
+
+def test_dispatch_lag_drains_a_backlog_a_batch_per_look(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch_lag, "LOOK_LIMIT", 2)
+    queued = queued_backfill(engine, dag_id="backlog", tasks=dict.fromkeys("abcde", 1))
+    lag = DispatchLag(queued.backfill_id)
+    assert _look(engine, lag) == ()
+    with engine.begin() as conn:
+        for ti_id in queued.ids:
+            _claim(conn, ti_id, at=NOW + timedelta(seconds=1))
+    looks = [len(_look(engine, lag)) for _ in range(5)]
+    assert looks == [2, 2, 1, 0, 0]
+
+
+@pytest.mark.postgres
+def test_dispatch_lag_observes_a_claim_committed_after_a_later_one(pg_engine: Engine) -> None:
+    """Journal ids are not handed out in commit order: the claim holding the lower id
+    commits after a look saw the higher one; the next look still observes it, once."""
+    queued = queued_backfill(pg_engine, dag_id="late", tasks={"a": 1, "b": 1})
+    lag = DispatchLag(queued.backfill_id)
+    assert _look(pg_engine, lag) == ()
+    with pg_engine.connect() as late:
+        late.begin()
+        _claim(late, queued.ti_ids["a"], at=NOW)  # takes the lower journal id, uncommitted
+        with pg_engine.begin() as conn:
+            _claim(conn, queued.ti_ids["b"], at=NOW)
+        assert len(_look(pg_engine, lag)) == 1  # b's
+        late.commit()
+    assert len(_look(pg_engine, lag)) == 1  # a's, in the overlap
+    assert _look(pg_engine, lag) == ()
