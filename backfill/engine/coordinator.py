@@ -13,7 +13,8 @@ Invariants:
   about once a second, lapsing after `heartbeat_timeout`) only says who is
   expected to drive, so that `backfill resume` waits for a dead driver's lease;
 - a paused backfill is not dispatched (the coordinator waits for resume or
-  cancel); a cancelled one is wound down once and `drive` returns;
+  cancel); a cancelled one is wound down, and `drive` returns once its
+  running tries have ended (or been reaped) and its runs with them;
 - `drive` returns when the backfill ends, or when `stop` is set: then it
   releases the lease and leaves everything else as it is, resumable;
 - the coordinator rides out database and broker outages: every transaction
@@ -230,7 +231,7 @@ class Coordinator:
         while True:
             result = self.run_pass(backfill_id)
             self._tell(backfill_id, result)
-            done = result.state in BACKFILL_FINISHED
+            done = result.state in BACKFILL_FINISHED and not result.winding_down
             since = time.monotonic() - reported
             every = max(PROGRESS_EVERY, PROGRESS_COST_FACTOR * cost)
             gap = max(PROGRESS_MIN_GAP, PROGRESS_COST_FACTOR * cost)
@@ -403,6 +404,7 @@ class Coordinator:
             next_due=next_due(snapshot, now),
             queued=_count(applied, TIState.QUEUED) + len(applied.messages),
             running=_count(applied, TIState.RUNNING),
+            winding_down=applied.winding_down,
         )
 
 

@@ -26,8 +26,9 @@ Invariants:
 - a backfill ends exactly once, by the pass that sees its last run finish
   (or a deadlock): `success` only if no TI failed;
 - a `cancelled` backfill is wound down: queued TIs back to `scheduled`
-  (their messages lose the claim race), unfinished runs `failed`; running
-  TIs finish and their outcome is recorded.
+  (their messages lose the claim race); running TIs finish and their outcome
+  is recorded, or are reaped once silent; each unfinished run ends `failed`
+  as soon as none of its TIs runs, and the drive goes on until none is left.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Applied:
     lease_epoch: int | None = None
     snapshot: Snapshot | None = None
     decisions: Decisions | None = None
+    # Cancelled, with tries still running: the drive goes on until they have ended.
+    winding_down: bool = False
 
 
 def execute(
@@ -110,7 +113,7 @@ def execute(
     if row is None:
         raise BackfillNotFound(backfill_id)
     if row.state is _B.CANCELLED:
-        return _wind_down(conn, row, cfg, now=now)
+        return _wind_down(conn, row, cfg, housekeeping, now=now)
     if row.state is _B.QUEUED:  # created but never picked up: this coordinator starts it
         # Cannot miss: the row was read queued under its lock (`lock_backfill`), held till commit.
         runs.set_backfill_state(conn, row.id, _B.RUNNING, seen=_B.QUEUED, now=now)
@@ -293,10 +296,31 @@ def _end(
     return state
 
 
-def _wind_down(conn: Connection, row: BackfillRow, cfg: PassConfig, *, now: datetime) -> Applied:
+def _wind_down(
+    conn: Connection,
+    row: BackfillRow,
+    cfg: PassConfig,
+    housekeeping: Housekeeping | None,
+    *,
+    now: datetime,
+) -> Applied:
+    """A cancelled backfill: its queued TIs withdrawn; its running tries go on (a drain)
+    and are reaped if their worker went silent; a run ends `failed` once none of its
+    TIs runs. Winding down until no run is left unfinished."""
     unqueued = adopt.unqueue(conn, row.id, actor=cfg.actor, now=now)
-    failed = adopt.fail_unfinished_runs(conn, row.id, now=now)
-    return Applied(state=row.state, changed=bool(unqueued or failed))
+    reaped: list[int] = []
+    if housekeeping is not None and housekeeping.reap_before is not None:
+        cutoff = housekeeping.reap_before
+        reaped = tis.reap_stale(
+            conn, backfill_id=row.id, cutoff=cutoff, retry_delays={}, actor=cfg.actor, now=now
+        )
+    failed = adopt.fail_unfinished_runs(conn, row.id, now=now, idle_only=True)
+    return Applied(
+        state=row.state,
+        changed=bool(unqueued or reaped or failed),
+        reaped=len(reaped),
+        winding_down=adopt.unfinished_runs(conn, row.id) > 0,
+    )
 
 
 def _messages(

@@ -54,6 +54,7 @@ class PassResult:
     next_due: datetime | None  # the earliest retry/reschedule due after this pass
     queued: int = 0  # TIs queued after the pass (in the snapshot's runs): the workers' backlog
     running: int = 0  # TIs running as the pass read them
+    winding_down: bool = False  # cancelled, with tries still running: not over yet
 
     @property
     def in_flight(self) -> int:

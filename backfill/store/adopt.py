@@ -179,8 +179,11 @@ def remove_unknown_tis(
     return removed
 
 
-def fail_unfinished_runs(conn: Connection, backfill_id: int, *, now: datetime) -> int:
-    """End the backfill's queued and running runs as `failed`: it will not drive them."""
+def fail_unfinished_runs(
+    conn: Connection, backfill_id: int, *, now: datetime, idle_only: bool = False
+) -> int:
+    """End the backfill's queued and running runs as `failed`: it will not drive them.
+    `idle_only`: only the runs none of whose TIs is running (a drain lets those end)."""
     stmt = (
         sa.update(run)
         .where(
@@ -189,7 +192,18 @@ def fail_unfinished_runs(conn: Connection, backfill_id: int, *, now: datetime) -
         )
         .values(state=_R.FAILED.value, end_date=now, updated_at=now)
     )
+    if idle_only:
+        busy = sa.exists().where(ti.c.dag_run_id == run.c.id, ti.c.state == _S.RUNNING.value)
+        stmt = stmt.where(~busy)
     return conn.execute(stmt).rowcount
+
+
+def unfinished_runs(conn: Connection, backfill_id: int) -> int:
+    """How many runs of the backfill are still queued or running."""
+    stmt = sa.select(sa.func.count()).where(
+        run.c.backfill_id == backfill_id, run.c.state.in_(_UNFINISHED)
+    )
+    return int(conn.execute(stmt).scalar_one())
 
 
 def unqueue(conn: Connection, backfill_id: int, *, actor: str, now: datetime) -> list[int]:

@@ -656,6 +656,8 @@ def test_the_report_names_failed_deadlocked_and_held_back_tis() -> None:
         "failed task instances, by error:",
         "  ValueError: x (1):",
         "    d/a/2024-01-01T00:00:00+00:00 try 1",
+        "the log of each failed try:",
+        "  backfill logs 4 a -d 2024-01-01T00:00:00+00:00 --try 1",
         "deadlocked: these task instances can never run, by reason:",
         f"  {reason} (1):",
         "    d/x/2024-01-02T00:00:00+00:00 (never ran)",

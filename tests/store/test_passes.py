@@ -277,14 +277,41 @@ def test_a_cancelled_backfill_is_wound_down(engine: Engine, db_url: str, tmp_pat
     result = coordinator.run_pass(backfill_id, now=clock.tick())
 
     assert (result.state, result.dispatched) == (BackfillState.CANCELLED, 0)
+    assert result.winding_down  # a try still runs: the drive is not over
     states = Counter(state for state, _ in ti_states(engine).values())
     assert states == {"none": 5, "scheduled": 3, "running": 1}
-    assert {r.state for r in run_rows(engine)} == {"failed"}
+    # The run of the running try drains; the others end at once.
+    assert sorted(r.state for r in run_rows(engine)) == ["failed", "failed", "running"]
     # A withdrawn message loses the claim; the running try still records its outcome.
     assert claim_and_finish(engine, messages[1], TIState.SUCCESS, now=clock.tick()) is None
     with engine.begin() as conn:
         assert claims.finish(conn, running, TIState.SUCCESS, actor="worker:test", now=clock.now)
     assert coordinator.drive(backfill_id).state is BackfillState.CANCELLED
+    assert {r.state for r in run_rows(engine)} == {"failed"}
+
+
+def test_a_cancelled_backfills_silent_try_is_reaped_and_its_run_ended(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """A drain whose worker died: the silent try is reaped like any other, so the cancelled
+    backfill is left with nothing running (DESIGN 6, Cancel)."""
+    dag = diamond()
+    backfill_id = new_backfill(engine, dag, 1)
+    coordinator = Coordinator(
+        engine, settings_for(db_url, tmp_path), dag, publisher=(recorder := Recorder())
+    )
+    clock = Clock()
+    coordinator.run_pass(backfill_id, now=clock.tick())
+    coordinator.run_pass(backfill_id, now=clock.tick())
+    (message, _), *_ = recorder.take()
+    assert claim_and_finish(engine, message, None, now=clock.tick()) is not None  # then dies
+    set_backfill(engine, backfill_id, BackfillState.CANCELLED)
+    assert coordinator.run_pass(backfill_id, now=clock.tick()).winding_down
+    later = clock.tick(10.0)  # past the heartbeat timeout (3 s here)
+    result = coordinator.run_pass(backfill_id, now=later)
+    assert (result.reaped, result.winding_down) == (1, False)
+    assert "running" not in {state for state, _ in ti_states(engine).values()}
+    assert {r.state for r in run_rows(engine)} == {"failed"}
 
 
 def in_process_worker(engine: Engine, recorder: Recorder, stop: threading.Event) -> None:
