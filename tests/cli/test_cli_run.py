@@ -31,12 +31,11 @@ from support.private_redis import PrivateRedis
 from support.processes import READY_TIMEOUT, kill_group, processes_of, spawn, tail
 from support.waiting import wait_until
 
+from backfill.cli.meter import Meter, format_duration
 from backfill.cli.progress import (
     LineDisplay,
     LiveDisplay,
-    Meter,
     describe_ti,
-    format_duration,
     format_line,
     group_failed,
     print_groups,
