@@ -7,9 +7,11 @@ Invariants:
   and the page of dates the layout shows (`store.grid`), so a frame costs a
   screenful of TIs plus aggregates at any backfill size, and its cells, hidden
   dates and counts agree;
-- a terminal: the frame is redrawn in place every `INTERVAL` seconds, fitted to
-  the terminal's size at each redraw, until the backfill ends (its last frame
-  stays on screen; exit 0) or Ctrl-C (the last frame stays; exit 130, no traceback);
+- a terminal: the frame is redrawn in place every `INTERVAL` seconds (or twice
+  the time the last frame took to read, if longer: two aggregates over the TIs
+  take ~0.5 s at 440k TIs), fitted to the terminal's size at each redraw, until
+  the backfill ends (its last frame stays on screen; exit 0) or Ctrl-C (the last
+  frame stays; exit 130, no traceback);
 - `--once`, or stdout not a terminal (a pipe, a file, CI logs): ONE frame, then
   exit 0. A live grid redrawn in a pipe would be a stream of screens that nobody
   reads, so without `--once` a line on stderr says why only one frame was printed.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import click
@@ -56,7 +59,7 @@ def watch_command(backfill_id: int, once: bool) -> int:
         raise BackfillNotFound(backfill_id)
     try:
         if once or not out.is_terminal:
-            out.print(render(*read_frame(engine, backfill_id, _size(out), Meter(), live=False)))
+            out.print(render(*Reader(engine, backfill_id).read(_size(out), live=False)))
             if not once:
                 click.echo(
                     "stdout is not a terminal: printed one frame (`--once` does so "
@@ -64,38 +67,51 @@ def watch_command(backfill_id: int, once: bool) -> int:
                     err=True,
                 )
             return 0
-        return _live(engine, backfill_id, out)
+        return _live(Reader(engine, backfill_id, Meter(window=RATE_WINDOW)), out)
     finally:
         engine.dispose()
 
 
-def read_frame(
-    engine: Engine, backfill_id: int, size: tuple[int, int], meter: Meter, *, live: bool
-) -> tuple[Frame, Layout]:
-    """One frame of backfill `backfill_id` for a `size` (width, height) terminal, read in
-    one snapshot; `live`: it will be redrawn (unless the backfill has ended)."""
-    with reads.reading(engine) as conn:
-        found = status.summary(conn, backfill_id)
-        if found is None:
-            raise BackfillNotFound(backfill_id)
-        task_ids = grid.task_ids(conn, backfill_id)
-        dates = sum(found.runs.values())
-        total_tis = sum(found.task_instances.values())
-        width, height = size
-        layout = plan(
-            width=width, height=height, dates=dates, task_ids=task_ids, total_tis=total_tis
+@dataclass
+class Reader:
+    """Reads the frames of one watch of backfill `backfill_id`."""
+
+    engine: Engine
+    backfill_id: int
+    meter: Meter = field(default_factory=Meter)  # rate and ETA over the frames read
+    # Read with the first frame only: a backfill's TIs are all made when it is created
+    # (`engine.create`, one transaction), so its tasks never change; one aggregate over
+    # every TI fewer per frame.
+    task_ids: tuple[str, ...] | None = None
+    seconds: float = 0.0  # how long the last frame took to read
+
+    def read(self, size: tuple[int, int], *, live: bool) -> tuple[Frame, Layout]:
+        """A frame for a `size` (width, height) terminal, read in one snapshot; `live`:
+        it will be redrawn (unless the backfill has ended)."""
+        started = time.monotonic()
+        with reads.reading(self.engine) as conn:
+            found = status.summary(conn, self.backfill_id)
+            if found is None:
+                raise BackfillNotFound(self.backfill_id)
+            if self.task_ids is None:
+                self.task_ids = grid.task_ids(conn, self.backfill_id)
+            dates, total_tis = sum(found.runs.values()), sum(found.task_instances.values())
+            width, height = size
+            layout = plan(
+                width=width, height=height, dates=dates, task_ids=self.task_ids, total_tis=total_tis
+            )
+            offset = first_date(grid.frontier(conn, self.backfill_id), layout.dates, dates)
+            window = grid.window(conn, self.backfill_id, offset=offset, limit=layout.dates)
+        self.seconds = time.monotonic() - started
+        frame = Frame(
+            summary=found,
+            task_ids=self.task_ids,
+            window=window,
+            tally=self.meter.tally(found.runs, found.task_instances),
+            at=datetime.now(UTC),
+            live=live and found.state not in BACKFILL_FINISHED,
         )
-        offset = first_date(grid.frontier(conn, backfill_id), layout.dates, dates)
-        window = grid.window(conn, backfill_id, offset=offset, limit=layout.dates)
-    frame = Frame(
-        summary=found,
-        task_ids=task_ids,
-        window=window,
-        tally=meter.tally(found.runs, found.task_instances),
-        at=datetime.now(UTC),
-        live=live and found.state not in BACKFILL_FINISHED,
-    )
-    return frame, layout
+        return frame, layout
 
 
 def _size(out: Console) -> tuple[int, int]:
@@ -104,17 +120,18 @@ def _size(out: Console) -> tuple[int, int]:
     return out.size.width, PIPE_HEIGHT
 
 
-def _live(engine: Engine, backfill_id: int, out: Console) -> int:
+def _live(reader: Reader, out: Console) -> int:
     """Redraw until the backfill ends (0) or Ctrl-C (130); the last frame stays."""
-    meter = Meter(window=RATE_WINDOW)
     try:
-        frame, layout = read_frame(engine, backfill_id, _size(out), meter, live=True)
+        frame, layout = reader.read(_size(out), live=True)
         with Live(console=out, auto_refresh=False, transient=False) as shown:
             while True:
                 shown.update(render(frame, layout), refresh=True)
                 if not frame.live:
                     return 0
-                time.sleep(INTERVAL)
-                frame, layout = read_frame(engine, backfill_id, _size(out), meter, live=True)
+                # A large backfill's frame takes a while to read: the database is kept
+                # busy a third of the time at most.
+                time.sleep(max(INTERVAL, 2 * reader.seconds))
+                frame, layout = reader.read(_size(out), live=True)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
