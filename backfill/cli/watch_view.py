@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -85,7 +86,12 @@ class Frame:
 
 def render(frame: Frame, layout: Layout) -> Group:
     """The frame as lines: title, legend, status, then the grid (see the invariants)."""
-    grid = _dates_down(frame, layout) if _down(layout) else _tasks_down(frame, layout)
+    if not frame.window.rows:  # a backfill with no runs: its dates were all done before it
+        grid = [_line(("no runs, so no task instances to draw", "dim"))]
+    elif _down(layout):
+        grid = _dates_down(frame, layout)
+    else:
+        grid = _tasks_down(frame, layout)
     return Group(_title(frame), *_legend(frame, layout), _status(frame), *grid)
 
 
@@ -99,13 +105,14 @@ def _line(*parts: str | tuple[str, str]) -> Text:
 
 def _title(frame: Frame) -> Text:
     found = frame.summary
-    dates, timed = sum(found.runs.values()), _timed([found.start, found.end])
+    dates, tasks = sum(found.runs.values()), len(frame.task_ids)
+    timed = _timed([found.start, found.end])
     return _line(
         (f"backfill {found.id}", "bold"),
         f" · {found.dag_id} · ",
         (found.state.value, _BACKFILL_STYLES[found.state]),
         f" · {_date(found.start, timed)} .. {_date(found.end, timed)} UTC",
-        f" · {dates} date{'s' * (dates != 1)} x {len(frame.task_ids)} tasks",
+        f" · {dates} date{'s' * (dates != 1)} x {tasks} task{'s' * (tasks != 1)}",
     )
 
 
@@ -113,7 +120,8 @@ def _legend(frame: Frame, layout: Layout) -> list[Text]:
     counts = frame.summary.task_instances
     entries = [_entry(state, counts.get(state.value, 0)) for state in TIState]
     lines = pack([e.cell_len for e in entries], layout.width)
-    return [Text("  ").join(entries[i] for i in line) for line in lines]
+    gap = Text("  ", no_wrap=True, overflow="ellipsis")  # its settings go to the joined line
+    return [gap.join(entries[i] for i in line) for line in lines]
 
 
 def _entry(state: TIState, n: int) -> Text:
@@ -169,12 +177,10 @@ def _hidden_dates(frame: Frame, arrows: str) -> tuple[Text | None, Text | None]:
         return _line(what, *_counts(counts))
 
     start, end = _date(found.start, timed), _date(found.end, timed)
-    return (
-        line(arrows[0], window.offset, "earlier", f"from {start}", window.before)
-        if window.offset
-        else None,
-        line(arrows[1], after, "later", f"to {end}", window.after) if after > 0 else None,
-    )
+    earlier = window.offset
+    first = line(arrows[0], earlier, "earlier", f"from {start}", window.before) if earlier else None
+    last = line(arrows[1], after, "later", f"to {end}", window.after) if after > 0 else None
+    return first, last
 
 
 def _left_out(frame: Frame, layout: Layout, arrow: str) -> list[Text]:
@@ -182,11 +188,12 @@ def _left_out(frame: Frame, layout: Layout, arrow: str) -> list[Text]:
     hidden = frame.task_ids[layout.tasks :]
     if not hidden:
         return []
-    counts: dict[TIState, int] = {}
-    for row in frame.window.rows:
-        for task_id in hidden:
-            if (state := row.cells.get(task_id)) is not None:
-                counts[state] = counts.get(state, 0) + 1
+    counts = Counter(
+        state
+        for row in frame.window.rows
+        for task_id in hidden
+        if (state := row.cells.get(task_id)) is not None
+    )
     n = len(hidden)
     what = f"{arrow} {n} more task{'s' * (n != 1)} not shown, on the dates shown:"
     return [_line(what, *_counts(counts))]

@@ -7,6 +7,8 @@ own glyph and colour; the grid goes the way that shows the most.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -36,13 +38,8 @@ StateOf = Callable[[int, int], TIState]  # (date index, task index) -> state
 
 def progress(done: int) -> StateOf:
     """Dates before `done` succeeded, the next two run, the rest wait."""
-
-    def state(date: int, _task: int) -> TIState:
-        if date < done:
-            return TIState.SUCCESS
-        return TIState.RUNNING if date < done + 2 else TIState.NONE
-
-    return state
+    s, r, n = TIState.SUCCESS, TIState.RUNNING, TIState.NONE
+    return lambda date, _task: s if date < done else (r if date < done + 2 else n)
 
 
 def reading(
@@ -59,33 +56,21 @@ def reading(
     """The frame and layout `backfill watch` would make of this backfill on a terminal of
     `size`: the same plan and page placement, the store's reads done by hand."""
     logical = [T0 + i * step for i in range(dates)]
-    counts: dict[TIState, int] = {}
-    for d in range(dates):
-        for t in range(len(task_ids)):
-            counts[state_of(d, t)] = counts.get(state_of(d, t), 0) + 1
-    layout = plan(
-        width=size[0],
-        height=size[1],
-        dates=dates,
-        task_ids=task_ids,
-        total_tis=sum(counts.values()),
-    )
+
+    def counted(days: range) -> dict[TIState, int]:
+        return dict(Counter(state_of(d, t) for d in days for t in range(len(task_ids))))
+
+    counts = counted(range(dates))
+    layout = plan(width=size[0], height=size[1], dates=dates, task_ids=task_ids,
+                  total_tis=sum(counts.values()))  # fmt: skip
     offset = first_date(frontier, layout.dates, dates)
     shown = range(offset, min(offset + layout.dates, dates))
     rows = tuple(
-        GridRow(
-            logical_date=logical[d],
-            run_state=RunState.RUNNING,
-            cells={t: state_of(d, i) for i, t in enumerate(task_ids)},
-        )
+        GridRow(logical_date=logical[d], run_state=RunState.RUNNING,
+                cells={t: state_of(d, i) for i, t in enumerate(task_ids)})
         for d in shown
-    )
-    before: dict[TIState, int] = {}
-    after: dict[TIState, int] = {}
-    for d in [*range(offset), *range(shown.stop, dates)]:
-        side = before if d < offset else after
-        for t in range(len(task_ids)):
-            side[state_of(d, t)] = side.get(state_of(d, t), 0) + 1
+    )  # fmt: skip
+    before, after = counted(range(offset)), counted(range(shown.stop, dates))
     summary = Summary(
         id=7, dag_id="etl", state=BackfillState.RUNNING, start=logical[0], end=logical[-1],
         options={}, conf={}, created_at=T0, updated_at=T0, runs={"running": dates},
@@ -193,32 +178,28 @@ def test_without_colour_the_glyphs_still_tell_the_states() -> None:
 
 
 @pytest.mark.parametrize(
-    ("dates", "task_ids", "expected", "named", "shown"),
+    ("dates", "task_ids", "height", "way", "shown"),
     [
-        (10, ["extract", "clean", "load"], Orientation.DATES_DOWN, True, (10, 3)),
-        (3, tasks(25, "compute_metric_"), Orientation.TASKS_DOWN, True, (3, 25)),
-        (1, tasks(30), Orientation.TASKS_DOWN, True, (1, 30)),
-        (1000, tasks(50), Orientation.DATES_DOWN, False, (29, 50)),
-        (1000, tasks(200), Orientation.DATES_DOWN, False, (28, 52)),  # most tasks shown
-        (2000, tasks(20), Orientation.TASKS_DOWN, False, (53, 20)),  # more cells
+        (10, ["extract", "clean", "load"], 40, (Orientation.DATES_DOWN, True), (10, 3)),
+        (3, tasks(25, "compute_metric_"), 40, (Orientation.TASKS_DOWN, True), (3, 25)),
+        (1, tasks(30), 40, (Orientation.TASKS_DOWN, True), (1, 30)),
+        (5, tasks(50), 40, (Orientation.DATES_DOWN, False), (5, 50)),  # 50 names: not down
+        (5, tasks(50), 70, (Orientation.TASKS_DOWN, True), (5, 50)),  # unless it is tall
+        (1000, tasks(50), 40, (Orientation.DATES_DOWN, False), (29, 50)),
+        (1000, tasks(200), 40, (Orientation.DATES_DOWN, False), (28, 52)),  # most tasks shown
+        (2000, tasks(20), 40, (Orientation.TASKS_DOWN, False), (53, 20)),  # more cells
     ],
 )
 def test_the_grid_goes_the_way_that_shows_most(
-    dates: int, task_ids: list[str], expected: Orientation, named: bool, shown: tuple[int, int]
+    dates: int,
+    task_ids: list[str],
+    height: int,
+    way: tuple[Orientation, bool],
+    shown: tuple[int, int],
 ) -> None:
-    layout = plan(width=120, height=40, dates=dates, task_ids=task_ids, total_tis=99999)
-    assert (layout.orientation, layout.named) == (expected, named)
+    layout = plan(width=120, height=height, dates=dates, task_ids=task_ids, total_tis=99999)
+    assert (layout.orientation, layout.named) == way
     assert (layout.dates, layout.tasks) == shown
-
-
-def test_a_tall_terminal_turns_many_tasks_down() -> None:
-    many = tasks(50)
-    assert plan(width=120, height=40, dates=5, task_ids=many, total_tis=250).orientation is (
-        Orientation.DATES_DOWN
-    )
-    assert plan(width=120, height=70, dates=5, task_ids=many, total_tis=250).orientation is (
-        Orientation.TASKS_DOWN
-    )
 
 
 # --- paging: 1,000 dates x 50 tasks in 120 x 40 ----------------------------------------------
@@ -268,6 +249,17 @@ def test_a_tiny_terminal_still_shows_a_date_and_a_task() -> None:
     _, lines = draw(frame, layout)
     assert (layout.dates, layout.tasks) >= (1, 1)
     assert any(line.startswith("2025-05-") and "▶" in line for line in lines)
+
+
+def test_a_backfill_without_runs_says_so() -> None:
+    frame, layout = reading(1, ["a"], progress(1), size=(100, 30), live=False)
+    empty = Window(offset=0, rows=(), before={}, after={})
+    summary = dataclasses.replace(frame.summary, runs={}, task_instances={})
+    frame = dataclasses.replace(frame, summary=summary, task_ids=(), window=empty)
+    layout = plan(width=100, height=30, dates=0, task_ids=(), total_tis=0)
+    lines = fits(frame, layout)
+    assert lines[0].endswith(" · 0 dates x 0 tasks")
+    assert lines[-1] == "no runs, so no task instances to draw"
 
 
 def test_tasks_left_out_are_counted_on_the_dates_shown() -> None:
