@@ -29,7 +29,10 @@ DATE_LABEL = 16  # "2024-01-01 13:00": the widest date label (a daily one is 10)
 NAME_MAX = 24  # a task's name as a row label (tasks down) is cut to this
 HEADER_NAME_MAX = 12  # a task's name as a column header (dates down) is cut to this
 KEY_NAME_MAX = 20  # a task's name in the key of numbered columns is cut to this
-KEY_MAX_LINES = 3  # lines of that key at most; then it says how many it left out
+# The key takes the lines it needs, up to a quarter of the grid's (3 at least), after
+# `MIN_ROWS` dates; a name it leaves out is counted. A ✗ in column 18 wants a name more
+# than the grid wants a 25th date of `·`.
+KEY_SHARE, KEY_MIN_LINES = 4, 3
 GAP = 2  # columns between two entries of the legend or the key
 MIN_WIDTH, MIN_HEIGHT = 80, 16
 MIN_ROWS = 5  # dates the key of numbered columns leaves room for
@@ -119,9 +122,10 @@ def _dates_down(width: int, room: int, dates: int, task_ids: Sequence[str]) -> L
     tasks = len(task_ids) if named else min(len(task_ids), max(1, (width - DATE_LABEL) // CELL))
     room -= tasks < len(task_ids)  # a line says how many tasks are left out
     key = 0
-    if not named:  # as many lines as the key needs, up to its maximum, after a few dates
+    if not named:
         entries = [len(key_entry(i + 1, t)) for i, t in enumerate(task_ids[:tasks])]
-        key = max(0, min(KEY_MAX_LINES, len(pack(entries, width)), room - min(dates, MIN_ROWS)))
+        most = min(max(KEY_MIN_LINES, room // KEY_SHARE), room - min(dates, MIN_ROWS))
+        key = max(0, min(len(pack(entries, width)), most))
     room -= key
     return Layout(
         orientation=Orientation.DATES_DOWN,

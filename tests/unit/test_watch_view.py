@@ -1,119 +1,23 @@
 """The frames of `backfill watch`, drawn from hand-made readings: pure, no database.
 
-A frame fits the terminal it is drawn for (lines and columns counted on a recording
-console), at 1,000 dates x 50 tasks and at every size tried; each TI state has its
-own glyph and colour; the grid goes the way that shows the most.
+Each TI state has its own glyph and colour, in the grid and in the legend; the status
+line says the rate per minute, the ETA and how to stop. The layout (which way, how
+much) is tests/unit/test_watch_layout.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
-import pytest
 from rich.console import Console
 from rich.style import Style
+from support.frames import draw, fits, progress, reading, tasks
 
 from backfill.cli.meter import Tally
-from backfill.cli.watch_layout import (
-    MIN_HEIGHT,
-    MIN_WIDTH,
-    Layout,
-    Orientation,
-    first_date,
-    pack,
-    plan,
-)
-from backfill.cli.watch_view import CELLS, Frame, render
-from backfill.model.states import BackfillState, RunState, TIState
-from backfill.store.grid import GridRow, Window
-from backfill.store.status import Summary
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-AT = datetime(2024, 5, 1, 12, 3, 1, tzinfo=UTC)
-StateOf = Callable[[int, int], TIState]  # (date index, task index) -> state
-
-
-def progress(done: int) -> StateOf:
-    """Dates before `done` succeeded, the next two run, the rest wait."""
-    s, r, n = TIState.SUCCESS, TIState.RUNNING, TIState.NONE
-    return lambda date, _task: s if date < done else (r if date < done + 2 else n)
-
-
-def reading(
-    dates: int,
-    task_ids: list[str],
-    state_of: StateOf,
-    *,
-    size: tuple[int, int],
-    frontier: int = 0,
-    step: timedelta = timedelta(days=1),
-    tally: Tally | None = None,
-    live: bool = True,
-) -> tuple[Frame, Layout]:
-    """The frame and layout `backfill watch` would make of this backfill on a terminal of
-    `size`: the same plan and page placement, the store's reads done by hand."""
-    logical = [T0 + i * step for i in range(dates)]
-
-    def counted(days: range) -> dict[TIState, int]:
-        return dict(Counter(state_of(d, t) for d in days for t in range(len(task_ids))))
-
-    counts = counted(range(dates))
-    layout = plan(width=size[0], height=size[1], dates=dates, task_ids=task_ids,
-                  total_tis=sum(counts.values()))  # fmt: skip
-    offset = first_date(frontier, layout.dates, dates)
-    shown = range(offset, min(offset + layout.dates, dates))
-    rows = tuple(
-        GridRow(logical_date=logical[d], run_state=RunState.RUNNING,
-                cells={t: state_of(d, i) for i, t in enumerate(task_ids)})
-        for d in shown
-    )  # fmt: skip
-    before, after = counted(range(offset)), counted(range(shown.stop, dates))
-    summary = Summary(
-        id=7, dag_id="etl", state=BackfillState.RUNNING, start=logical[0], end=logical[-1],
-        options={}, conf={}, created_at=T0, updated_at=T0, runs={"running": dates},
-        task_instances={s.value: n for s, n in counts.items()},
-    )  # fmt: skip
-    tally = tally or Tally(runs_done=0, runs_total=dates, task_instances={}, rate=None, eta=None)
-    window = Window(offset=offset, rows=rows, before=before, after=after)
-    frame = Frame(summary=summary, task_ids=tuple(task_ids), window=window, tally=tally, at=AT,
-                  live=live)  # fmt: skip
-    return frame, layout
-
-
-def draw(
-    frame: Frame, layout: Layout, *, color: bool = True, width: int | None = None
-) -> tuple[Console, list[str]]:
-    """The frame drawn on a recording console of the layout's size (or `width`)."""
-    console = Console(
-        width=width or layout.width, height=layout.height, record=True, force_terminal=True,
-        color_system="truecolor" if color else None, legacy_windows=False,
-    )  # fmt: skip
-    console.print(render(frame, layout))
-    return console, console.export_text(styles=False).splitlines()
-
-
-def tasks(n: int, prefix: str = "task_") -> list[str]:
-    return [f"{prefix}{i:02d}" for i in range(1, n + 1)]
-
-
-PROSE = ("backfill ", "runs ", "↑ ", "↓ ", "← ", "→ ")  # lines that may end in "…"
-
-
-def fits(frame: Frame, layout: Layout) -> list[str]:
-    """The frame's lines: at most the terminal's height but the cursor's line. Drawn
-    wider, the same lines (none wrapped), and only prose needs the extra width: the
-    console cuts it with an ellipsis, but the grid, legend and key fit by themselves."""
-    _, lines = draw(frame, layout)
-    assert len(lines) <= layout.height - 1, "\n".join(lines)
-    _, wide = draw(frame, layout, width=layout.width + 100)
-    assert len(wide) == len(lines)
-    cut = [line for line in wide if len(line) > layout.width and not line.startswith(PROSE)]
-    assert not cut, "\n".join(cut)
-    return lines
-
+from backfill.cli.watch_layout import Orientation, plan
+from backfill.cli.watch_view import CELLS, render
+from backfill.model.states import TIState
+from backfill.store.grid import Window
 
 # --- states: one glyph and one colour each --------------------------------------------
 
@@ -174,83 +78,6 @@ def test_without_colour_the_glyphs_still_tell_the_states() -> None:
     ]  # fmt: skip
 
 
-# --- which way the grid goes ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("dates", "task_ids", "height", "way", "shown"),
-    [
-        (10, ["extract", "clean", "load"], 40, (Orientation.DATES_DOWN, True), (10, 3)),
-        (3, tasks(25, "compute_metric_"), 40, (Orientation.TASKS_DOWN, True), (3, 25)),
-        (1, tasks(30), 40, (Orientation.TASKS_DOWN, True), (1, 30)),
-        (5, tasks(50), 40, (Orientation.DATES_DOWN, False), (5, 50)),  # 50 names: not down
-        (5, tasks(50), 70, (Orientation.TASKS_DOWN, True), (5, 50)),  # unless it is tall
-        (1000, tasks(50), 40, (Orientation.DATES_DOWN, False), (29, 50)),
-        (1000, tasks(200), 40, (Orientation.DATES_DOWN, False), (28, 52)),  # most tasks shown
-        (2000, tasks(20), 40, (Orientation.TASKS_DOWN, False), (53, 20)),  # more cells
-    ],
-)
-def test_the_grid_goes_the_way_that_shows_most(
-    dates: int,
-    task_ids: list[str],
-    height: int,
-    way: tuple[Orientation, bool],
-    shown: tuple[int, int],
-) -> None:
-    layout = plan(width=120, height=height, dates=dates, task_ids=task_ids, total_tis=99999)
-    assert (layout.orientation, layout.named) == way
-    assert (layout.dates, layout.tasks) == shown
-
-
-# --- paging: 1,000 dates x 50 tasks in 120 x 40 ----------------------------------------------
-
-
-def test_a_thousand_dates_page_around_the_frontier_within_the_terminal() -> None:
-    frame, layout = reading(1000, tasks(50), progress(400), size=(120, 40), frontier=400)
-    lines = fits(frame, layout)
-    assert lines[0] == (
-        "backfill 7 · etl · running · 2024-01-01 .. 2026-09-26 UTC · 1000 dates x 50 tasks"
-    )
-    rows = [line for line in lines if line[:4] == "2025"]
-    assert len(rows) == layout.dates == 29
-    assert rows[0].startswith("2025-01-28 ")  # 7 finished dates above the frontier
-    assert rows[7].split()[1:] == ["▶"] * 50
-    assert [len(row.split()) for row in rows] == [51] * 29
-    assert "↑ 393 earlier dates not shown, from 2024-01-01: ■ success 19650" in lines
-    assert "↓ 578 later dates not shown, to 2026-09-26: · none 28900" in lines
-    assert lines[4].startswith("date ↓ task → 1       5         10")  # numbered columns
-    key = [line for line in lines if line.startswith("1 task_01  2 task_02")]
-    assert key
-    assert lines[-1].endswith("more: `backfill tasks 7`")
-
-
-def test_the_page_keeps_within_the_dates() -> None:
-    assert first_date(400, 28, 1000) == 393
-    assert first_date(3, 28, 1000) == 0
-    assert first_date(999, 28, 1000) == 972
-    assert first_date(0, 28, 10) == 0
-
-
-@pytest.mark.parametrize("shape", [(1000, 50), (10, 5), (3, 25), (1000, 200), (1, 1), (400, 8)])
-@pytest.mark.parametrize("width", [MIN_WIDTH, 120, 200])
-@pytest.mark.parametrize("height", [MIN_HEIGHT, 24, 40, 60])
-def test_every_frame_fits_its_terminal(shape: tuple[int, int], width: int, height: int) -> None:
-    dates, n = shape
-    step = timedelta(hours=1) if dates == 400 else timedelta(days=1)  # 16-column labels
-    frame, layout = reading(dates, tasks(n, "t"), progress(dates // 2), size=(width, height),
-                            frontier=dates // 2, step=step)  # fmt: skip
-    lines = fits(frame, layout)
-    cells = sum(line.count("■") + line.count("▶") + line.count("·") for line in lines)
-    assert cells <= width * height // 2  # never the 50,000 cells
-
-
-def test_a_tiny_terminal_still_shows_a_date_and_a_task() -> None:
-    frame, layout = reading(1000, tasks(50), progress(500), size=(30, 8), frontier=500)
-    _, lines = draw(frame, layout)
-    assert (layout.dates, layout.tasks) >= (1, 1)
-    assert any(line.startswith("2025-05-") and "▶" in line for line in lines)
-
-
 def test_a_backfill_without_runs_says_so() -> None:
     frame, layout = reading(1, ["a"], progress(1), size=(100, 30), live=False)
     empty = Window(offset=0, rows=(), before={}, after={})
@@ -260,15 +87,6 @@ def test_a_backfill_without_runs_says_so() -> None:
     lines = fits(frame, layout)
     assert lines[0].endswith(" · 0 dates x 0 tasks")
     assert lines[-1] == "no runs, so no task instances to draw"
-
-
-def test_tasks_left_out_are_counted_on_the_dates_shown() -> None:
-    frame, layout = reading(5, tasks(80), progress(2), size=(120, 30))
-    lines = fits(frame, layout)
-    assert layout.tasks == 52
-    assert "→ 28 more tasks not shown, on the dates shown: · none 28 ▶ running 56 ■ success 56" in (
-        lines
-    )
 
 
 # --- the status line ------------------------------------------------------------------------
@@ -291,9 +109,3 @@ def test_a_single_frame_has_no_rate_and_an_ended_one_nothing_left() -> None:
     frame, layout = reading(10, ["a"], progress(10), size=(120, 30), tally=done, live=False)
     _, lines = draw(frame, layout)
     assert "runs 10/10 done · rate - · every TI finished · read 12:03:01 UTC" in lines
-
-
-def test_pack_fills_lines_in_order() -> None:
-    assert pack([3, 3, 3], 8) == [range(0, 2), range(2, 3)]
-    assert pack([10, 2], 5) == [range(0, 1), range(1, 2)]  # too wide: a line of its own
-    assert pack([], 5) == []
