@@ -17,6 +17,9 @@ from sqlalchemy.exc import ArgumentError
 
 from backfill.errors import ConfigError
 
+LOG_MAX_BYTES = 1024 * 1024
+MIN_LOG_BYTES = 1024  # room for a traceback's last lines
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -27,6 +30,7 @@ class Settings:
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 60.0
     queued_timeout: float = 120.0
+    log_max_bytes: int = LOG_MAX_BYTES  # of each try's log kept (its tail)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -40,6 +44,7 @@ class Settings:
             heartbeat_interval=_seconds(env, "BACKFILL_HEARTBEAT_INTERVAL", 5.0),
             heartbeat_timeout=_seconds(env, "BACKFILL_HEARTBEAT_TIMEOUT", 60.0),
             queued_timeout=_seconds(env, "BACKFILL_QUEUED_TIMEOUT", 120.0),
+            log_max_bytes=_bytes(env, "BACKFILL_LOG_MAX_BYTES", LOG_MAX_BYTES),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         _check_url(settings.database_url)
@@ -70,6 +75,19 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of bytes, got {raw!r}") from None
+    if value < MIN_LOG_BYTES:
+        raise ConfigError(f"{name} must be at least {MIN_LOG_BYTES}, got {raw!r}")
     return value
 
 

@@ -14,6 +14,9 @@ from typing import Any
 from backfill.errors import BadMessage
 
 TASK_NAME = "backfill.run_task_instance"
+# A Celery stamp (header) on every message: `cancel --abort` revokes a backfill's
+# messages still in the broker by it (`revoke_by_stamped_headers`).
+BACKFILL_STAMP = "backfill_id"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,10 +9,12 @@ created with `--mark-success` still queues, limits and claims each try; the
 worker then finishes it `success` without calling the task, and logs so.
 
 Invariants:
-- A failure of user code is a state transition, never a Celery retry. The
-  task never raises into Celery: anything else is logged at this process
-  edge and the message is acked; the coordinator reaps a silent `running`
-  try and re-dispatches a `queued` one whose message went nowhere.
+- A failure of user code is a state transition, never a Celery retry.
+  Anything else is logged at this process edge and the message is acked; the
+  coordinator reaps a silent `running` try and re-dispatches a `queued` one
+  whose message went nowhere. Celery is told each delivery's verdict only
+  after the database was (`workers.verdict`): Flower shows a failed try as
+  FAILURE, a no-op delivery as IGNORED, and never retries.
 - Engines are created in the process that uses them, on first use: a pool
   inherited through fork would share its connections with the parent.
 - Claim, heartbeat and finish are one statement each, run on an autocommit
@@ -36,7 +38,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,62 +45,72 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from celery import Celery
+from celery import Celery, Task
 
-from backfill.config import Settings, redact
-from backfill.errors import BadMessage, ConfigError, Unreachable, UserError
+from backfill.config import Settings
+from backfill.errors import BadMessage, Unreachable, UserError
 from backfill.messages import TASK_NAME, TaskMessage
 from backfill.model.context import Context
 from backfill.model.dag import DAG
-from backfill.model.discovery import DagBag, load_dags, summary
 from backfill.model.states import TIState
 from backfill.planning.retry import retry_delay, should_retry
 from backfill.planning.run_options import Execution
 from backfill.store import claims
-from backfill.store.db import describe, open_engine
-from backfill.store.reconnect import Outage, Reconnect
+from backfill.store.schema import RefusalKind
+from workers.capture import capturing, error_text, try_log_of
 from workers.execute import Ending, Result, execute, one_line
+from workers.process import PerProcess, Process
+from workers.verdict import Report, TryFailed, Verdict, tell_celery
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
-    from sqlalchemy.engine import Engine
+    pass
 
 log = logging.getLogger(__name__)
 
 
 def register(app: Celery, settings: Settings) -> None:
     """Register `backfill.run_task_instance` on `app`, running tries per `settings`."""
-    process = _PerProcess(settings)
+    process = PerProcess(settings)
 
     # acks_late: acked after the try (a crash hands the message back, and the
     # redelivery loses the claim race); no autoretry: retries are TI states.
-    @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-    def run_task_instance(*args: Any, **kwargs: Any) -> None:
-        handle(process, settings, args, kwargs)
+    @app.task(
+        name=TASK_NAME,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        throws=(TryFailed,),
+    )
+    def run_task_instance(self: Task[Any, Any], *args: Any, **kwargs: Any) -> str:
+        return tell_celery(self, handle(process, settings, args, kwargs))
 
 
 def handle(
-    process: _PerProcess, settings: Settings, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
-    """Run the try a message asks for. Never raises: this is the process edge."""
+    process: PerProcess, settings: Settings, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Report:
+    """Run the try a message asks for; what Celery should be told. Never raises: this is
+    the process edge."""
     try:
         if args:
             raise BadMessage(f"expected keyword arguments only, got {len(args)} positional")
         message = TaskMessage.from_kwargs(kwargs)
     except BadMessage as exc:
         log.warning("malformed message acked as a no-op: %s", exc)
-        return
+        return Report(Verdict.NOOP, f"malformed message: {exc}")
     key = message.describe()
     try:
-        _run(process.get(), settings, message, key)
+        return _run(process.get(), settings, message, key)
     except Unreachable as exc:
         log.error("%s: %s; the coordinator will re-dispatch or reap the try", key, exc)
-    except Exception:  # the process edge: anything unexpected is logged with the TI key
+        return Report(Verdict.FAILED, f"{key}: not recorded: {exc}")
+    except Exception as exc:  # the process edge: anything unexpected is logged with the key
         log.exception("%s: worker error; the coordinator will reap or re-dispatch the try", key)
+        return Report(Verdict.FAILED, f"{key}: worker error: {one_line(exc)}")
 
 
-def _run(proc: _Process, settings: Settings, message: TaskMessage, key: str) -> None:
-    hostname = socket.gethostname()
-    claimant = f"{hostname}:{os.getpid()}"
+def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> Report:
+    hostname, claimant = socket.gethostname(), _claimant()
     token = uuid.uuid4().hex  # one per message: a retried claim recognises it
 
     def claim_try() -> claims.Claim | None:
@@ -117,7 +128,8 @@ def _run(proc: _Process, settings: Settings, message: TaskMessage, key: str) -> 
     claim = proc.db.run(claim_try)
     if claim is None:
         log.info("%s: lost the claim race / stale message; acked as a no-op", key)
-        return
+        _refused(proc, message.ti_id, message.try_number, RefusalKind.CLAIM, claimant)
+        return Report(Verdict.NOOP, f"{key}: lost the claim race or stale; not run")
     log.info("%s: claimed by %s", key, claimant)
     outcome = _attempt(proc, settings, claim, key)
     ended = _now()  # one instant for every attempt: a retry finds its landed one by it
@@ -135,10 +147,25 @@ def _run(proc: _Process, settings: Settings, message: TaskMessage, key: str) -> 
             )
 
     written = proc.db.run(finish_try)
-    if written:
-        log.info("%s: %s", key, outcome.state)
-    else:
+    if not written:
         log.warning("%s: claim lost; outcome %s discarded", key, outcome.state)
+        _refused(proc, claim.ti_id, claim.try_number, RefusalKind.FINISH, claimant)
+        return Report(Verdict.NOOP, f"{key}: claim lost; outcome {outcome.state} discarded")
+    log.info("%s: %s", key, outcome.state)
+    if outcome.state in (TIState.FAILED, TIState.UP_FOR_RETRY):
+        return Report(Verdict.FAILED, f"{key}: {outcome.state}: {outcome.error}")
+    return Report(Verdict.DONE, f"{key}: {outcome.state}")
+
+
+def _refused(proc: Process, ti_id: int, try_number: int, kind: RefusalKind, claimant: str) -> None:
+    """Record a refusal for metrics and audits; best effort: the fence already held."""
+    try:
+        with proc.engine.connect() as conn:
+            claims.refuse(
+                conn, ti_id=ti_id, try_number=try_number, kind=kind, claimant=claimant, now=_now()
+            )
+    except Exception as exc:
+        log.warning("could not record a refused %s of TI %d: %s", kind.value, ti_id, exc)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +175,7 @@ class _Outcome:
     next_try_at: datetime | None = None
 
 
-def _attempt(proc: _Process, settings: Settings, claim: claims.Claim, key: str) -> _Outcome:
+def _attempt(proc: Process, settings: Settings, claim: claims.Claim, key: str) -> _Outcome:
     """Check the DAG, run the callable, and decide the try's outcome."""
     try:
         dag = proc.dags.get(claim.dag_id)
@@ -174,15 +201,18 @@ def _attempt(proc: _Process, settings: Settings, claim: claims.Claim, key: str) 
         log.info("%s: --mark-success: marked success without running the task", key)
         return _Outcome(state=TIState.SUCCESS)
     timeout = task.options.execution_timeout
-    result = execute(
-        task.fn,
-        _context(dag, claim),
-        timeout=None if timeout is None else timeout.total_seconds(),
-        beat=partial(_beat, proc, claim),
-        interval=settings.heartbeat_interval,
-        heartbeat_timeout=settings.heartbeat_timeout,
-        label=key,
-    )
+    with capturing(try_log_of(proc.engine, claim, settings.log_max_bytes)) as try_log:
+        result = execute(
+            task.fn,
+            _context(dag, claim),
+            timeout=None if timeout is None else timeout.total_seconds(),
+            beat=partial(_beat, proc, claim),
+            interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            label=key,
+        )
+        if result.error is not None:
+            try_log.write("error", error_text(result))
     if result.error is not None:
         log.error("%s: %s", key, result.error, exc_info=result.exception)
     return _outcome(result, dag, claim)
@@ -226,74 +256,21 @@ def _context(dag: DAG, claim: claims.Claim) -> Context:
     )
 
 
-def _beat(proc: _Process, claim: claims.Claim) -> bool:
+def _beat(proc: Process, claim: claims.Claim) -> bool:
     def beat() -> bool:
         with proc.engine.connect() as conn:
             return claims.heartbeat(conn, claim, now=_now())
 
-    return proc.beats.run(beat)
+    alive = proc.beats.run(beat)
+    if not alive:
+        _refused(proc, claim.ti_id, claim.try_number, RefusalKind.HEARTBEAT, _claimant())
+    return alive
+
+
+def _claimant() -> str:
+    """This process, as claims and the journal name it: `hostname:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _now() -> datetime:
     return pendulum.now("UTC")
-
-
-@dataclass(frozen=True)
-class _Process:
-    pid: int
-    engine: Engine  # in autocommit (see the module invariants)
-    db: Reconnect  # claim and finish: retried for up to WORKER_BUDGET seconds
-    beats: Reconnect  # a heartbeat: retried until the next one is due
-    dags: DagBag
-    # DAG files are imported once per process, so their fingerprints (a hash of
-    # every task's options) are computed once too, not for every try.
-    fingerprints: dict[str, str]
-
-
-class _PerProcess:
-    """The engine and DAG bag of the current process, made on first use in each process."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._lock = threading.Lock()  # a threads pool may ask from many threads at once
-        self._current: _Process | None = None
-
-    def get(self) -> _Process:
-        with self._lock:
-            current = self._current
-            if current is not None and current.pid == os.getpid():
-                return current
-            if current is not None:
-                # Inherited through fork: forget the parent's pool without closing
-                # its connections, which the parent still uses.
-                current.engine.dispose(close=False)
-            self._current = self._load()
-            return self._current
-
-    def _load(self) -> _Process:
-        settings = self._settings
-        # No pre-ping: claim, finish and heartbeat are retried on a fresh connection
-        # after a disconnect, which replaces a connection the server dropped.
-        engine = Reconnect().run(
-            lambda: open_engine(settings, create=False, autocommit=True, pre_ping=False)
-        )
-        if engine is None:
-            raise ConfigError(
-                f"no database at {redact(settings.database_url)}; check "
-                "BACKFILL_DATABASE_URL / BACKFILL_HOME or run `backfill db migrate`"
-            )
-        dags = load_dags(settings.dags_folder)
-        for path, error in dags.errors.items():
-            log.warning("DAG file %s failed to import: %s", path, summary(error))
-        log.info("process %d: %d DAG(s) loaded from %s", os.getpid(), len(dags.dags), dags.folder)
-        fingerprints = {dag_id: dag.fingerprint for dag_id, dag in dags.dags.items()}
-        outage = Outage("database", log.warning)  # one per process: its threads share it
-        target = describe(engine)
-        return _Process(
-            pid=os.getpid(),
-            engine=engine,
-            db=Reconnect(target=target, outage=outage),
-            beats=Reconnect(target=target, outage=outage, budget=settings.heartbeat_interval),
-            dags=dags,
-            fingerprints=fingerprints,
-        )

@@ -23,6 +23,8 @@ COMMANDS = {
     "list": "backfill.cli.listing:list_command",
     "tasks": "backfill.cli.tasks:tasks_command",
     "watch": "backfill.cli.watch:watch_command",
+    "logs": "backfill.cli.logs:logs_command",
+    "clear": "backfill.cli.clear:clear_command",
     "pause": "backfill.cli.control:pause_command",
     "cancel": "backfill.cli.control:cancel_command",
     "pools": "backfill.cli.pools:pools_group",
@@ -30,6 +32,7 @@ COMMANDS = {
     "resume": "backfill.cli.drive:resume_command",
     "coordinator": "backfill.cli.fleet:coordinator_command",
     "worker": "backfill.cli.fleet:worker_command",
+    "audit": "backfill.cli.audit:audit_command",
 }
 
 

@@ -35,6 +35,7 @@ from rich.console import Console
 
 from backfill.cli.errors import LocalWorkersError
 from backfill.cli.local_workers import LocalWorkers, dag_queues
+from backfill.cli.metrics_flags import MetricsAddress, metrics_options, serving_metrics
 from backfill.cli.output import (
     BACKFILL_ID,
     EXIT_INTERRUPTED,
@@ -47,6 +48,7 @@ from backfill.cli.progress import Display, make_display
 from backfill.cli.report import outcome_json, print_report
 from backfill.config import Settings, redact
 from backfill.engine.coordinator import Coordinator, Outcome, Progress
+from backfill.engine.metrics import NO_METRICS, Metrics
 from backfill.errors import Unreachable, UserError
 from backfill.model.dag import DAG
 from backfill.model.discovery import load_dags
@@ -102,13 +104,14 @@ def drive_foreground(
     local_workers: int | None,
     output: OutputFormat,
     wait_for_lease: bool = False,
+    metrics: Metrics = NO_METRICS,
 ) -> int:
     """Drive backfill `backfill_id` to its end here; the command's exit code."""
     if local_workers is None:
         local_workers = EMBEDDED_LOCAL_WORKERS if settings.embedded_broker else 0
     out = console()
     notices = _Notices()
-    coordinator = Coordinator(engine, settings, dag, on_notice=notices)
+    coordinator = Coordinator(engine, settings, dag, on_notice=notices, metrics=metrics)
     stop = threading.Event()
     try:
         with interrupts(stop):
@@ -289,10 +292,27 @@ class _LeaseNotice:
 @click.command("resume")
 @click.argument("backfill_id", metavar="ID", type=BACKFILL_ID)
 @local_workers_option
+@metrics_options
 @output_option
-def resume_command(backfill_id: int, local_workers: int | None, output: OutputFormat) -> int:
+def resume_command(
+    backfill_id: int,
+    local_workers: int | None,
+    metrics_address: MetricsAddress | None,
+    output: OutputFormat,
+) -> int:
     """Continue backfill ID (paused, or whose driver died) and drive it to the end here."""
     settings = Settings.from_env()
+    with serving_metrics(metrics_address) as metrics:  # bound before anything is written
+        return _resume(settings, backfill_id, local_workers, output, metrics)
+
+
+def _resume(
+    settings: Settings,
+    backfill_id: int,
+    local_workers: int | None,
+    output: OutputFormat,
+    metrics: Metrics,
+) -> int:
     # No pre-ping: a driver retries each transaction on a fresh connection.
     engine = db.open_engine(settings, create=False, pre_ping=False)
     if engine is None:
@@ -310,6 +330,7 @@ def resume_command(backfill_id: int, local_workers: int | None, output: OutputFo
         dag = load_dags(settings.dags_folder).get(found.dag_id)
         if found.state is BackfillState.PAUSED:
             _unpause(engine, backfill_id)
+        metrics.watch(engine)
         return drive_foreground(
             settings,
             engine,
@@ -318,6 +339,7 @@ def resume_command(backfill_id: int, local_workers: int | None, output: OutputFo
             local_workers=local_workers,
             output=output,
             wait_for_lease=True,
+            metrics=metrics,
         )
     finally:
         engine.dispose()

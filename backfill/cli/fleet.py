@@ -24,9 +24,11 @@ from contextlib import contextmanager
 
 import click
 
+from backfill.cli.metrics_flags import MetricsAddress, metrics_options, serving_metrics
 from backfill.cli.output import EXIT_INTERRUPTED
 from backfill.config import Settings
 from backfill.engine.daemon import Drivers, serve
+from backfill.engine.metrics import Metrics
 from backfill.store import db
 
 
@@ -53,19 +55,27 @@ def _stopping(stop: threading.Event) -> Iterator[list[int]]:
     is_flag=True,
     help="Drive the backfills that need a driver now to their end, then exit.",
 )
-def coordinator_command(once: bool) -> int:
+@metrics_options
+def coordinator_command(once: bool, metrics_address: MetricsAddress | None) -> int:
     """Drive every created or orphaned backfill (run several for high availability)."""
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema check's chatter
+    # The port is bound before the database is opened (and perhaps created): exit 2 if taken.
+    with serving_metrics(metrics_address) as metrics:
+        return _serve(settings, once=once, metrics=metrics)
+
+
+def _serve(settings: Settings, *, once: bool, metrics: Metrics) -> int:
     # No pre-ping: the scan and every coordinator transaction are retried on a
     # fresh connection, which replaces one the server dropped.
     engine = db.open_engine(settings, create=True, pre_ping=False)
     assert engine is not None  # create=True always gives an engine
+    metrics.watch(engine)
     stop = threading.Event()
     try:
         with _stopping(stop) as received:
-            drivers = Drivers(engine, settings, stop)
+            drivers = Drivers(engine, settings, stop, metrics=metrics)
             serve(drivers, stop, once=once)
             drivers.join()
     finally:

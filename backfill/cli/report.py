@@ -7,6 +7,9 @@ Invariants:
 - when a deadlock reason mentions depends_on_past, the report says once how
   to let the first date run without its past (`--ignore-first-depends-on-past`,
   Airflow's `-I` hint); the JSON lists the same advice under `hints`;
+- each failed try is named with the command that prints its log
+  (`log_command`: `backfill logs ID TASK -d DATE --try N`), in the table (at
+  most `LOG_COMMANDS` of them) and in the JSON (every one);
 - the JSON lists every run and TI state, zeros included (as `backfill
   status`), so its keys never depend on progress; `deadlock` is `{}` and
   `hints` is `[]` when there is none.
@@ -14,7 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -29,6 +32,17 @@ DEPENDS_ON_PAST_HINT = (
     "outside the range or never ran, run these dates again with --reprocess failed "
     "--ignore-first-depends-on-past, which lets the first date run without it"
 )
+
+
+LOG_COMMANDS = 50  # failed tries whose log command the table names
+
+
+def log_command(backfill_id: int, key: TIKey) -> str | None:
+    """The command printing the log of the failed try `key`; None if it never ran."""
+    if key.try_number < 1:
+        return None
+    date = key.logical_date.isoformat()
+    return f"backfill logs {backfill_id} {key.task_id} -d {date} --try {key.try_number}"
 
 
 def hints(deadlock: Mapping[str, object] | None) -> list[str]:
@@ -57,7 +71,10 @@ def outcome_json(
         # Every state, zeros included (as `backfill status`): keys never depend on progress.
         "runs": {s.value: final.runs.get(s.value, 0) for s in RunState},
         "task_instances": {s.value: final.task_instances.get(s.value, 0) for s in TIState},
-        "failed": [{**_ti_json(key), "last_error": error} for key, error in outcome.failed],
+        "failed": [
+            {**_ti_json(key), "last_error": error, "log_command": log_command(backfill_id, key)}
+            for key, error in outcome.failed
+        ],
         "deadlock": {
             reason: [_ti_json(key) for key in keys]
             for reason, keys in (outcome.deadlock or {}).items()
@@ -75,6 +92,7 @@ def print_report(
     if outcome.failed:
         groups = group_failed(outcome.failed, no_error=NO_ERROR)
         print_groups(out, "failed task instances, by error:", groups)
+        print_log_commands(out, backfill_id, outcome.failed)
     if outcome.deadlock:
         print_groups(
             out, "deadlocked: these task instances can never run, by reason:", outcome.deadlock
@@ -90,3 +108,18 @@ def print_report(
         print_groups(out, "held back at the last pass, by reason:", outcome.waiting)
     if outcome.state is BackfillState.CANCELLED:
         out.print(f"backfill {backfill_id} was cancelled")
+
+
+def print_log_commands(
+    out: Console, backfill_id: int, failed: Sequence[tuple[TIKey, str | None]]
+) -> None:
+    """The command printing each failed try's log (at most `LOG_COMMANDS` of them)."""
+    commands = [c for key, _ in failed if (c := log_command(backfill_id, key))]
+    if not commands:
+        return
+    out.print("the log of each failed try:")
+    for command in commands[:LOG_COMMANDS]:
+        out.print(f"  {command}", soft_wrap=True)
+    if len(commands) > LOG_COMMANDS:
+        more = len(commands) - LOG_COMMANDS
+        out.print(f"  ... and {more} more (`backfill tasks {backfill_id} --state failed`)")

@@ -21,6 +21,7 @@ import click
 import pendulum
 
 from backfill.cli.drive import drive_foreground, local_workers_option
+from backfill.cli.metrics_flags import MetricsAddress, metrics_options, serving_metrics
 from backfill.cli.output import OutputFormat, emit_json, output_option
 from backfill.cli.plan_view import count, plan_json, print_plan
 from backfill.cli.run_flags import run_options
@@ -79,6 +80,7 @@ def backfill_arguments(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.command("run")
 @backfill_arguments
 @local_workers_option
+@metrics_options
 @output_option
 def run_command(
     *,
@@ -88,6 +90,7 @@ def run_command(
     options: RunOptions,
     dry_run: bool,
     local_workers: int | None,
+    metrics_address: MetricsAddress | None,
     output: OutputFormat,
 ) -> int | None:
     """Backfill DAG_ID for every logical date in [START, END], driven here to the end."""
@@ -95,17 +98,26 @@ def run_command(
     if dry_run:
         _show(plan, dag, output)
         return None
-    if not settings.embedded_broker:  # the embedded one is a folder, made on first use
-        check_broker(settings.broker_url)
-    engine = _engine(settings)
-    try:
-        backfill_id = create_backfill(engine, dag, plan, now=pendulum.now("UTC"))
-        _say_created(backfill_id, plan, driver="driving it here")
-        return drive_foreground(
-            settings, engine, dag, backfill_id, local_workers=local_workers, output=output
-        )
-    finally:
-        engine.dispose()
+    # The port is bound before anything is written: one in use is bad input (exit 2).
+    with serving_metrics(metrics_address) as metrics:
+        if not settings.embedded_broker:  # the embedded one is a folder, made on first use
+            check_broker(settings.broker_url)
+        engine = _engine(settings)
+        try:
+            metrics.watch(engine)
+            backfill_id = create_backfill(engine, dag, plan, now=pendulum.now("UTC"))
+            _say_created(backfill_id, plan, driver="driving it here")
+            return drive_foreground(
+                settings,
+                engine,
+                dag,
+                backfill_id,
+                local_workers=local_workers,
+                output=output,
+                metrics=metrics,
+            )
+        finally:
+            engine.dispose()
 
 
 @click.command("create")

@@ -18,6 +18,7 @@ import click
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.engine import Connection
 
 from backfill.cli.output import (
     BACKFILL_ID,
@@ -28,10 +29,12 @@ from backfill.cli.output import (
     output_option,
     when,
 )
+from backfill.cli.story import StoryParts, pace_line, print_story, story_json, story_of
 from backfill.config import Settings
 from backfill.errors import UserError
 from backfill.model.states import RUN_FINISHED, RunState, TIState
-from backfill.store import status
+from backfill.planning.run_options import RunOptions
+from backfill.store import adopt, reports, status
 from backfill.store.errors import BackfillNotFound
 from backfill.store.status import Summary
 
@@ -48,14 +51,26 @@ def status_command(backfill_id: int | None, output: OutputFormat) -> None:
         if conn is not None and backfill_id is None:
             backfill_id = status.latest_id(conn)
         found = None if conn is None or backfill_id is None else status.summary(conn, backfill_id)
+        if found is not None:
+            assert conn is not None
+            parts = _story(conn, found)
     if found is None:
         if backfill_id is None:
             raise UserError("no backfills yet; start one with `backfill run` or `backfill create`")
         raise BackfillNotFound(backfill_id)
     if output is OutputFormat.JSON:
-        emit_json(summary_json(found))
-    else:
-        console().print(_summary_panel(found))
+        emit_json({**summary_json(found), **story_json(found.id, parts)})
+        return
+    out = console()
+    out.print(_summary_panel(found, pace_line(parts)))
+    print_story(out, found.id, parts)
+
+
+def _story(conn: Connection, found: Summary) -> StoryParts:
+    """The failures (of the tasks the backfill selects) and the driver's last report."""
+    selects = RunOptions.from_json(found.options).selects  # --task-regex
+    failed = [f for f in adopt.failed_tis(conn, found.id) if selects(f.task_id)]
+    return story_of(found, failed, reports.read(conn, found.id))
 
 
 def _runs_finished(found: Summary) -> tuple[int, int]:
@@ -96,7 +111,7 @@ def _progress(done: int, total: int) -> str:
     return f"[{bar}] {done}/{total} runs finished ({100 * done // total}%)"
 
 
-def _summary_panel(found: Summary) -> Panel:
+def _summary_panel(found: Summary, pace: str | None) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
@@ -107,6 +122,7 @@ def _summary_panel(found: Summary) -> Panel:
         ("progress", _progress(done, total)),
         ("runs", _counts(found.runs, RunState)),
         ("task instances", _counts(found.task_instances, TIState)),
+        *([("pace", pace)] if pace else []),
         ("created", when(found.created_at)),
         ("updated", when(found.updated_at)),
         ("options", _compact(found.options)),

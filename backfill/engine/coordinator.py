@@ -44,13 +44,16 @@ import pendulum
 
 from backfill.config import Settings
 from backfill.engine.dispatch import Dispatcher, Publisher
+from backfill.engine.dispatch_lag import LagWatch
 from backfill.engine.errors import DispatchError
+from backfill.engine.metrics import NO_METRICS, Metrics
 from backfill.engine.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.model.dag import DAG
-from backfill.model.states import BACKFILL_FINISHED, TIState
+from backfill.model.states import BACKFILL_FINISHED, FINISHED, TIState
 from backfill.planning.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
 from backfill.planning.run_options import RunOptions
-from backfill.store import adopt, lease, reads, runs, status
+from backfill.planning.story import Story
+from backfill.store import adopt, lease, reads, reports, runs, status
 from backfill.store.db import describe
 from backfill.store.errors import BackfillNotFound
 from backfill.store.reconnect import Outage, Reconnect
@@ -100,6 +103,7 @@ class Coordinator:
         publisher: Publisher | None = None,
         poll_interval: float | None = None,
         on_notice: Callable[[str], None] | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._engine = engine
         self._settings = settings
@@ -129,6 +133,9 @@ class Coordinator:
         # Publishing already retried (Celery's policy): a failed batch is an outage.
         self._broker_outage = Outage("broker", notice, tolerated=0)
         self._stop: threading.Event | None = None  # the current drive's: ends retrying
+        self._stories: dict[int, Story] = {}  # what `_tell` last told, per backfill
+        self._metrics = metrics
+        self._lag = LagWatch(engine, metrics, dag.dag_id)  # reads nothing without metrics
 
     def run_pass(self, backfill_id: int, *, now: datetime | None = None) -> PassResult:
         """One pass in one transaction, then publish its messages.
@@ -136,6 +143,8 @@ class Coordinator:
         `now`: the pass's time; by default the clock's at each attempt, since a
         pass retried after an outage must not act on the time it first began.
         """
+        self._lag.look(backfill_id, self._retrying)  # about once a second, before the clock
+        started = time.monotonic()
 
         def transaction() -> tuple[Applied, datetime, bool]:
             at = now or pendulum.now("UTC")
@@ -152,7 +161,17 @@ class Coordinator:
         if due:
             self._housekept[backfill_id] = at
         dispatched = self._publish(applied)  # only now is the commit known to have landed
+        self._record(applied, dispatched, time.monotonic() - started)
         return self._result(applied, dispatched, at)
+
+    def _record(self, applied: Applied, dispatched: int, seconds: float) -> None:
+        """The pass in the metrics (which record nothing without `--metrics-port`)."""
+        metrics, dag_id = self._metrics, self._dag.dag_id
+        metrics.pass_took(seconds, dag_id=dag_id)
+        metrics.dispatched(dispatched, dag_id=dag_id)
+        # Lost messages were re-sent only if the batch went out; else they are found again.
+        metrics.redispatched(applied.redispatched if dispatched else 0, dag_id=dag_id)
+        metrics.reaped(applied.reaped, dag_id=dag_id)
 
     def _housekeeping(self, now: datetime) -> Housekeeping:
         return Housekeeping(
@@ -190,6 +209,7 @@ class Coordinator:
         waker = open_waker(self._engine)
         try:
             result = self._loop(backfill_id, waker, on_progress, stop)
+            self._lag.look(backfill_id, self._retrying, final=True)  # the last claims too
         except BaseException:
             with contextlib.suppress(Exception):  # best effort: the original error matters
                 self._release(backfill_id)
@@ -209,6 +229,7 @@ class Coordinator:
         reported, cost = float("-inf"), 0.0  # when progress was last reported, what it took
         while True:
             result = self.run_pass(backfill_id)
+            self._tell(backfill_id, result)
             done = result.state in BACKFILL_FINISHED
             since = time.monotonic() - reported
             every = max(PROGRESS_EVERY, PROGRESS_COST_FACTOR * cost)
@@ -228,6 +249,24 @@ class Coordinator:
                     waker.drain()  # what came while settling is decided by the next pass
                 if stop.is_set():  # no further pass: it could queue tries nobody will run
                     return result
+
+    def _tell(self, backfill_id: int, result: PassResult) -> None:
+        """Keep the pass's story with the backfill for `backfill status`, when it says
+        something new (`planning.story`); only the lease holder tells it."""
+        now = pendulum.now("UTC")
+        story = self._stories.setdefault(backfill_id, Story())
+        if not result.lease_held or not story.due(result, now):
+            return
+
+        def write() -> None:
+            with self._engine.begin() as conn:
+                found = status.summary(conn, backfill_id)
+                if found is None:
+                    return
+                finished = sum(found.task_instances.get(s.value, 0) for s in FINISHED)
+                reports.write(conn, backfill_id, story.report(result, finished=finished, now=now))
+
+        self._retrying(write)
 
     def _timeout(self, result: PassResult, now: datetime, reporting: bool) -> float:
         timeout = self._poll

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from backfill.config import Settings
 from backfill.engine.coordinator import Coordinator
+from backfill.engine.metrics import NO_METRICS, Metrics
 from backfill.errors import BackfillError, Unreachable
 from backfill.model.discovery import DagBag, load_dags
 from backfill.store import reads, status
@@ -42,10 +43,18 @@ RETRY_AFTER = 30.0  # seconds before a backfill whose thread failed is tried aga
 class Drivers:
     """One thread per backfill being driven by this process."""
 
-    def __init__(self, engine: Engine, settings: Settings, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        stop: threading.Event,
+        *,
+        metrics: Metrics = NO_METRICS,
+    ) -> None:
         self._engine = engine
         self._settings = settings
         self._stop = stop
+        self._metrics = metrics  # shared by the threads' coordinators (thread-safe)
         self._threads: dict[int, threading.Thread] = {}
         self._not_before: dict[int, float] = {}  # backfill id -> monotonic time
         self.failed: set[int] = set()  # backfills whose thread ended in an error
@@ -95,6 +104,7 @@ class Drivers:
                 self._settings,
                 dags.get(dag_id),
                 on_notice=lambda text: log.warning("backfill %s: %s", backfill_id, text),
+                metrics=self._metrics,
             )
 
             holders: set[str] = set()

@@ -6,7 +6,8 @@ Invariants:
   does not show as queued;
 - a batch goes out over ONE producer connection (`app.producer_or_acquire`),
   one message per (TI, try) to the TI's own queue, readable in Flower
-  (`argsrepr` = `TaskMessage.describe()`); on Redis as one pipeline
+  (`argsrepr` = `TaskMessage.describe()`), stamped with its backfill's id
+  (`BACKFILL_STAMP`, for `cancel --abort` to revoke); on Redis as one pipeline
   (kombu's `Producer.batch`, messages and their task-sent events alike: one
   round trip, not two per message), elsewhere one publish at a time. A
   pipeline that fails may have delivered part of the batch: the messages
@@ -19,7 +20,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from celery import Celery
 from kombu import Connection
@@ -29,7 +30,7 @@ from kombu.exceptions import OperationalError
 from backfill.config import redact
 from backfill.engine.errors import DispatchError
 from backfill.errors import Unreachable
-from backfill.messages import TASK_NAME, TaskMessage
+from backfill.messages import BACKFILL_STAMP, TASK_NAME, TaskMessage
 
 BROKER_CONNECT_TIMEOUT = 10  # seconds
 # A Redis pipeline that failed: part of the batch may have been delivered (kombu 5.7).
@@ -59,6 +60,8 @@ class Dispatcher:
                         queue=queue,
                         producer=producer,
                         argsrepr=message.describe(),
+                        stamped_headers=[BACKFILL_STAMP],
+                        **_stamp(message),
                     )
         except (OperationalError, BatchPublishError) as exc:
             raise DispatchError(
@@ -81,3 +84,15 @@ def check_broker(url: str) -> None:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
     except OperationalError as exc:
         raise Unreachable(f"cannot reach the broker at {redact(url)}: {exc}") from None
+
+
+def _stamp(message: TaskMessage) -> dict[str, Any]:
+    """The stamp's value, passed to `send_task` as an option of the same name."""
+    return {BACKFILL_STAMP: str(message.backfill_id)}
+
+
+def revoke_backfill(app: Celery, backfill_id: int) -> None:
+    """Ask every worker to discard the backfill's messages still to come (by its stamp).
+    Best effort, not acknowledged: a worker that misses it finds the tries withdrawn in
+    the database anyway, and acks their messages as no-ops."""
+    app.control.revoke_by_stamped_headers({BACKFILL_STAMP: str(backfill_id)})

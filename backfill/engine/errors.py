@@ -15,3 +15,7 @@ class DagChanged(UserError):
 
 class RunChangedMeanwhile(UserError):
     """Another backfill or run was created for one of the dates after the plan was made."""
+
+
+class MetricsAddressError(UserError):
+    """The metrics cannot be served on the host and port asked for (e.g. the port is taken)."""

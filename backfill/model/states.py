@@ -14,6 +14,9 @@ Task-instance lifecycle (DESIGN section 3)::
     up_for_retry / up_for_reschedule -> queued (when due; a retry is a new try)
     none / scheduled -> upstream_failed | skipped | removed (decided upstream)
     any finished state -> none (cleared for a rerun)
+    running / up_for_retry / up_for_reschedule -> none (`backfill clear`: a running
+                                                try is fenced, its claim taken away)
+    running -> failed (also `cancel --abort`: fenced and failed)
 
 DAG-run lifecycle (created `queued` with its backfill)::
 
@@ -30,7 +33,8 @@ Backfill lifecycle (created `queued`)::
     running -> success | failed    (the pass that sees its last run end, or a deadlock)
     running -> paused -> running   (`backfill pause` / `backfill resume`)
     queued / running / paused -> cancelled   (`backfill cancel`)
-    success, failed, cancelled: final
+    success / failed -> running    (`backfill clear` reopens it)
+    cancelled: final
 """
 
 from __future__ import annotations
@@ -62,10 +66,10 @@ TRANSITIONS: dict[TIState, frozenset[TIState]] = {
     # worker refused the try (e.g. DAG version skew) before running it.
     _S.QUEUED: frozenset({_S.RUNNING, _S.SCHEDULED, _S.FAILED}),
     _S.RUNNING: frozenset(
-        {_S.SUCCESS, _S.FAILED, _S.SKIPPED, _S.UP_FOR_RETRY, _S.UP_FOR_RESCHEDULE}
+        {_S.SUCCESS, _S.FAILED, _S.SKIPPED, _S.UP_FOR_RETRY, _S.UP_FOR_RESCHEDULE, _S.NONE}
     ),
-    _S.UP_FOR_RETRY: frozenset({_S.QUEUED, _S.FAILED}),
-    _S.UP_FOR_RESCHEDULE: frozenset({_S.QUEUED, _S.FAILED}),
+    _S.UP_FOR_RETRY: frozenset({_S.QUEUED, _S.FAILED, _S.NONE}),
+    _S.UP_FOR_RESCHEDULE: frozenset({_S.QUEUED, _S.FAILED, _S.NONE}),
     _S.SUCCESS: frozenset({_S.NONE}),
     _S.FAILED: frozenset({_S.NONE}),
     _S.SKIPPED: frozenset({_S.NONE}),
@@ -73,6 +77,10 @@ TRANSITIONS: dict[TIState, frozenset[TIState]] = {
     _S.REMOVED: frozenset({_S.NONE}),
 }
 
+# How a try can end, as its worker writes it (a clear's `running -> none` is not one).
+TRY_OUTCOMES: frozenset[TIState] = frozenset(
+    {_S.SUCCESS, _S.FAILED, _S.SKIPPED, _S.UP_FOR_RETRY, _S.UP_FOR_RESCHEDULE}
+)
 FINISHED: frozenset[TIState] = frozenset(
     {_S.SUCCESS, _S.FAILED, _S.SKIPPED, _S.UPSTREAM_FAILED, _S.REMOVED}
 )
@@ -118,8 +126,8 @@ BACKFILL_TRANSITIONS: dict[BackfillState, frozenset[BackfillState]] = {
     _B.QUEUED: frozenset({_B.RUNNING, _B.SUCCESS, _B.CANCELLED}),
     _B.RUNNING: frozenset({_B.PAUSED, _B.SUCCESS, _B.FAILED, _B.CANCELLED}),
     _B.PAUSED: frozenset({_B.RUNNING, _B.CANCELLED}),
-    _B.SUCCESS: frozenset(),
-    _B.FAILED: frozenset(),
+    _B.SUCCESS: frozenset({_B.RUNNING}),
+    _B.FAILED: frozenset({_B.RUNNING}),
     _B.CANCELLED: frozenset(),
 }
 

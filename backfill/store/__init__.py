@@ -6,7 +6,8 @@ snapshot a pass decides from), `past` (depends_on_past states), `tis`
 (coordinator-side TI transitions and limits), `claims` (worker-side claim,
 heartbeat, finish), `adopt` (taking over existing runs), `lease`, `control`
 (pause, cancel), `pools`, `status` and `reads` (progress, listings, dry runs),
-`journal` (the state journals checked against the transition tables).
+`journal` (the state journals checked against the transition tables), `audit`
+and `audit_tries` (one backfill's journals checked against the guarantees).
 
 Contract of every function:
 - it takes an explicit `Connection`; the caller owns the transaction and

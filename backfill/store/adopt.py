@@ -204,6 +204,30 @@ def unqueue(conn: Connection, backfill_id: int, *, actor: str, now: datetime) ->
     return [row.id for row in conn.execute(stmt)]
 
 
+def fail_running(
+    conn: Connection, backfill_id: int, *, error: str, actor: str, now: datetime
+) -> list[int]:
+    """The backfill's running TIs to `failed` with `error` (`cancel --abort`). Clearing the
+    claim token fences each try: its worker's next heartbeat matches no row, so it stops
+    the callable, and its outcome is refused."""
+    runs = sa.select(run.c.id).where(run.c.backfill_id == backfill_id)
+    stmt = (
+        sa.update(ti)
+        .where(ti.c.state == source(_S.RUNNING, _S.FAILED).value, ti.c.dag_run_id.in_(runs))
+        .values(
+            state=_S.FAILED.value,
+            claim_token=None,
+            end_date=now,
+            next_try_at=None,
+            last_error=error,
+            updated_at=now,
+            updated_by=actor,
+        )
+        .returning(ti.c.id)
+    )
+    return [row.id for row in conn.execute(stmt)]
+
+
 @dataclass(frozen=True, kw_only=True)
 class FailedTI:
     dag_id: str

@@ -21,9 +21,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backfill.model.states import TRANSITIONS, TIState, source
+from backfill.model.states import TRANSITIONS, TRY_OUTCOMES, TIState, source
 from backfill.planning.run_options import Execution
-from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
+from backfill.store.schema import (
+    RefusalKind,
+    backfills,
+    dag_runs,
+    refused_writes,
+    task_instances,
+    ti_transitions,
+)
 
 ti, run, bf, journal = task_instances, dag_runs, backfills, ti_transitions
 _S = TIState
@@ -209,7 +216,7 @@ def finish(
     out of `running` to `outcome`, by `actor`, at `now`. So a caller that
     retries must pass the same `now` to every attempt.
     """
-    if outcome not in TRANSITIONS[_S.RUNNING]:
+    if outcome not in TRY_OUTCOMES or outcome not in TRANSITIONS[_S.RUNNING]:
         raise ValueError(f"{outcome} is not an outcome of a try")
     params = {
         **_fenced(claim),
@@ -238,3 +245,26 @@ def _landed(conn: Connection, claim: Claim, outcome: TIState, *, actor: str, at:
         )
     )
     return bool(conn.execute(stmt).scalar())
+
+
+_REFUSE = sa.insert(refused_writes).from_select(
+    ["task_instance_id", "try_number", "kind", "claimant", "at"],
+    sa.select(
+        _P("p_ti"), _P("p_try"), _P("p_kind"), _P("p_claimant"), _P("p_now", type_=_NOW)
+    ).where(sa.exists().where(ti.c.id == _P("p_ti"))),
+)
+
+
+def refuse(
+    conn: Connection,
+    *,
+    ti_id: int,
+    try_number: int,
+    kind: RefusalKind,
+    claimant: str,
+    now: datetime,
+) -> None:
+    """Record that the fence refused `claimant` (metrics and audits read these). A message
+    naming no TI (a forged or cleaned-up one) records nothing."""
+    params = {"p_ti": ti_id, "p_try": try_number, "p_kind": kind.value, "p_claimant": claimant}
+    conn.execute(_REFUSE, {**params, "p_now": now})

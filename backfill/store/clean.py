@@ -5,7 +5,8 @@ Invariants:
   the cut-off (its last change, `updated_at`) and none of its runs is queued
   or running and none of its TIs is queued or running: a backfill a driver or
   a worker may still touch is never deleted (a cancel lets running tries end);
-- a backfill goes children first: TIs with their journal, then runs with
+- a backfill goes children first: TIs with their journal, logs and refused
+  writes, then runs with
   theirs, then the backfill with its own, in transactions of at most `batch`
   rows each, so locks and memory stay bounded at any size. Every transaction
   first reads the backfill under its lock (`runs.lock_backfill`) and deletes
@@ -29,8 +30,10 @@ from backfill.store.schema import (
     backfill_transitions,
     backfills,
     dag_runs,
+    refused_writes,
     run_transitions,
     task_instances,
+    ti_logs,
     ti_transitions,
 )
 
@@ -111,9 +114,9 @@ def delete_some(
     conn: Connection, backfill_id: int, before: datetime, *, batch: int = CLEAN_BATCH
 ) -> Deleted | None:
     """One transaction's share of deleting a cleanable backfill: up to `batch` TIs (with
-    their journal) or, once none is left, up to `batch` runs (with theirs), or, once none
-    is left, the backfill itself (with its journal). None: the backfill is gone or no
-    longer cleanable, and nothing was deleted."""
+    their journal, logs and refused writes) or, once none is left, up to `batch` runs
+    (with theirs), or, once none is left, the backfill itself (with its journal).
+    None: the backfill is gone or no longer cleanable, and nothing was deleted."""
     if not _locked_and_cleanable(conn, backfill_id, before):
         return None
     runs_of = sa.select(run.c.id).where(run.c.backfill_id == backfill_id)
@@ -125,7 +128,8 @@ def delete_some(
         .all()
     )
     if ti_ids:
-        conn.execute(sa.delete(ti_transitions).where(ti_transitions.c.task_instance_id.in_(ti_ids)))
+        for child in (ti_transitions, ti_logs, refused_writes):
+            conn.execute(sa.delete(child).where(child.c.task_instance_id.in_(ti_ids)))
         conn.execute(sa.delete(ti).where(ti.c.id.in_(ti_ids)))
         return Deleted(task_instances=len(ti_ids))
     run_ids = conn.execute(runs_of.order_by(run.c.id).limit(batch)).scalars().all()

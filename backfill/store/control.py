@@ -12,13 +12,19 @@ Invariants:
 - cancelling sends the backfill's `queued` TIs back to `scheduled` in the
   same transaction: the messages already published for them then match no
   claim (a claim needs `queued` at the message's try), so no new try starts.
-  Running tries finish normally, fenced on their own claims as always.
+  Running tries finish normally, fenced on their own claims as always;
+- aborting (`cancel --abort`) also fails every running try in that
+  transaction, with `ABORTED` as its error, clearing its claim: its worker's
+  next heartbeat matches no row and stops the callable, its outcome is
+  refused; and the unfinished runs end `failed` at once, so nothing is left
+  queued or running without waiting for a coordinator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn
 
@@ -69,6 +75,21 @@ def cancel(conn: Connection, backfill_id: int, *, actor: str, now: datetime) -> 
     if not set_backfill_state(conn, backfill_id, _B.CANCELLED, now=now):
         _refuse(conn, backfill_id, "cancel")
     return len(adopt.unqueue(conn, backfill_id, actor=actor, now=now))
+
+
+@dataclass(frozen=True)
+class Aborted:
+    withdrawn: int  # queued TIs sent back to scheduled
+    stopped: int  # running tries fenced and failed
+
+
+def abort(conn: Connection, backfill_id: int, *, actor: str, now: datetime) -> Aborted:
+    """`cancel`, and every running try of the backfill fenced and failed (see invariants)."""
+    withdrawn = cancel(conn, backfill_id, actor=actor, now=now)
+    error = f"Cancelled: backfill {backfill_id} was cancelled with --abort by {actor}"
+    stopped = adopt.fail_running(conn, backfill_id, error=error, actor=actor, now=now)
+    adopt.fail_unfinished_runs(conn, backfill_id, now=now)
+    return Aborted(withdrawn=withdrawn, stopped=len(stopped))
 
 
 def _refuse(conn: Connection, backfill_id: int, verb: str) -> NoReturn:

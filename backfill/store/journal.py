@@ -35,6 +35,17 @@ JOURNALS: dict[sa.Table, frozenset[tuple[str, str]]] = {
 }
 
 
+@dataclass(frozen=True)
+class Step:
+    """One journal row: a transition and who made it (the run and backfill journals
+    record no actor: None)."""
+
+    id: int
+    from_state: str
+    to_state: str
+    actor: str | None
+
+
 @dataclass(frozen=True, order=True)
 class IllegalTransition:
     journal: str

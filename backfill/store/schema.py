@@ -91,6 +91,9 @@ backfills = sa.Table(
     sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
     sa.Column("lease_expires_at", UTCDateTime),
     *_timestamps(),
+    # What the last coordinator pass decided (waiting, failed, deadlocked, and why),
+    # for `status`; None until a pass wrote one (migration 0004, hence last).
+    sa.Column("report", sa.JSON),
     state_check(BackfillState),
     sa.Index(None, "dag_id", "state"),
 )
@@ -178,6 +181,50 @@ ti_transitions = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     state_check(TIState, "from_state"),
     state_check(TIState, "to_state"),
+    sa.Index(None, "task_instance_id"),
+)
+
+
+class RefusalKind(enum.StrEnum):
+    """What the fence refused a worker (one `refused_writes` row each)."""
+
+    CLAIM = "claim"  # a delivery that lost the claim race, or a stale message
+    HEARTBEAT = "heartbeat"  # a running try's claim was taken away (reaped, cleared, aborted)
+    FINISH = "finish"  # the outcome of a try whose claim was lost, discarded
+
+
+def _ti_try() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "task_instance_id", sa.Integer, sa.ForeignKey("task_instances.id"), nullable=False
+        ),
+        sa.Column("try_number", sa.Integer, nullable=False),
+    ]
+
+
+# A try's log in the chunks its worker appended (migration 0004); `start_byte` is the
+# chunk's offset in the try's whole log, so the first kept chunk says how much was cut.
+ti_logs = sa.Table(
+    "ti_logs",
+    metadata,
+    *_ti_try(),
+    sa.Column("start_byte", sa.BigInteger, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Index(None, "task_instance_id", "try_number", "start_byte"),
+)
+
+refused_writes = sa.Table(
+    "refused_writes",
+    metadata,
+    *_ti_try(),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("claimant", sa.String(250), nullable=False),  # hostname:pid
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(
+        "kind IN ({})".format(", ".join(f"'{k.value}'" for k in RefusalKind)), name="kind_valid"
+    ),
     sa.Index(None, "task_instance_id"),
 )
 

@@ -13,12 +13,9 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,9 +23,9 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 from rich.console import Console
-from support.ledger import LEDGER_ENV, Ledger, importable
+from support.harness import Harness, cmdline, embedded_harness
 from support.private_redis import PrivateRedis
-from support.processes import READY_TIMEOUT, kill_group, processes_of, spawn, tail
+from support.processes import processes_of
 from support.waiting import wait_until
 
 from backfill.cli.meter import Meter, format_duration
@@ -41,16 +38,13 @@ from backfill.cli.progress import (
     print_groups,
 )
 from backfill.cli.report import DEPENDS_ON_PAST_HINT, outcome_json, print_report
-from backfill.config import Settings
 from backfill.engine.coordinator import Outcome, Progress, TIKey
 from backfill.model.states import ACTIVE, BackfillState, RunState, TIState
-from backfill.store import lease, reads, status
+from backfill.store import lease
 from backfill.store.db import create_engine_for
 from backfill.store.schema import task_instances, ti_transitions
 
 T = TypeVar("T")
-REPO = Path(__file__).parents[2]
-SCRIPT = Path(sys.executable).with_name("backfill")
 
 LEDGER_DAG = """
 import os, time
@@ -115,116 +109,11 @@ first >> needs_pool
 """
 
 
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:  # it exited meanwhile
-        return b""
-
-
-@dataclass
-class Harness:
-    """A BACKFILL_HOME on the embedded defaults (no database or broker named), a DAGs
-    folder with the test DAGs, the execution ledger, and the processes started on them."""
-
-    home: Path
-    dags: Path
-    env: dict[str, str]
-    ledger: Ledger
-    started: list[subprocess.Popen[str]] = field(default_factory=list)
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def executions(self) -> Counter[tuple[str, str, int]]:
-        """How many times each (task_id, ds, try_number) ran to its end."""
-        return Counter((e.task_id, e.ds, e.try_number) for e in self.ledger.entries("ran"))
-
-    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(SCRIPT), *args],
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [str(SCRIPT), *args],
-            env=self.env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.started.append(proc)
-        return proc
-
-    def settings(self) -> Settings:
-        return Settings.from_env(self.env)
-
-    def worker(self) -> Path:
-        """Start `backfill worker -c 2` on this home and wait until it is ready; its log.
-
-        For the tests of what a coordinator does, run with `--local-workers 0`: the
-        worker is killed at cleanup, where local workers would each cost a warm
-        shutdown (~7 s on the embedded broker; the local-workers tests pay it)."""
-        log = self.dags.parent / f"worker-{len(self.workers)}.log"
-        args = [str(SCRIPT), "worker", "-c", "2", "-l", "INFO"]
-        self.workers.append(spawn(args, self.env, log))
-        wait_until(
-            lambda: " ready." in log.read_text(errors="replace"),
-            timeout=READY_TIMEOUT,
-            what="`backfill worker` to be ready",
-            explain=lambda: tail(log),
-        )
-        return log
-
-    def summary(self, backfill_id: int) -> status.Summary:
-        engine = create_engine_for(self.settings().database_url)
-        try:
-            with reads.reading(engine) as conn:
-                found = status.summary(conn, backfill_id)
-        finally:
-            engine.dispose()
-        assert found is not None
-        return found
-
-    def cleanup(self) -> None:
-        for proc in self.started:
-            proc.kill()
-            proc.communicate(timeout=30)
-        for worker in self.workers:
-            kill_group(worker)
-        for pid in processes_of(self.home):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    home = tmp_path / "home"
-    ledger = Ledger(tmp_path / "ledger")
-    env = {
-        **importable(dict(os.environ)),  # the DAG files import support.ledger
-        LEDGER_ENV: str(ledger.path),
-        "BACKFILL_HOME": str(home),
-        "BACKFILL_DAGS_FOLDER": str(dags),
-        "BACKFILL_HEARTBEAT_INTERVAL": "0.5",
-        "BACKFILL_HEARTBEAT_TIMEOUT": "10",
-        # kombu's filesystem transport can lose a message under load (a consumer
-        # may take a file still being written): bound the re-dispatch wait.
-        "BACKFILL_QUEUED_TIMEOUT": "15",
-        "COLUMNS": "200",
-    }
-    for name in ("BACKFILL_DATABASE_URL", "BACKFILL_BROKER_URL", "BACKFILL_TEST_TASK_SLEEP"):
-        env.pop(name, None)
-    h = Harness(home=home, dags=dags, env=env, ledger=ledger)
-    write_dags(h, queue="default")
-    yield h
-    h.cleanup()
+    with embedded_harness(tmp_path) as h:
+        write_dags(h, queue="default")
+        yield h
 
 
 def write_dags(h: Harness, *, queue: str) -> None:
@@ -785,3 +674,43 @@ def test_the_report_names_failed_deadlocked_and_held_back_tis() -> None:
         "  pool 'db' is full (1 slots) (1):",
         "    d/y/2024-01-03T00:00:00+00:00 (never ran)",
     ]
+
+
+def test_status_tells_a_daemon_driven_backfills_story(harness: Harness) -> None:
+    """A deadlock and failures decided by a `backfill coordinator` (no foreground run to
+    report them): `status` names them by reason, with what to do, as `run` would."""
+    assert harness.cli("pools", "set", "nope", "1").returncode == 0  # too small for pool_slots=2
+    harness.worker()
+    for dag_id in ("pooled", "failing"):
+        created = harness.cli("create", dag_id, "-s", "2024-01-01", "-e", "2024-01-02")
+        assert created.returncode == 0, created.stderr
+    daemon = harness.cli("coordinator", "--once", timeout=120)
+    assert daemon.returncode == 0, daemon.stderr
+
+    pooled = json.loads(harness.cli("status", "1", "-o", "json").stdout)
+    assert pooled["state"] == "failed"
+    reason = (
+        "pool 'nope' has 1 slots, fewer than the task's pool_slots (2); "
+        "enlarge it: backfill pools set nope 2"
+    )
+    assert pooled["deadlock"][reason]["count"] == 2
+    assert [t["logical_date"] for t in pooled["deadlock"][reason]["tis"]] == [
+        "2024-01-01T00:00:00+00:00",
+        "2024-01-02T00:00:00+00:00",
+    ]
+    table = harness.cli("status", "1").stdout
+    assert "deadlocked: these task instances can never run, by reason:" in table
+    assert f"  {reason} (2):" in table
+
+    failing = json.loads(harness.cli("status", "2", "-o", "json").stdout)
+    assert failing["state"] == "failed"
+    assert failing["failed_total"] == 4  # boom twice, after twice (upstream failed)
+    boom = [f for f in failing["failed"] if f["task_id"] == "boom"]
+    assert [f["log_command"] for f in boom] == [
+        "backfill logs 2 boom -d 2024-01-01T00:00:00+00:00 --try 1",
+        "backfill logs 2 boom -d 2024-01-02T00:00:00+00:00 --try 1",
+    ]
+    table = harness.cli("status", "2").stdout
+    assert "failed task instances, by error:" in table
+    assert "  ValueError: boom on 2024-01-01 (1):" in table
+    assert "  backfill logs 2 boom -d 2024-01-01T00:00:00+00:00 --try 1" in table

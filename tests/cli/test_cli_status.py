@@ -23,7 +23,7 @@ from support.cli import assert_user_error, invoke
 from support.states import force_state
 
 from backfill.model.states import BackfillState, RunState, TIState
-from backfill.store import claims, runs
+from backfill.store import claims, reports, runs
 from backfill.store.db import create_engine_for
 from backfill.store.runs import NewRun, TaskSpec
 from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
@@ -170,6 +170,15 @@ def test_status_json_shape(home: Path, db_url: str, seeded: Seeded) -> None:
         "progress": {"runs_finished": 1, "runs_total": 3},
         "options": {"reprocess": "none"},
         "conf": {"source": "etl"},
+        # The story: no driver has reported yet, nothing failed.
+        "failed": [],
+        "failed_total": 0,
+        "deadlock": {},
+        "hints": [],
+        "waiting": {},
+        "rate_per_minute": None,
+        "eta_seconds": None,
+        "report_at": None,
     }
 
 
@@ -190,6 +199,38 @@ def test_status_table(home: Path, db_url: str, seeded: Seeded) -> None:
     assert "none 4, running 1, success 4" in out
     assert "2024-01-01 00:00:00+00:00 .. 2024-01-03 00:00:00+00:00" in out
     assert "\x1b" not in out
+
+
+def test_status_of_a_running_backfill_shows_its_drivers_waiting_reasons_and_pace(
+    home: Path, db_url: str, engine: Engine, seeded: Seeded
+) -> None:
+    """What the driver's last pass reported (`planning.story`, kept by `store.reports`):
+    why TIs wait, and the rate and ETA from its samples."""
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    held = {"dag_id": "etl", "task_id": "load", "run_id": "r", "try_number": 0}
+    report = {
+        "at": (at + timedelta(seconds=60)).isoformat(),
+        "waiting": {
+            "pool 'db' is full (4/4 slots)": {
+                "count": 3,
+                "tis": [{**held, "logical_date": "2024-01-03T00:00:00+00:00"}],
+            }
+        },
+        "deadlock": None,
+        "samples": [[at.isoformat(), 0], [(at + timedelta(seconds=60)).isoformat(), 4]],
+    }
+    with engine.begin() as conn:
+        reports.write(conn, seeded.etl, report)
+    data = as_json(invoke(home, "status", str(seeded.etl), "-o", "json", db_url=db_url))
+    assert data["waiting"] == {"pool 'db' is full (4/4 slots)": 3}
+    assert (data["rate_per_minute"], data["eta_seconds"]) == (4.0, 75.0)  # 5 TIs left
+    assert data["deadlock"] == {}  # running: a deadlock is only told once it has failed
+    out = invoke(home, "status", str(seeded.etl), db_url=db_url).stdout
+    assert "4.0 TIs/min over the last minute, ETA 1m15s" in out
+    assert "held back at the driver's last pass, by reason:" in out
+    assert "  pool 'db' is full (4/4 slots) (3):" in out
+    assert "    etl/load/2024-01-03T00:00:00+00:00 (never ran)" in out
+    assert "    ... and 2 more (see `backfill tasks`)" in out
 
 
 def test_status_unknown_id(home: Path, db_url: str, seeded: Seeded) -> None:

@@ -1,10 +1,14 @@
-"""Flower shows every TI try of a real backfill, by its readable repr (DESIGN 2, issue 3).
+"""Flower tells the truth about every delivery of a real backfill (DESIGN 2 and 6).
 
 A real `celery -A workers flower` on the test's Redis broker, real workers
-sending events (the app turns them on: no `-E` here), a real backfill; then
-Flower's `/api/tasks` must list every TI's task as SUCCESS with
-`dag/task/date try n` as its args. Flower 2 serves its API without
-authentication only when FLOWER_UNAUTHENTICATED_API is set.
+sending events (the app turns them on: no `-E` here), a real backfill whose
+every message is published three times, and a task that always fails. Then
+Flower's `/api/tasks` must show, by each task's readable args
+(`dag/task/date try n`): each try that succeeded once as SUCCESS, each try
+that failed once as FAILURE with its error, and every other delivery of the
+same try as IGNORED (it lost the claim race: a no-op, never a second
+SUCCESS). Flower 2 serves its API without authentication only when
+FLOWER_UNAUTHENTICATED_API is set.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import socket
 import sys
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +30,15 @@ from support.stack import Stack
 from support.waiting import wait_until
 
 from backfill.messages import TASK_NAME
+from workers.app import make_app
 
-from .checks import assert_each_try_started_once, create_backfill, task_instances_of
+from .checks import (
+    COPIES,
+    TriplingDispatcher,
+    assert_each_try_started_once,
+    create_backfill,
+    task_instances_of,
+)
 
 
 class Flower:
@@ -54,12 +66,15 @@ class Flower:
         answer = self.get("/workers?json=1") or {"data": []}
         return {w["hostname"] for w in answer["data"]}
 
-    def succeeded(self) -> set[str]:
-        """The args (reprs) of every task Flower shows as SUCCESS."""
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every delivery of a TI try Flower knows, with its state, result and exception."""
         tasks = self.get("/api/tasks?limit=1000") or {}
-        return {
-            t["args"] for t in tasks.values() if t["name"] == TASK_NAME and t["state"] == "SUCCESS"
-        }
+        return [t for t in tasks.values() if t["name"] == TASK_NAME]
+
+
+def verdicts(tasks: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """How many deliveries of each try (args) Flower shows in each state."""
+    return Counter((t["args"], t["state"]) for t in tasks)
 
 
 @pytest.fixture
@@ -72,7 +87,7 @@ def flower(pg_stack: Stack, tmp_path: Path) -> Iterator[Flower]:
         print(tail(instance.log))  # shown by pytest when the test failed
 
 
-def test_flower_shows_every_ti_try_as_success_with_its_readable_repr(
+def test_flower_shows_each_try_once_as_its_outcome_and_duplicates_as_ignored(
     pg_stack: Stack,
     flower: Flower,
     engine_of: Callable[[Stack], Engine],
@@ -91,18 +106,34 @@ def test_flower_shows_every_ti_try_as_success_with_its_readable_repr(
     engine = engine_of(pg_stack)
     dag = pg_stack.dag("flower_small")
     backfill_id = create_backfill(engine, dag, "2016-01-01", "2016-01-02")
-    outcome = coordinators.thread(pg_stack, dag, backfill_id).result(90)
-    assert outcome.state == "success", outcome
+    dispatcher = TriplingDispatcher(make_app(pg_stack.settings()))
+    try:
+        outcome = coordinators.thread(pg_stack, dag, backfill_id, publisher=dispatcher).result(90)
+    finally:
+        dispatcher.close()
+    assert outcome.state == "failed", outcome  # `broken` fails on both dates
     tis = task_instances_of(engine, backfill_id)
     assert len(tis) == 2 * len(dag.tasks)
-    expected = {
-        f"{t.dag_id}/{t.task_id}/{t.logical_date.isoformat()} try {t.try_number}" for t in tis
+    outcome_of = {
+        f"{t.dag_id}/{t.task_id}/{t.logical_date.isoformat()} try {t.try_number}": t.state
+        for t in tis
     }
-    assert "flower_small/extract/2016-01-01T00:00:00+00:00 try 1" in expected
+    assert outcome_of["flower_small/broken/2016-01-01T00:00:00+00:00 try 1"] == "failed"
+    flower_state = {"success": "SUCCESS", "failed": "FAILURE"}
+    expected: Counter[tuple[str, str]] = Counter()
+    for args, state in outcome_of.items():
+        expected[(args, flower_state[state])] = 1
+        expected[(args, "IGNORED")] = COPIES - 1
     wait_until(
-        lambda: expected <= flower.succeeded(),
-        timeout=30,
-        what="Flower to show every TI try as SUCCESS",
-        explain=lambda: f"missing: {sorted(expected - flower.succeeded())}",
+        lambda: verdicts(flower.tasks()) == expected,
+        timeout=60,
+        what="Flower to show each try once as its outcome and its other deliveries as IGNORED",
+        explain=lambda: f"Flower shows {sorted(verdicts(flower.tasks()).items())}",
     )
+    for task in flower.tasks():
+        if task["state"] == "FAILURE":
+            assert "TryFailed" in task["exception"], task
+            assert "failed: ValueError: broken on 2016-01-0" in task["exception"], task
+        elif task["state"] == "SUCCESS":
+            assert task["result"] == repr(f"{task['args']}: success"), task
     assert_each_try_started_once(pg_stack.ledger, {t.key for t in tis})

@@ -13,9 +13,10 @@ uniqueness anywhere), never from what the product reports about itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from support.ledger import Key
 from support.processes import Coordinators, WorkerPool
@@ -23,11 +24,12 @@ from support.rows import journal
 from support.stack import Stack, utc
 from support.waiting import wait_until
 
-from backfill.engine.dispatch import Dispatcher
-from backfill.messages import TaskMessage
+from backfill.store.schema import RefusalKind, dag_runs, refused_writes, task_instances
 from workers.app import make_app
 
 from .checks import (
+    COPIES,
+    TriplingDispatcher,
     assert_all_succeeded_first_try,
     assert_each_try_started_once,
     claims_per_ti,
@@ -38,7 +40,6 @@ from .checks import (
 )
 
 REPETITIONS = 30
-COPIES = 3
 DRIVE_TIMEOUT = 90.0  # seconds; a backfill here takes well under one
 
 
@@ -66,13 +67,6 @@ def test_no_spurious_deadlock_in_30_backfills(
         ran |= {ti.key for ti in tis}
     assert len(ran) == REPETITIONS * 2 * len(dag.tasks)
     assert_each_try_started_once(stack.ledger, ran)
-
-
-class TriplingDispatcher(Dispatcher):
-    """The real dispatcher, publishing every message `COPIES` times."""
-
-    def publish(self, messages: Sequence[tuple[TaskMessage, str]]) -> None:
-        super().publish([m for m in messages for _ in range(COPIES)])
 
 
 def test_every_try_runs_once_when_every_message_is_delivered_three_times(
@@ -111,7 +105,22 @@ def test_every_try_runs_once_when_every_message_is_delivered_three_times(
     assert claims_per_ti(engine, backfill_id) == {ti.id: 1 for ti in tis}
     losers = sum(w.output().count("lost the claim race") for w in pool)
     assert losers == copies - len(tis)
+    assert refused_claims(engine, backfill_id) == {ti.id: COPIES - 1 for ti in tis}
     assert_each_try_started_once(pg_stack.ledger, {ti.key for ti in tis})
+
+
+def refused_claims(engine: Engine, backfill_id: int) -> dict[int, int]:
+    """How many deliveries of each TI of the backfill the fence refused, as recorded."""
+    ti, run, refused = task_instances, dag_runs, refused_writes
+    stmt = (
+        sa.select(refused.c.task_instance_id, sa.func.count())
+        .join(ti, ti.c.id == refused.c.task_instance_id)
+        .join(run, run.c.id == ti.c.dag_run_id)
+        .where(run.c.backfill_id == backfill_id, refused.c.kind == RefusalKind.CLAIM.value)
+        .group_by(refused.c.task_instance_id)
+    )
+    with engine.connect() as conn:
+        return {int(row[0]): int(row[1]) for row in conn.execute(stmt)}
 
 
 def test_two_coordinators_on_one_backfill_run_each_try_once_within_limits(

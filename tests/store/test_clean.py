@@ -1,6 +1,7 @@
 """`backfill db clean` and `store.clean`, on real SQLite and PostgreSQL databases.
 
-What is deleted: ended backfills, with their runs, TIs and the three journals,
+What is deleted: ended backfills, with their runs, TIs, the three journals, the
+TIs' logs and refused writes,
 that ended before the cut-off. What never is: a running backfill, one that
 ended after the cut-off, a cancelled one whose try is still running.
 """
@@ -19,13 +20,16 @@ from support.factories import queued_backfill
 from support.states import force_state
 
 from backfill.model.states import BackfillState, RunState, TIState
-from backfill.store import clean
+from backfill.store import claims, clean, logs
 from backfill.store.schema import (
+    RefusalKind,
     backfill_transitions,
     backfills,
     dag_runs,
+    refused_writes,
     run_transitions,
     task_instances,
+    ti_logs,
     ti_transitions,
 )
 
@@ -50,6 +54,11 @@ def _backfill(
             else:
                 force_state(conn, run, run.c.id == made.dag_run_id, RunState.SUCCESS, updated_at=at)
         force_state(conn, bf, bf.c.id == made.backfill_id, state, updated_at=at)
+        for ti_id in made.ids:  # what the workers stored: a log chunk, a refused delivery
+            logs.append(conn, ti_id=ti_id, try_number=1, start_byte=0, data="hello\n", at=at)
+            claims.refuse(
+                conn, ti_id=ti_id, try_number=1, kind=RefusalKind.CLAIM, claimant="h:1", now=at
+            )
     return made.backfill_id
 
 
@@ -67,9 +76,10 @@ def _rows(conn: Connection, backfill_id: int) -> dict[str, int]:
             run_transitions.c.dag_run_id.in_(run_ids)
         ),
         "task_instances": sa.select(sa.func.count()).where(task_instances.c.id.in_(ti_ids)),
-        "ti_transitions": sa.select(sa.func.count()).where(
-            ti_transitions.c.task_instance_id.in_(ti_ids)
-        ),
+        **{
+            child.name: sa.select(sa.func.count()).where(child.c.task_instance_id.in_(ti_ids))
+            for child in (ti_transitions, ti_logs, refused_writes)
+        },
     }
     return {name: conn.execute(stmt).scalar_one() for name, stmt in counts.items()}
 

@@ -2,8 +2,9 @@
 
 The coordinator publishes to a `Recorder` instead of a broker; the test plays
 each worker through the real claim/finish statements (`claim_and_finish`), with
-an explicit `Clock`: what tests/store/test_passes.py and tests/store/test_policies.py share
-(and the readers of what a backfill wrote, which the real-worker tests use too).
+an explicit `Clock` (`ByHand` holds the three): what the tests of passes, policies
+and the audit in tests/store/ share (and the readers of what a backfill wrote,
+which the real-worker tests use too).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ PROJECT = Path(__file__).resolve().parents[2]
 ENGINE_DAGS = PROJECT / "tests" / "dags_engine"
 D1 = datetime(2024, 1, 1, tzinfo=UTC)
 T0 = pendulum.datetime(2024, 6, 1, tz="UTC")
+# The worker `claim_and_finish` plays, and its journal actor: as a real worker's
+# (workers/tasks.py), its claim and its finish both name it.
+CLAIMANT = "test:1"
+WORKER = f"worker:{CLAIMANT}"
 
 Message = tuple[TaskMessage, str]
 
@@ -111,13 +116,13 @@ def claim_and_finish(
             ti_id=message.ti_id,
             try_number=message.try_number,
             token=uuid.uuid4().hex,
-            claimant="test:1",
+            claimant=CLAIMANT,
             hostname="test",
             now=now,
         )
     if won is not None and outcome is not None:
         with engine.begin() as conn:
-            assert claims.finish(conn, won, outcome, actor="worker:test", now=now, error=error)
+            assert claims.finish(conn, won, outcome, actor=WORKER, now=now, error=error)
     return won
 
 
@@ -193,6 +198,32 @@ def drive_by_hand(
         for m in todo:
             claim_and_finish(engine, m, outcome(m), now=clock.tick(), error="ValueError: no")
     pytest.fail(f"backfill {backfill_id} did not end in {max_passes} passes")
+
+
+class ByHand:
+    """A real coordinator on `dag`, publishing to a `Recorder`, with an explicit clock:
+    the test plays the workers (`drive_by_hand`, or `passes` and `claim_and_finish`)."""
+
+    def __init__(self, engine: Engine, db_url: str, home: Path, dag: DAG) -> None:
+        self.engine, self.dag, self.recorder, self.clock = engine, dag, Recorder(), Clock()
+        settings = settings_for(db_url, home)
+        self.coordinator = Coordinator(engine, settings, dag, publisher=self.recorder)
+
+    def new(self, days: int = 1, **options: Any) -> int:
+        """A new backfill of the DAG (`new_backfill`)."""
+        return new_backfill(self.engine, self.dag, days, **options)
+
+    def drive(self, backfill_id: int, **kwargs: Any) -> None:
+        """`drive_by_hand` to the end of the backfill."""
+        drive_by_hand(
+            self.engine, self.coordinator, self.recorder, backfill_id, self.clock, **kwargs
+        )
+
+    def passes(self, backfill_id: int, count: int = 1) -> list[TaskMessage]:
+        """`count` passes; the messages they published."""
+        for _ in range(count):
+            self.coordinator.run_pass(backfill_id, now=self.clock.tick())
+        return [m for m, _ in self.recorder.take()]
 
 
 def started_order(engine: Engine) -> list[datetime]:

@@ -157,8 +157,9 @@ class Worker:
         return self._count(" received")
 
     def finished(self) -> int:
-        """Task executions this worker ended, returned or raised (Celery's own lines)."""
-        return self._count(" succeeded in ") + self._count(" raised ")
+        """Task executions this worker ended: returned, raised, or ignored as a no-op
+        (Celery's own lines)."""
+        return self._count(" succeeded in ") + self._count(" raised ") + self._count("] ignored")
 
     def _count(self, marker: str) -> int:
         return sum(

@@ -1,0 +1,134 @@
+"""The story part of `backfill status`: failures, deadlock, waiting, rate and ETA.
+
+Invariants:
+- failed TIs are read from the database (every one, grouped by error; the
+  JSON lists the first `FAILED_SHOWN` with the command for each one's log);
+  the deadlock and waiting reasons are what the driver's last pass decided
+  (`planning.story`, kept with the backfill), so a backfill driven by a
+  `backfill coordinator` tells as much as `backfill run` does;
+- waiting reasons are shown only while the backfill runs, a deadlock only
+  once it has failed: a stale report never contradicts the state;
+- rate and ETA come from the report's samples (about the last minute), and
+  are null when they cannot be told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from backfill.cli.meter import format_duration
+from backfill.cli.progress import group_failed, print_groups
+from backfill.cli.report import NO_ERROR, hints, log_command, print_log_commands
+from backfill.model.states import FINISHED, BackfillState
+from backfill.planning.results import TIKey
+from backfill.planning.story import pace
+from backfill.store.adopt import FailedTI
+from backfill.store.status import Summary
+
+FAILED_SHOWN = 100  # failed TIs the JSON lists (the table groups them all)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryParts:
+    failed: list[tuple[TIKey, str | None]]
+    deadlock: dict[str, Any]  # reason -> {"count", "tis"}; {} when none
+    waiting: dict[str, Any]  # reason -> {"count", "tis"}; {} unless running
+    rate: float | None  # TIs finished per minute
+    eta: float | None  # seconds
+    report_at: str | None
+
+
+def story_of(
+    found: Summary, failed: Sequence[FailedTI], report: Mapping[str, Any] | None
+) -> StoryParts:
+    """The parts of the story, each shown only when the state makes it true."""
+    report = report or {}
+    left = sum(n for state, n in found.task_instances.items() if state not in _FINISHED)
+    rate, eta = pace(report, left=left)
+    running = found.state is BackfillState.RUNNING
+    return StoryParts(
+        failed=[(_key(f), f.last_error) for f in failed],
+        deadlock=(report.get("deadlock") or {}) if found.state is BackfillState.FAILED else {},
+        waiting=(report.get("waiting") or {}) if running else {},
+        rate=rate if running else None,
+        eta=eta if running else None,
+        report_at=report.get("at"),
+    )
+
+
+_FINISHED = {s.value for s in FINISHED}
+
+
+def _key(f: FailedTI) -> TIKey:
+    return TIKey(
+        dag_id=f.dag_id,
+        task_id=f.task_id,
+        run_id=f.run_id,
+        logical_date=f.logical_date,
+        try_number=f.try_number,
+    )
+
+
+def story_json(backfill_id: int, parts: StoryParts) -> dict[str, Any]:
+    return {
+        "failed": [
+            {
+                "dag_id": key.dag_id,
+                "task_id": key.task_id,
+                "run_id": key.run_id,
+                "logical_date": key.logical_date.isoformat(),
+                "try_number": key.try_number,
+                "last_error": error,
+                "log_command": log_command(backfill_id, key),
+            }
+            for key, error in parts.failed[:FAILED_SHOWN]
+        ],
+        "failed_total": len(parts.failed),
+        "deadlock": parts.deadlock,
+        "hints": hints(parts.deadlock),
+        "waiting": {reason: group["count"] for reason, group in parts.waiting.items()},
+        "rate_per_minute": parts.rate,
+        "eta_seconds": parts.eta,
+        "report_at": parts.report_at,
+    }
+
+
+def pace_line(parts: StoryParts) -> str | None:
+    if parts.rate is None:
+        return None
+    eta = "-" if parts.eta is None else format_duration(parts.eta)
+    return f"{parts.rate:.1f} TIs/min over the last minute, ETA {eta}"
+
+
+def print_story(out: Console, backfill_id: int, parts: StoryParts) -> None:
+    if parts.failed:
+        print_groups(
+            out, "failed task instances, by error:", group_failed(parts.failed, no_error=NO_ERROR)
+        )
+        print_log_commands(out, backfill_id, parts.failed)
+    if parts.deadlock:
+        _print_reported(
+            out, "deadlocked: these task instances can never run, by reason:", parts.deadlock
+        )
+        for hint in hints(parts.deadlock):
+            out.print(f"hint: {hint}", soft_wrap=True)
+    if parts.waiting:
+        _print_reported(out, "held back at the driver's last pass, by reason:", parts.waiting)
+
+
+def _print_reported(out: Console, heading: str, groups: Mapping[str, Any]) -> None:
+    """Groups as a report keeps them: an exact count and the first TIs of each."""
+    out.print(heading)
+    for reason, group in groups.items():
+        out.print(f"  {reason} ({group['count']}):", soft_wrap=True)
+        for ti in group["tis"]:
+            what = f"{ti['dag_id']}/{ti['task_id']}/{ti['logical_date']}"
+            tried = f"try {ti['try_number']}" if ti["try_number"] else "(never ran)"
+            out.print(f"    {what} {tried}", soft_wrap=True)
+        hidden = group["count"] - len(group["tis"])
+        if hidden > 0:
+            out.print(f"    ... and {hidden} more (see `backfill tasks`)")
