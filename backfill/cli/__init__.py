@@ -22,6 +22,7 @@ COMMANDS = {
     "status": "backfill.cli.status:status_command",
     "list": "backfill.cli.listing:list_command",
     "tasks": "backfill.cli.tasks:tasks_command",
+    "watch": "backfill.cli.watch:watch_command",
     "logs": "backfill.cli.logs:logs_command",
     "clear": "backfill.cli.clear:clear_command",
     "pause": "backfill.cli.control:pause_command",

@@ -20,7 +20,8 @@ from typing import Any
 
 from rich.console import Console
 
-from backfill.cli.progress import format_duration, group_failed, print_groups
+from backfill.cli.meter import format_duration
+from backfill.cli.progress import group_failed, print_groups
 from backfill.cli.report import NO_ERROR, hints, log_command, print_log_commands
 from backfill.model.states import FINISHED, BackfillState
 from backfill.planning.results import TIKey

@@ -28,12 +28,11 @@ from support.private_redis import PrivateRedis
 from support.processes import processes_of
 from support.waiting import wait_until
 
+from backfill.cli.meter import Meter, format_duration
 from backfill.cli.progress import (
     LineDisplay,
     LiveDisplay,
-    Meter,
     describe_ti,
-    format_duration,
     format_line,
     group_failed,
     print_groups,

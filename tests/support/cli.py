@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -9,13 +10,21 @@ from click.testing import CliRunner, Result
 from backfill.cli import main
 
 
-def invoke(home: Path, *args: str, dags: Path | None = None, db_url: str | None = None) -> Result:
+def invoke(
+    home: Path,
+    *args: str,
+    dags: Path | None = None,
+    db_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Result:
     """`backfill ARGS` with BACKFILL_HOME `home`, the DAGs folder `dags` (None: as the
-    environment says) and the database `db_url` (None: the default under `home`)."""
-    env = {"BACKFILL_HOME": str(home), "BACKFILL_DATABASE_URL": db_url, "COLUMNS": "200"}
+    environment says), the database `db_url` (None: the default under `home`) and any
+    other variables of `env` (e.g. the terminal's size, COLUMNS and LINES)."""
+    variables = {"BACKFILL_HOME": str(home), "BACKFILL_DATABASE_URL": db_url, "COLUMNS": "200"}
+    variables.update(env or {})
     if dags is not None:
-        env["BACKFILL_DAGS_FOLDER"] = str(dags)
-    return CliRunner().invoke(main, list(args), env=env)
+        variables["BACKFILL_DAGS_FOLDER"] = str(dags)
+    return CliRunner().invoke(main, list(args), env=variables)
 
 
 def assert_user_error(result: Result, *fragments: str) -> None:

@@ -7,11 +7,14 @@
 - `existing_run`: a run and its TIs as raw rows, as an earlier backfill or
   another tool left them (no backfill, no journal): what a plan reads.
 - `limit_counts`: the counts the limits are judged on (default pool of 128).
+- `dated_backfill`: a backfill of one run per date and a TI per task in each, all
+  `none`, runs inserted newest first (so ids do not follow dates); `move_tis` and
+  `move_runs` then walk some of them to a state, as `watch` and `status` tests need.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,11 +23,13 @@ import pendulum
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from backfill.model.states import RunState, TIState
+from backfill.model.states import BackfillState, RunState, TIState
 from backfill.model.task_options import DEFAULT_POOL
 from backfill.planning.snapshot import LimitCounts, TIRow
 from backfill.store import runs, tis
-from backfill.store.schema import dag_runs, task_instances
+from backfill.store.schema import backfills, dag_runs, task_instances
+
+from .states import force_state
 
 COORDINATOR = "coordinator:test"  # the journal's actor of the queueing
 LOGICAL_DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
@@ -184,3 +189,72 @@ def limit_counts(
         dag_active=dag_active,
         task_active=dict(task_active or {}),
     )
+
+
+def dated_backfill(
+    conn: Connection,
+    dag_id: str,
+    dates: Sequence[datetime],
+    task_ids: Sequence[str],
+    *,
+    state: BackfillState = BackfillState.RUNNING,
+) -> int:
+    """A backfill of `dag_id` in `state` with a queued run at each of `dates` (inserted
+    newest first) holding a TI per task of `task_ids` (created in that order), all
+    `none`; its id."""
+    now = pendulum.now("UTC")
+    backfill_id = runs.insert_backfill(
+        conn, dag_id=dag_id, fingerprint="f" * 64, start=min(dates), end=max(dates),
+        options={}, conf={}, now=now,
+    )  # fmt: skip
+    specs = [
+        runs.TaskSpec(task_id=t, pool="default_pool", pool_slots=1, queue="default",
+                      priority_weight=1, max_tries=1)
+        for t in task_ids
+    ]  # fmt: skip
+    new = [
+        runs.NewRun(run_id=f"backfill__{d.isoformat()}", logical_date=d,
+                    data_interval_start=d, data_interval_end=d + timedelta(days=1))
+        for d in sorted(dates, reverse=True)
+    ]  # fmt: skip
+    runs.insert_runs(
+        conn, backfill_id=backfill_id, dag_id=dag_id, runs=new, tasks=specs, conf={}, now=now
+    )
+    force_state(conn, backfills, backfills.c.id == backfill_id, state)
+    return backfill_id
+
+
+_MOVE_BATCH = 100  # dates per statement: keeps an IN list of TI ids under SQLite's limit
+
+
+def move_tis(
+    conn: Connection,
+    backfill_id: int,
+    state: TIState,
+    dates: Sequence[datetime],
+    task_ids: Sequence[str] | None = None,
+) -> None:
+    """Walk the TIs of `backfill_id` at `dates` (of `task_ids`; None: every task) to
+    `state` through transitions their table lists."""
+    ti = task_instances
+    for at in range(0, len(dates), _MOVE_BATCH):
+        batch = list(dates[at : at + _MOVE_BATCH])
+        in_runs = sa.select(dag_runs.c.id).where(
+            dag_runs.c.backfill_id == backfill_id, dag_runs.c.logical_date.in_(batch)
+        )
+        where = ti.c.dag_run_id.in_(in_runs)
+        if task_ids is not None:
+            where = sa.and_(where, ti.c.task_id.in_(list(task_ids)))
+        force_state(conn, ti, where, state, updated_by="test")
+
+
+def move_runs(
+    conn: Connection, backfill_id: int, state: RunState, dates: Sequence[datetime]
+) -> None:
+    """Walk the runs of `backfill_id` at `dates` to `state`."""
+    for at in range(0, len(dates), _MOVE_BATCH):
+        where = sa.and_(
+            dag_runs.c.backfill_id == backfill_id,
+            dag_runs.c.logical_date.in_(list(dates[at : at + _MOVE_BATCH])),
+        )
+        force_state(conn, dag_runs, where, state)

@@ -1,0 +1,134 @@
+"""Reads for `backfill watch` (store): one page of a backfill's dates, TI by TI, and
+the dates around it counted.
+
+Invariants:
+- bounded at any backfill size: TIs are read row by row for the page's runs only
+  (at most `limit` dates x the DAG's tasks); the dates before and after the page
+  are counted by TI state in ONE aggregate (GROUP BY), never read to be counted;
+- every function reads in the caller's transaction: call them in one snapshot
+  (`status.reading`, `reads.reading`) with `status.summary`, so the page, the
+  hidden dates and the totals agree with each other while workers finish tasks;
+- a backfill's dates are its runs' logical dates, one run per date (the unique
+  (dag_id, logical_date)), in ascending order whatever order the runs were made in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from backfill.model.states import RunState, TIState
+from backfill.store.schema import dag_runs, task_instances
+
+ti, run = task_instances, dag_runs
+_RUN_TIS = run.join(ti, ti.c.dag_run_id == run.c.id)  # a backfill's TIs, through its runs
+_STATES = {s.value: s for s in TIState}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GridRow:
+    """One date of the page: its run's state and its TIs' states."""
+
+    logical_date: datetime
+    run_state: RunState
+    cells: dict[str, TIState]  # task_id -> state; a task without a TI here is absent
+
+
+@dataclass(frozen=True, kw_only=True)
+class Window:
+    """A page of dates: `offset` dates come before it, `rows` are on it."""
+
+    offset: int
+    rows: tuple[GridRow, ...]
+    before: dict[TIState, int]  # the TIs of the dates before the page, by state
+    after: dict[TIState, int]  # the TIs of the dates after it, by state
+
+
+def task_ids(conn: Connection, backfill_id: int) -> tuple[str, ...]:
+    """The backfill's tasks in creation (topological) order. ONE aggregate statement:
+    its result is the DAG's tasks (a few hundred at most)."""
+    stmt = (
+        sa.select(ti.c.task_id)
+        .select_from(_RUN_TIS)
+        .where(run.c.backfill_id == backfill_id)
+        .group_by(ti.c.task_id)
+        .order_by(sa.func.min(ti.c.id), ti.c.task_id)
+    )
+    return tuple(conn.execute(stmt).scalars())
+
+
+def _first_date(state: RunState) -> sa.ColumnElement[datetime]:
+    return sa.func.min(sa.case((run.c.state == state.value, run.c.logical_date)))
+
+
+def frontier(conn: Connection, backfill_id: int) -> int:
+    """How many dates come before the frontier of work: the earliest date whose run is
+    running, else the earliest not started yet (queued), else the earliest failed one;
+    0 when there is none (every run succeeded, or there are no runs). Two aggregate
+    statements over the backfill's runs, not its TIs."""
+    firsts = conn.execute(
+        sa.select(
+            _first_date(RunState.RUNNING),
+            _first_date(RunState.QUEUED),
+            _first_date(RunState.FAILED),
+        ).where(run.c.backfill_id == backfill_id)
+    ).one()
+    anchor = next((first for first in firsts if first is not None), None)
+    if anchor is None:
+        return 0
+    before = sa.select(sa.func.count()).where(
+        run.c.backfill_id == backfill_id, run.c.logical_date < anchor
+    )
+    return int(conn.execute(before).scalar_one())
+
+
+def window(conn: Connection, backfill_id: int, *, offset: int, limit: int) -> Window:
+    """The `limit` dates after the first `offset` of the backfill, with their TIs' states,
+    and the TIs of every other date counted by state on either side. Three statements:
+    the page of runs, their TIs, and one aggregate of the rest."""
+    page = conn.execute(
+        sa.select(run.c.id, run.c.logical_date, run.c.state)
+        .where(run.c.backfill_id == backfill_id)
+        .order_by(run.c.logical_date)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    cells: dict[int, dict[str, TIState]] = {row.id: {} for row in page}
+    if page:
+        stmt = sa.select(ti.c.dag_run_id, ti.c.task_id, ti.c.state).where(
+            ti.c.dag_run_id.in_(list(cells))  # one id per date shown: a screenful at most
+        )
+        for dag_run_id, task_id, state in conn.execute(stmt):
+            cells[dag_run_id][task_id] = _STATES[state]
+    rows = tuple(
+        GridRow(logical_date=r.logical_date, run_state=RunState(r.state), cells=cells[r.id])
+        for r in page
+    )
+    first, last = (page[0].logical_date, page[-1].logical_date) if page else (None, None)
+    before, after = _hidden(conn, backfill_id, first, last)
+    return Window(offset=offset, rows=rows, before=before, after=after)
+
+
+def _hidden(
+    conn: Connection, backfill_id: int, first: datetime | None, last: datetime | None
+) -> tuple[dict[TIState, int], dict[TIState, int]]:
+    """The TIs before `first` and after `last`, by state (an empty page: every TI is
+    before it). The side is computed in a subquery and grouped on outside it: grouping
+    on a CASE with bound dates would repeat them as new parameters, which PostgreSQL
+    cannot match to the selected expression."""
+    where = [run.c.backfill_id == backfill_id]
+    side: sa.ColumnElement[str] = sa.literal("before")
+    if first is not None and last is not None:
+        where.append(sa.or_(run.c.logical_date < first, run.c.logical_date > last))
+        side = sa.case((run.c.logical_date < first, "before"), else_="after")
+    sides = sa.select(side.label("side"), ti.c.state).select_from(_RUN_TIS).where(*where).subquery()
+    stmt = sa.select(sides.c.side, sides.c.state, sa.func.count()).group_by(
+        sides.c.side, sides.c.state
+    )
+    counts: dict[str, dict[TIState, int]] = {"before": {}, "after": {}}
+    for which, state, n in conn.execute(stmt):
+        counts[which][_STATES[state]] = int(n)
+    return counts["before"], counts["after"]
