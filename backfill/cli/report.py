@@ -25,6 +25,7 @@ from rich.console import Console
 from backfill.cli.progress import format_counts, group_failed, print_groups
 from backfill.engine.coordinator import Outcome, Progress, TIKey
 from backfill.model.states import BACKFILL_FINISHED, BackfillState, RunState, TIState
+from backfill.planning.story import key_json
 
 NO_ERROR = "an upstream task failed (no error of its own)"
 DEPENDS_ON_PAST_HINT = (
@@ -51,16 +52,6 @@ def hints(deadlock: Mapping[str, object] | None) -> list[str]:
     return [DEPENDS_ON_PAST_HINT] if any("depends_on_past" in r for r in reasons) else []
 
 
-def _ti_json(key: TIKey) -> dict[str, Any]:
-    return {
-        "dag_id": key.dag_id,
-        "task_id": key.task_id,
-        "run_id": key.run_id,
-        "logical_date": key.logical_date.isoformat(),
-        "try_number": key.try_number,
-    }
-
-
 def outcome_json(
     backfill_id: int, dag_id: str, outcome: Outcome, final: Progress
 ) -> dict[str, Any]:
@@ -72,11 +63,11 @@ def outcome_json(
         "runs": {s.value: final.runs.get(s.value, 0) for s in RunState},
         "task_instances": {s.value: final.task_instances.get(s.value, 0) for s in TIState},
         "failed": [
-            {**_ti_json(key), "last_error": error, "log_command": log_command(backfill_id, key)}
+            {**key_json(key), "last_error": error, "log_command": log_command(backfill_id, key)}
             for key, error in outcome.failed
         ],
         "deadlock": {
-            reason: [_ti_json(key) for key in keys]
+            reason: [key_json(key) for key in keys]
             for reason, keys in (outcome.deadlock or {}).items()
         },
         "hints": hints(outcome.deadlock),

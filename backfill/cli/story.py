@@ -25,7 +25,7 @@ from backfill.cli.progress import group_failed, print_groups
 from backfill.cli.report import NO_ERROR, hints, log_command, print_log_commands
 from backfill.model.states import FINISHED, BackfillState
 from backfill.planning.results import TIKey
-from backfill.planning.story import pace
+from backfill.planning.story import key_json, pace
 from backfill.store.adopt import FailedTI
 from backfill.store.status import Summary
 
@@ -76,15 +76,7 @@ def _key(f: FailedTI) -> TIKey:
 def story_json(backfill_id: int, parts: StoryParts) -> dict[str, Any]:
     return {
         "failed": [
-            {
-                "dag_id": key.dag_id,
-                "task_id": key.task_id,
-                "run_id": key.run_id,
-                "logical_date": key.logical_date.isoformat(),
-                "try_number": key.try_number,
-                "last_error": error,
-                "log_command": log_command(backfill_id, key),
-            }
+            {**key_json(key), "last_error": error, "log_command": log_command(backfill_id, key)}
             for key, error in parts.failed[:FAILED_SHOWN]
         ],
         "failed_total": len(parts.failed),

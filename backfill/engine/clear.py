@@ -45,8 +45,9 @@ class Selection:
     downstream: bool = False
 
 
-def check_dag(conn: Connection, backfill_id: int, dag: DAG) -> None:
-    """`DagChanged` unless `dag` is the DAG backfill `backfill_id` was planned with."""
+def check_dag(conn: Connection, backfill_id: int, dag: DAG) -> runs.BackfillRow:
+    """The backfill, locked till the transaction ends; `DagChanged` unless `dag` is the
+    DAG it was planned with."""
     row = runs.lock_backfill(conn, backfill_id)
     if row is None:
         raise BackfillNotFound(backfill_id)
@@ -56,6 +57,7 @@ def check_dag(conn: Connection, backfill_id: int, dag: DAG) -> None:
             "takes each task's retries from the DAG it was planned with: restore that DAG "
             "file, or start a new backfill"
         )
+    return row
 
 
 def select(conn: Connection, backfill_id: int, dag: DAG, asked: Selection) -> list[Selected]:
@@ -106,9 +108,8 @@ def clear(
     actor: str,
     now: datetime,
 ) -> Cleared:
-    """Reset `targets` with the retries of `dag` and reopen what they belong to."""
-    row = runs.lock_backfill(conn, backfill_id)
-    if row is None:
-        raise BackfillNotFound(backfill_id)
+    """Reset `targets` with the retries of `dag` and reopen what they belong to, in the
+    caller's transaction (the DAG checked first, see `check_dag`)."""
+    row = check_dag(conn, backfill_id, dag)
     specs = task_specs(dag, pool=RunOptions.from_json(row.options).pool)
-    return store_clear.clear(conn, backfill_id, targets, specs, actor=actor, now=now)
+    return store_clear.clear(conn, row, targets, specs, actor=actor, now=now)

@@ -29,8 +29,8 @@ from sqlalchemy.engine import Connection
 
 from backfill.model.states import BackfillState, RunState, TIState, sources_of
 from backfill.store import adopt, runs
-from backfill.store.errors import BackfillNotFound, BackfillStateConflict
-from backfill.store.runs import TaskSpec
+from backfill.store.errors import BackfillStateConflict
+from backfill.store.runs import BackfillRow, TaskSpec
 from backfill.store.schema import backfills, dag_runs, task_instances
 
 ti, run, bf = task_instances, dag_runs, backfills
@@ -95,17 +95,16 @@ def select(
 
 def clear(
     conn: Connection,
-    backfill_id: int,
+    row: BackfillRow,
     targets: Sequence[Selected],
     specs: Mapping[str, TaskSpec],
     *,
     actor: str,
     now: datetime,
 ) -> Cleared:
-    """Reset `targets` to run again and reopen what they belong to (see the invariants)."""
-    row = runs.lock_backfill(conn, backfill_id)
-    if row is None:
-        raise BackfillNotFound(backfill_id)
+    """Reset `targets` to run again and reopen what they belong to (see the invariants).
+    `row`: the backfill, read under its lock (`runs.lock_backfill`) in this transaction."""
+    backfill_id = row.id
     if row.state is _B.CANCELLED:
         raise BackfillStateConflict(
             f"backfill {backfill_id} was cancelled, for good; to run its dates again start a "
