@@ -29,7 +29,7 @@ COMMANDS = {
     "cancel": "backfill.cli.control:cancel_command",
     "pools": "backfill.cli.pools:pools_group",
     "create": "backfill.cli.run:create_command",
-    "resume": "backfill.cli.drive:resume_command",
+    "resume": "backfill.cli.resume:resume_command",
     "coordinator": "backfill.cli.fleet:coordinator_command",
     "worker": "backfill.cli.fleet:worker_command",
     "audit": "backfill.cli.audit:audit_command",

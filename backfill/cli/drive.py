@@ -1,4 +1,4 @@
-"""Driving one backfill in the foreground (`backfill run`, `backfill resume ID`).
+"""Driving one backfill in the foreground (`backfill run`; `backfill resume ID`: `resume.py`).
 
 Invariants:
 - the first Ctrl-C (or SIGTERM) only sets a stop event: the coordinator ends
@@ -23,38 +23,29 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import pendulum
 from rich.console import Console
 
 from backfill.cli.errors import LocalWorkersError
 from backfill.cli.local_workers import LocalWorkers, dag_queues
-from backfill.cli.metrics_flags import MetricsAddress, metrics_options, serving_metrics
 from backfill.cli.output import (
-    BACKFILL_ID,
     EXIT_INTERRUPTED,
     OutputFormat,
     console,
     emit_json,
-    output_option,
 )
 from backfill.cli.progress import Display, make_display
 from backfill.cli.report import outcome_json, print_report
 from backfill.config import Settings, redact
 from backfill.engine.coordinator import Coordinator, Outcome, Progress
 from backfill.engine.metrics import NO_METRICS, Metrics
-from backfill.errors import Unreachable, UserError
+from backfill.errors import Unreachable
 from backfill.model.dag import DAG
-from backfill.model.discovery import load_dags
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
-from backfill.store import db, reads, runs, status
-from backfill.store.errors import BackfillNotFound
 
 if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
     from sqlalchemy.engine import Engine
@@ -62,7 +53,6 @@ if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
 F = TypeVar("F", bound=Callable[..., Any])
 
 EMBEDDED_LOCAL_WORKERS = 2
-LEASE_NOTICE_EVERY = 15.0  # seconds between repeats of "waiting for ... lease"
 
 
 def local_workers_option(fn: F) -> F:
@@ -103,10 +93,11 @@ def drive_foreground(
     *,
     local_workers: int | None,
     output: OutputFormat,
-    wait_for_lease: bool = False,
+    take_over: Callable[[Coordinator, threading.Event], None] | None = None,
     metrics: Metrics = NO_METRICS,
 ) -> int:
-    """Drive backfill `backfill_id` to its end here; the command's exit code."""
+    """Drive backfill `backfill_id` to its end here; the command's exit code. `take_over`
+    runs first, interruptible like the drive (`resume`: wait for the lease)."""
     if local_workers is None:
         local_workers = EMBEDDED_LOCAL_WORKERS if settings.embedded_broker else 0
     out = console()
@@ -115,8 +106,8 @@ def drive_foreground(
     stop = threading.Event()
     try:
         with interrupts(stop):
-            if wait_for_lease:
-                coordinator.wait_for_lease(backfill_id, on_wait=_LeaseNotice(), stop=stop)
+            if take_over is not None:
+                take_over(coordinator, stop)
             # A backfill whose every date is skipped ended at creation: no workers.
             ended = coordinator.progress(backfill_id).state in BACKFILL_FINISHED
             outcome = None
@@ -266,94 +257,3 @@ class _WorkerWatch:
 
     def _all_gone(self) -> bool:
         return bool(self.workers.count) and len(self._gone) == self.workers.count
-
-
-class _LeaseNotice:
-    """Says who holds the lease: at once, when the holder changes, then now and then."""
-
-    def __init__(self) -> None:
-        self._owner: str | None = None
-        self._said_at = float("-inf")
-
-    def __call__(self, owner: str, until: datetime) -> None:
-        now = time.monotonic()
-        if owner == self._owner and now - self._said_at < LEASE_NOTICE_EVERY:
-            return
-        self._owner, self._said_at = owner, now
-        click.echo(
-            f"waiting for coordinator {owner}'s lease to lapse (until {until.isoformat()})",
-            err=True,
-        )
-
-
-# --- backfill resume ID --------------------------------------------------------------------
-
-
-@click.command("resume")
-@click.argument("backfill_id", metavar="ID", type=BACKFILL_ID)
-@local_workers_option
-@metrics_options
-@output_option
-def resume_command(
-    backfill_id: int,
-    local_workers: int | None,
-    metrics_address: MetricsAddress | None,
-    output: OutputFormat,
-) -> int:
-    """Continue backfill ID (paused, or whose driver died) and drive it to the end here."""
-    settings = Settings.from_env()
-    with serving_metrics(metrics_address) as metrics:  # bound before anything is written
-        return _resume(settings, backfill_id, local_workers, output, metrics)
-
-
-def _resume(
-    settings: Settings,
-    backfill_id: int,
-    local_workers: int | None,
-    output: OutputFormat,
-    metrics: Metrics,
-) -> int:
-    # No pre-ping: a driver retries each transaction on a fresh connection.
-    engine = db.open_engine(settings, create=False, pre_ping=False)
-    if engine is None:
-        raise BackfillNotFound(backfill_id)
-    try:
-        with reads.reading(engine) as conn:
-            found = status.summary(conn, backfill_id)
-        if found is None:
-            raise BackfillNotFound(backfill_id)
-        if found.state in BACKFILL_FINISHED:
-            raise UserError(
-                f"backfill {backfill_id} has already ended ({found.state}); nothing to resume. "
-                "To run its dates again: backfill run ... --reprocess failed"
-            )
-        dag = load_dags(settings.dags_folder).get(found.dag_id)
-        if found.state is BackfillState.PAUSED:
-            _unpause(engine, backfill_id)
-        metrics.watch(engine)
-        return drive_foreground(
-            settings,
-            engine,
-            dag,
-            backfill_id,
-            local_workers=local_workers,
-            output=output,
-            wait_for_lease=True,
-            metrics=metrics,
-        )
-    finally:
-        engine.dispose()
-
-
-def _unpause(engine: Engine, backfill_id: int) -> None:
-    with engine.begin() as conn:
-        resumed = runs.set_backfill_state(
-            conn,
-            backfill_id,
-            BackfillState.RUNNING,
-            seen=BackfillState.PAUSED,
-            now=pendulum.now("UTC"),
-        )
-    # A miss: someone resumed or cancelled it meanwhile; driving it shows which.
-    if resumed:
-        click.echo(f"backfill {backfill_id} un-paused", err=True)

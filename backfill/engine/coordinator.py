@@ -12,11 +12,16 @@ Invariants:
   its row lock, and every transition is compare-and-set; the lease (renewed
   about once a second, lapsing after `heartbeat_timeout`) only says who is
   expected to drive, so that `backfill resume` waits for a dead driver's lease;
-- a paused backfill is not dispatched (the coordinator waits for resume or
-  cancel); a cancelled one is wound down, and `drive` returns once its
+- a paused backfill is not dispatched, and nothing of it is recovered
+  (reaped, re-sent): `drive` waits for resume or cancel, keeping the lease
+  (`backfill run`), or with `leave_paused` returns at once, releasing it (the
+  daemon: `backfill resume` then takes the lease without waiting for it to
+  lapse). A cancelled backfill is wound down, and `drive` returns once its
   running tries have ended (or been reaped) and its runs with them;
 - `drive` returns when the backfill ends, or when `stop` is set: then it
   releases the lease and leaves everything else as it is, resumable;
+- `wait_for_lease` returns once this coordinator holds the lease, or the
+  backfill has ended (a driver it waited for finished it: no lease is taken);
 - the coordinator rides out database and broker outages: every transaction
   is retried on a fresh connection until it succeeds or `stop` is set
   (`store.reconnect`), and a pass publishes only after its commit is known to
@@ -50,7 +55,7 @@ from backfill.engine.errors import DispatchError
 from backfill.engine.metrics import NO_METRICS, Metrics
 from backfill.engine.passes import Applied, Housekeeping, PassConfig, execute
 from backfill.model.dag import DAG
-from backfill.model.states import BACKFILL_FINISHED, FINISHED, TIState
+from backfill.model.states import BACKFILL_FINISHED, FINISHED, BackfillState, TIState
 from backfill.planning.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
 from backfill.planning.run_options import RunOptions
 from backfill.planning.story import Story
@@ -204,12 +209,15 @@ class Coordinator:
         *,
         on_progress: Callable[[Progress], None] | None = None,
         stop: threading.Event | None = None,
+        leave_paused: bool = False,
     ) -> Outcome:
-        """Pass after pass until the backfill ends or `stop` is set (see the module doc)."""
+        """Pass after pass until the backfill ends or `stop` is set, or with `leave_paused`
+        until a pass finds it paused (see the module doc). The lease is released on return."""
         stop = self._stop = stop or threading.Event()
+        ends = BACKFILL_FINISHED | {BackfillState.PAUSED} if leave_paused else BACKFILL_FINISHED
         waker = open_waker(self._engine)
         try:
-            result = self._loop(backfill_id, waker, on_progress, stop)
+            result = self._loop(backfill_id, waker, on_progress, stop, ends)
             self._lag.look(backfill_id, self._retrying, final=True)  # the last claims too
         except BaseException:
             with contextlib.suppress(Exception):  # best effort: the original error matters
@@ -226,12 +234,13 @@ class Coordinator:
         waker: Waker,
         on_progress: Callable[[Progress], None] | None,
         stop: threading.Event,
+        ends: frozenset[BackfillState],
     ) -> PassResult:
         reported, cost = float("-inf"), 0.0  # when progress was last reported, what it took
         while True:
             result = self.run_pass(backfill_id)
             self._tell(backfill_id, result)
-            done = result.state in BACKFILL_FINISHED and not result.winding_down
+            done = result.state in ends and not result.winding_down
             since = time.monotonic() - reported
             every = max(PROGRESS_EVERY, PROGRESS_COST_FACTOR * cost)
             gap = max(PROGRESS_MIN_GAP, PROGRESS_COST_FACTOR * cost)
@@ -284,24 +293,28 @@ class Coordinator:
         on_wait: Callable[[str, datetime], None],
         stop: threading.Event | None = None,
     ) -> None:
-        """Block until this coordinator holds the backfill's lease (or `stop` is set)."""
+        """Block until this coordinator holds the backfill's lease, or the backfill has
+        ended (no lease is taken then), or `stop` is set."""
         stop = self._stop = stop or threading.Event()
         while not stop.is_set():
             row, epoch, now = self._retrying(lambda: self._take_lease(backfill_id))
-            if epoch is not None:
+            if epoch is not None or row.state in BACKFILL_FINISHED:
                 return
             expires = row.lease_expires_at or now
             on_wait(row.lease_owner or "?", expires)
             stop.wait(min(1.0, max(0.05, (expires - now).total_seconds() + 0.05)))
 
     def _take_lease(self, backfill_id: int) -> tuple[runs.BackfillRow, int | None, datetime]:
-        """The backfill's row, the lease epoch if this coordinator now holds it, and the time."""
+        """The backfill's row, the lease epoch if this coordinator now holds it (never for
+        an ended backfill: there is nothing to drive), and the time."""
         now = pendulum.now("UTC")
         ttl = self._heartbeat_timeout
         with self._engine.begin() as conn:
             row = runs.lock_backfill(conn, backfill_id)
             if row is None:
                 raise BackfillNotFound(backfill_id)
+            if row.state in BACKFILL_FINISHED:
+                return row, None, now
             epoch = lease.acquire_lease(conn, backfill_id, owner=self.owner, now=now, ttl=ttl)
         return row, epoch, now
 

@@ -2,10 +2,18 @@
 
 Invariants:
 - a backfill needs a driver when it is running (or queued), or cancelled
-  with runs never wound down; a paused one is left to `backfill resume`;
+  with runs never wound down; a paused one needs none;
 - one thread per backfill, each with its own `Coordinator`; a thread first
   waits for the backfill's lease, so of several daemons (HA) one drives and
-  the others stand by until its lease lapses. Safety never depends on it;
+  the others stand by until its lease lapses (a SIGKILLed driver's: within
+  `BACKFILL_HEARTBEAT_TIMEOUT` and a second of the kill). Safety never
+  depends on it;
+- a thread whose backfill is paused releases its lease and ends (with the
+  thread of any daemon that stood by). Resumed, the backfill is driven by
+  whoever takes the lease first: `backfill resume`, which un-pauses it and
+  takes the free lease in one transaction, so it drives at once, and a
+  daemon's next scan stands by; else (a `resume` that found the lease held)
+  a daemon's next scan, `resume` standing by;
 - `serve(once=True)` drives the backfills that need it now to their end;
 - a thread that fails is logged; its backfill is tried again after
   `RETRY_AFTER` (`Drivers.failed` names it);
@@ -28,6 +36,7 @@ from backfill.engine.coordinator import Coordinator
 from backfill.engine.metrics import NO_METRICS, Metrics
 from backfill.errors import BackfillError, Unreachable
 from backfill.model.discovery import DagBag, load_dags
+from backfill.model.states import BackfillState
 from backfill.store import reads, status
 from backfill.store.reconnect import Outage, Reconnect
 
@@ -118,7 +127,10 @@ class Drivers:
             if self._stop.is_set():
                 return
             log.info("backfill %s (%s): driving it", backfill_id, dag_id)
-            outcome = coordinator.drive(backfill_id, stop=self._stop)
+            outcome = coordinator.drive(backfill_id, stop=self._stop, leave_paused=True)
+            if outcome.state is BackfillState.PAUSED:
+                log.info("backfill %s (%s): paused; lease released", backfill_id, dag_id)
+                return
             log.info("backfill %s (%s): %s", backfill_id, dag_id, outcome.state.value)
         except Unreachable as exc:  # retried until stopped: only a stop ends it so
             log.info("backfill %s (%s): stopped; %s", backfill_id, dag_id, exc)

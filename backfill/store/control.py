@@ -1,14 +1,19 @@
-"""Operator control of a backfill: pause and cancel (store).
+"""Operator control of a backfill: pause, resume and cancel (store).
 
 Invariants:
 - each change of a backfill's state is ONE conditional UPDATE from the
   states BACKFILL_TRANSITIONS leads to it from (`runs.set_backfill_state`:
-  compare-and-set); a miss is explained by raising
-  a `UserError` naming the state the backfill is actually in, never ignored;
+  compare-and-set); a miss of pause or cancel is explained by raising a
+  `UserError` naming the state the backfill is actually in, never ignored;
+  a miss of resume is returned (`backfill resume` also continues a running
+  backfill whose driver died);
 - the backfill row is changed FIRST in the transaction: on PostgreSQL that
   waits for a coordinator pass holding the row (`store.runs.lock_backfill`)
   to commit, so the TI statement that follows sees every TI that pass
   queued; on SQLite BEGIN IMMEDIATE serialises the two anyway;
+- resuming takes the lease, if it is free, in the transaction that
+  un-pauses: no daemon can take it between the two (a daemon drives no
+  paused backfill), so the resumer drives at once;
 - cancelling sends the backfill's `queued` TIs back to `scheduled` in the
   same transaction: the messages already published for them then match no
   claim (a claim needs `queued` at the message's try), so no new try starts.
@@ -25,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 import sqlalchemy as sa
@@ -35,6 +40,7 @@ from backfill.config import Settings
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.store import adopt, db
 from backfill.store.errors import BackfillNotFound, BackfillStateConflict
+from backfill.store.lease import acquire_lease
 from backfill.store.runs import set_backfill_state
 from backfill.store.schema import backfills
 
@@ -65,6 +71,17 @@ def pause(conn: Connection, backfill_id: int, *, now: datetime) -> None:
     """running -> paused: coordinators stop dispatching; queued and running TIs go on."""
     if not set_backfill_state(conn, backfill_id, _B.PAUSED, now=now):
         _refuse(conn, backfill_id, "pause")
+
+
+def resume(
+    conn: Connection, backfill_id: int, *, owner: str, now: datetime, ttl: timedelta
+) -> bool:
+    """paused -> running, and the driver lease to `owner` if it is free (`lease.acquire_lease`;
+    held by a live driver, it stays its). False: the backfill was not paused (nothing changed)."""
+    if not set_backfill_state(conn, backfill_id, _B.RUNNING, seen=_B.PAUSED, now=now):
+        return False
+    acquire_lease(conn, backfill_id, owner=owner, now=now, ttl=ttl)
+    return True
 
 
 def cancel(conn: Connection, backfill_id: int, *, actor: str, now: datetime) -> int:

@@ -365,6 +365,48 @@ def test_a_paused_backfill_waits_without_dispatching_until_resumed(
         assert conn.execute(sa.select(backfills.c.lease_owner)).scalar_one() is None
 
 
+def test_a_driver_leaving_paused_backfills_returns_and_releases_the_lease(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = diamond()
+    backfill_id = new_backfill(engine, dag, 2)
+    recorder = Recorder()  # no worker: the roots stay queued, the drive waits
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
+    outcome: list[Outcome] = []
+    driver = threading.Thread(
+        target=lambda: outcome.append(coordinator.drive(backfill_id, leave_paused=True))
+    )
+    driver.start()
+    try:
+        wait_until(lambda: recorder.batches, timeout=10, what="the roots to be dispatched")
+        set_backfill(engine, backfill_id, BackfillState.PAUSED)
+        driver.join(10)  # the next pass, at most a poll interval away
+    finally:
+        if driver.is_alive():  # e.g. it waited through the pause: end it
+            set_backfill(engine, backfill_id, BackfillState.CANCELLED)
+            driver.join(10)
+    assert outcome[0].state is BackfillState.PAUSED
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(backfills.c.lease_owner, backfills.c.lease_epoch)).one()
+    assert (row.lease_owner, row.lease_epoch) == (None, 1)  # held once, then released
+    assert len(recorder.take()) == 4  # roots a and c of both runs; nothing since the pause
+
+
+def test_waiting_for_the_lease_of_an_ended_backfill_takes_none(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = diamond()
+    backfill_id = new_backfill(engine, dag, 1)
+    set_backfill(engine, backfill_id, BackfillState.CANCELLED)  # as if its driver ended it
+    coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=Recorder())
+
+    coordinator.wait_for_lease(backfill_id, on_wait=lambda owner, until: None)
+
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(backfills.c.lease_owner, backfills.c.lease_epoch)).one()
+    assert (row.lease_owner, row.lease_epoch) == (None, 0)
+
+
 def test_stop_leaves_the_backfill_resumable_and_releases_the_lease(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:

@@ -27,7 +27,7 @@ from backfill.model.states import BackfillState, RunState, TIState
 from backfill.model.task_options import DEFAULT_POOL
 from backfill.planning.limits import admit
 from backfill.planning.snapshot import LimitCounts, PastTI, TIRow
-from backfill.store import claims, lease, pass_reads, past, runs, schema, status, tis
+from backfill.store import claims, control, lease, pass_reads, past, runs, schema, status, tis
 from backfill.store.runs import NewRun, TaskSpec
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -553,6 +553,31 @@ def test_lease_renew_refuse_expire_take_over_release(engine: Engine) -> None:
         assert (row.lease_owner, row.lease_expires_at) == (None, None)
         assert lease.acquire_lease(conn, bid, owner="A", now=after, ttl=ttl) == 3
         assert lease.acquire_lease(conn, bid + 1, owner="A", now=after, ttl=ttl) is None
+
+
+def test_resume_unpauses_and_takes_the_lease_only_if_free(engine: Engine) -> None:
+    ttl = timedelta(seconds=60)
+    paused, running = BackfillState.PAUSED, BackfillState.RUNNING
+
+    def lease_of(conn: Connection, bid: int) -> tuple[object, ...]:
+        row = runs.lock_backfill(conn, bid)
+        assert row is not None
+        return (row.state, row.lease_owner, row.lease_epoch)
+
+    with engine.begin() as conn:
+        bid, _ = make_backfill(conn)
+        assert not control.resume(conn, bid, owner="R", now=NOW, ttl=ttl)  # queued: a miss
+        assert runs.set_backfill_state(conn, bid, running, now=NOW)
+        assert not control.resume(conn, bid, owner="R", now=NOW, ttl=ttl)  # running: a miss
+        assert lease_of(conn, bid) == (running, None, 0)  # ... that took no lease
+        assert runs.set_backfill_state(conn, bid, paused, now=NOW)
+        assert control.resume(conn, bid, owner="R", now=NOW, ttl=ttl)  # the lease was free
+        assert lease_of(conn, bid) == (running, "R", 1)
+        # A live driver's lease (a `backfill run` waiting through the pause) stays its.
+        assert runs.set_backfill_state(conn, bid, paused, now=NOW)
+        assert control.resume(conn, bid, owner="S", now=NOW + timedelta(seconds=1), ttl=ttl)
+        assert lease_of(conn, bid) == (running, "R", 1)
+        assert not control.resume(conn, bid + 1, owner="R", now=NOW, ttl=ttl)  # unknown
 
 
 # -- task-instance transitions ---------------------------------------------------
