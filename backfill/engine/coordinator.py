@@ -21,7 +21,8 @@ Invariants:
 - `drive` returns when the backfill ends, or when `stop` is set: then it
   releases the lease and leaves everything else as it is, resumable;
 - `wait_for_lease` returns once this coordinator holds the lease, or the
-  backfill has ended (a driver it waited for finished it: no lease is taken);
+  backfill ended success or failed (a driver it waited for finished it: no
+  lease is taken; a cancelled one may still need winding down);
 - the coordinator rides out database and broker outages: every transaction
   is retried on a fresh connection until it succeeds or `stop` is set
   (`store.reconnect`), and a pass publishes only after its commit is known to
@@ -94,6 +95,8 @@ HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals an
 #   any moment), else at most BUSY_SETTLE.
 MAX_SETTLE = 0.01  # seconds
 BUSY_SETTLE = 1.0  # seconds
+# Ended for good: no lease is taken. (A cancelled backfill may still be winding down.)
+NOTHING_TO_DRIVE = frozenset({BackfillState.SUCCESS, BackfillState.FAILED})
 
 
 class Coordinator:
@@ -292,28 +295,29 @@ class Coordinator:
         *,
         on_wait: Callable[[str, datetime], None],
         stop: threading.Event | None = None,
-    ) -> None:
-        """Block until this coordinator holds the backfill's lease, or the backfill has
-        ended (no lease is taken then), or `stop` is set."""
+    ) -> bool:
+        """Block until this coordinator holds the backfill's lease (True), or the backfill
+        ended success or failed (no lease is taken then) or `stop` is set (False)."""
         stop = self._stop = stop or threading.Event()
         while not stop.is_set():
             row, epoch, now = self._retrying(lambda: self._take_lease(backfill_id))
-            if epoch is not None or row.state in BACKFILL_FINISHED:
-                return
+            if epoch is not None or row.state in NOTHING_TO_DRIVE:
+                return epoch is not None
             expires = row.lease_expires_at or now
             on_wait(row.lease_owner or "?", expires)
             stop.wait(min(1.0, max(0.05, (expires - now).total_seconds() + 0.05)))
+        return False
 
     def _take_lease(self, backfill_id: int) -> tuple[runs.BackfillRow, int | None, datetime]:
-        """The backfill's row, the lease epoch if this coordinator now holds it (never for
-        an ended backfill: there is nothing to drive), and the time."""
+        """The backfill's row, the lease epoch if this coordinator now holds it (never when
+        there is NOTHING_TO_DRIVE), and the time."""
         now = pendulum.now("UTC")
         ttl = self._heartbeat_timeout
         with self._engine.begin() as conn:
             row = runs.lock_backfill(conn, backfill_id)
             if row is None:
                 raise BackfillNotFound(backfill_id)
-            if row.state in BACKFILL_FINISHED:
+            if row.state in NOTHING_TO_DRIVE:
                 return row, None, now
             epoch = lease.acquire_lease(conn, backfill_id, owner=self.owner, now=now, ttl=ttl)
         return row, epoch, now

@@ -5,15 +5,15 @@ Invariants:
   with runs never wound down; a paused one needs none;
 - one thread per backfill, each with its own `Coordinator`; a thread first
   waits for the backfill's lease, so of several daemons (HA) one drives and
-  the others stand by until its lease lapses (a SIGKILLed driver's: within
-  `BACKFILL_HEARTBEAT_TIMEOUT` and a second of the kill). Safety never
-  depends on it;
-- a thread whose backfill is paused releases its lease and ends (with the
-  thread of any daemon that stood by). Resumed, the backfill is driven by
-  whoever takes the lease first: `backfill resume`, which un-pauses it and
-  takes the free lease in one transaction, so it drives at once, and a
-  daemon's next scan stands by; else (a `resume` that found the lease held)
-  a daemon's next scan, `resume` standing by;
+  the others stand by until its lease lapses, and take over within a second
+  of that (a SIGKILLed driver renewed it at most a second before). Safety
+  never depends on it;
+- a paused backfill: the thread driving it releases the lease and ends at
+  its next pass (so does a standby's, after one pass that finds it paused).
+  Resumed, it is driven by whoever takes the lease first: `backfill resume`
+  un-pauses it and takes the free lease in one transaction, so it drives at
+  once and the next scan's thread stands by; a `resume` that finds the lease
+  held stands by while that coordinator drives;
 - `serve(once=True)` drives the backfills that need it now to their end;
 - a thread that fails is logged; its backfill is tried again after
   `RETRY_AFTER` (`Drivers.failed` names it);
@@ -123,15 +123,12 @@ class Drivers:
                     holders.add(owner)
                     log.info("backfill %s: standing by, %s holds its lease", backfill_id, owner)
 
-            coordinator.wait_for_lease(backfill_id, on_wait=on_wait, stop=self._stop)
-            if self._stop.is_set():
-                return
+            if not coordinator.wait_for_lease(backfill_id, on_wait=on_wait, stop=self._stop):
+                return  # stopped, or the coordinator it stood by for ended the backfill
             log.info("backfill %s (%s): driving it", backfill_id, dag_id)
             outcome = coordinator.drive(backfill_id, stop=self._stop, leave_paused=True)
-            if outcome.state is BackfillState.PAUSED:
-                log.info("backfill %s (%s): paused; lease released", backfill_id, dag_id)
-                return
-            log.info("backfill %s (%s): %s", backfill_id, dag_id, outcome.state.value)
+            note = "; lease released" if outcome.state is BackfillState.PAUSED else ""
+            log.info("backfill %s (%s): %s%s", backfill_id, dag_id, outcome.state.value, note)
         except Unreachable as exc:  # retried until stopped: only a stop ends it so
             log.info("backfill %s (%s): stopped; %s", backfill_id, dag_id, exc)
         except BackfillError as exc:  # e.g. the DAG file changed or is gone

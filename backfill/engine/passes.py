@@ -119,7 +119,7 @@ def execute(
         runs.set_backfill_state(conn, row.id, _B.RUNNING, seen=_B.QUEUED, now=now)
         row = replace(row, state=_B.RUNNING)
     epoch = None
-    if row.state in (_B.RUNNING, _B.PAUSED):  # a paused backfill keeps its driver
+    if row.state in (_B.RUNNING, _B.PAUSED):  # a driver waiting through a pause keeps it
         epoch = _lease(conn, row, cfg, now=now, renew=housekeeping is not None)
     if row.state is not _B.RUNNING:
         return Applied(state=row.state, lease_epoch=epoch)

@@ -451,6 +451,18 @@ def test_coordinator_once_exits_1_when_it_cannot_drive_a_backfill(harness: Harne
     assert harness.summary(1).state is BackfillState.RUNNING
 
 
+def test_coordinator_once_winds_a_cancelled_backfill_down(harness: Harness) -> None:
+    assert harness.cli("create", "ledger", "-s", "2024-01-01", "-e", "2024-01-02").returncode == 0
+    assert harness.cli("cancel", "1").returncode == 0
+    assert harness.summary(1).runs != {"failed": 2}  # its runs wait for a driver to end them
+    once = harness.cli("coordinator", "--once")
+    assert once.returncode == 0, once.stderr
+    assert "backfill 1 (ledger): driving it" in once.stderr
+    summary = harness.summary(1)
+    assert (summary.state, summary.runs) == (BackfillState.CANCELLED, {"failed": 2})
+    assert harness.executions() == Counter()
+
+
 def test_a_coordinator_service_drives_what_is_created_and_stops_on_ctrl_c(
     harness: Harness,
 ) -> None:

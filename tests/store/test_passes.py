@@ -392,19 +392,25 @@ def test_a_driver_leaving_paused_backfills_returns_and_releases_the_lease(
     assert len(recorder.take()) == 4  # roots a and c of both runs; nothing since the pause
 
 
-def test_waiting_for_the_lease_of_an_ended_backfill_takes_none(
-    engine: Engine, db_url: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("state", "taken"),
+    [("success", False), ("failed", False), ("cancelled", True)],  # cancelled: a wind-down
+)
+def test_the_lease_of_a_backfill_that_ended_for_good_is_not_taken(
+    engine: Engine, db_url: str, tmp_path: Path, state: str, taken: bool
 ) -> None:
     dag = diamond()
     backfill_id = new_backfill(engine, dag, 1)
-    set_backfill(engine, backfill_id, BackfillState.CANCELLED)  # as if its driver ended it
+    set_backfill(engine, backfill_id, BackfillState(state))  # as if its driver ended it
     coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=Recorder())
 
-    coordinator.wait_for_lease(backfill_id, on_wait=lambda owner, until: None)
+    held = coordinator.wait_for_lease(backfill_id, on_wait=lambda owner, until: None)
 
     with engine.connect() as conn:
         row = conn.execute(sa.select(backfills.c.lease_owner, backfills.c.lease_epoch)).one()
-    assert (row.lease_owner, row.lease_epoch) == (None, 0)
+    assert (held, row.lease_owner, row.lease_epoch) == (
+        (True, coordinator.owner, 1) if taken else (False, None, 0)
+    )
 
 
 def test_stop_leaves_the_backfill_resumable_and_releases_the_lease(
@@ -435,7 +441,7 @@ def test_resume_waits_for_a_dead_drivers_lease_to_lapse(
     seen: list[tuple[str, datetime]] = []
     started = time.monotonic()
 
-    successor.wait_for_lease(backfill_id, on_wait=lambda o, t: seen.append((o, t)))
+    assert successor.wait_for_lease(backfill_id, on_wait=lambda o, t: seen.append((o, t)))
 
     assert time.monotonic() - started >= 0.5
     assert seen
