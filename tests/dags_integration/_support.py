@@ -13,13 +13,20 @@ from typing import Any
 
 from support.ledger import record, wait_for_gate
 
-__all__ = ["held_first_try", "record", "timed"]
+__all__ = ["gated", "held_first_try", "record", "timed"]
 
 
 def timed(ctx: Any, low: float, high: float) -> None:
     """A task body: record start, sleep a random time in [low, high] seconds, record end."""
     record("start", ctx)
     time.sleep(random.uniform(low, high))
+    record("end", ctx)
+
+
+def gated(ctx: Any) -> None:
+    """A task body: record start, block until the test opens this try's gate, record end."""
+    record("start", ctx)
+    wait_for_gate(ctx)
     record("end", ctx)
 
 

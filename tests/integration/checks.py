@@ -141,3 +141,20 @@ def claims_per_ti(engine: Engine, backfill_id: int) -> Counter[int]:
     )
     with engine.connect() as conn:
         return Counter(conn.execute(stmt).scalars())
+
+
+def drivers_in_turn(engine: Engine, backfill_id: int) -> list[str]:
+    """The actors that queued the backfill's TIs, in journal order, each run of the same
+    actor told once: `[A, B]` is A driving, then B. Every drive has an owner of its own
+    (`Coordinator.owner`), so an actor seen twice (`[A, B, A]`) means two drove at once."""
+    journal, ti, run = ti_transitions, task_instances, dag_runs
+    stmt = (
+        sa.select(journal.c.actor)
+        .select_from(journal.join(ti, ti.c.id == journal.c.task_instance_id))
+        .join(run, run.c.id == ti.c.dag_run_id)
+        .where(run.c.backfill_id == backfill_id, journal.c.to_state == "queued")
+        .order_by(journal.c.id)
+    )
+    with engine.connect() as conn:
+        actors = list(conn.execute(stmt).scalars())
+    return [actor for i, actor in enumerate(actors) if i == 0 or actors[i - 1] != actor]
