@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from backfill.engine.metrics import NO_METRICS, Metrics, PrometheusMetrics
+from backfill.engine.metrics import NO_METRICS, Metrics
 from backfill.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -67,6 +67,8 @@ def serving_metrics(address: MetricsAddress | None) -> Iterator[Metrics]:
     if address is None:
         yield NO_METRICS
         return
+    from backfill.engine.prometheus import PrometheusMetrics
+
     metrics = PrometheusMetrics()
     with metrics.serving(address.host, address.port):  # MetricsAddressError: exit 2
         click.echo(f"serving metrics at {address.url()}", err=True)

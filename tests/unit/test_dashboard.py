@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from backfill.engine.metrics import DatabaseCollector, PrometheusMetrics
+from backfill.engine.prometheus import DatabaseCollector, PrometheusMetrics
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "backfill-dashboard.json"
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
