@@ -23,6 +23,7 @@ from rich.console import Console
 from backfill.cli.meter import format_duration
 from backfill.cli.progress import group_failed, print_groups
 from backfill.cli.report import NO_ERROR, hints, log_command, print_log_commands
+from backfill.engine.telling import failed_key
 from backfill.model.states import FINISHED, BackfillState
 from backfill.planning.results import TIKey
 from backfill.planning.story import key_json, pace
@@ -51,7 +52,7 @@ def story_of(
     rate, eta = pace(report, left=left)
     running = found.state is BackfillState.RUNNING
     return StoryParts(
-        failed=[(_key(f), f.last_error) for f in failed],
+        failed=[(failed_key(f), f.last_error) for f in failed],
         deadlock=(report.get("deadlock") or {}) if found.state is BackfillState.FAILED else {},
         waiting=(report.get("waiting") or {}) if running else {},
         rate=rate if running else None,
@@ -61,16 +62,6 @@ def story_of(
 
 
 _FINISHED = {s.value for s in FINISHED}
-
-
-def _key(f: FailedTI) -> TIKey:
-    return TIKey(
-        dag_id=f.dag_id,
-        task_id=f.task_id,
-        run_id=f.run_id,
-        logical_date=f.logical_date,
-        try_number=f.try_number,
-    )
 
 
 def story_json(backfill_id: int, parts: StoryParts) -> dict[str, Any]:

@@ -50,17 +50,19 @@ from typing import TYPE_CHECKING, TypeVar
 import pendulum
 
 from backfill.config import Settings
+from backfill.engine import telling
 from backfill.engine.dispatch import Dispatcher, Publisher
 from backfill.engine.dispatch_lag import LagWatch
 from backfill.engine.errors import DispatchError
 from backfill.engine.metrics import NO_METRICS, Metrics
 from backfill.engine.passes import Applied, Housekeeping, PassConfig, execute
+from backfill.engine.settling import settle
+from backfill.engine.telling import result_of, tell
 from backfill.model.dag import DAG
-from backfill.model.states import BACKFILL_FINISHED, FINISHED, BackfillState, TIState
-from backfill.planning.results import Keys, Outcome, PassResult, Progress, TIKey, next_due
-from backfill.planning.run_options import RunOptions
+from backfill.model.states import BACKFILL_FINISHED, BackfillState
+from backfill.planning.results import Outcome, PassResult, Progress, TIKey
 from backfill.planning.story import Story
-from backfill.store import adopt, lease, reads, reports, runs, status
+from backfill.store import lease, runs
 from backfill.store.db import describe
 from backfill.store.errors import BackfillNotFound
 from backfill.store.reconnect import Outage, Reconnect
@@ -82,19 +84,6 @@ PROGRESS_COST_FACTOR = 10
 POLL_POSTGRESQL = 1.0  # seconds: the fallback when no notification comes
 POLL_SQLITE = 0.2  # seconds: SQLite has no notifications
 HOUSEKEEPING_EVERY = 1.0  # seconds: at most this long between lease renewals and recovery
-# After a wake-up, wait before the next pass, so finishes that arrive together are
-# decided by one pass, not one each: a pass reads the whole snapshot, so a busy
-# backfill would otherwise spend the coordinator's CPU (which the workers share on a
-# small host) re-reading it for every single finish. How long (`settle`):
-# - not at all when the try that woke it was the only one in flight (a chain:
-#   nothing else can end, and the next task waits for that pass);
-# - until half the TIs queued at the last pass have ended (each end is one more
-#   notification, and frees a worker for a queued TI): the pass then comes while the
-#   workers still have the other half to run, whatever the tasks' durations;
-# - at most MAX_SETTLE when fewer TIs are queued than running (a worker may run dry
-#   any moment), else at most BUSY_SETTLE.
-MAX_SETTLE = 0.01  # seconds
-BUSY_SETTLE = 1.0  # seconds
 # Ended for good: no lease is taken. (A cancelled backfill may still be winding down.)
 NOTHING_TO_DRIVE = frozenset({BackfillState.SUCCESS, BackfillState.FAILED})
 
@@ -171,7 +160,7 @@ class Coordinator:
             self._housekept[backfill_id] = at
         dispatched = self._publish(applied)  # only now is the commit known to have landed
         self._record(applied, dispatched, time.monotonic() - started)
-        return self._result(applied, dispatched, at)
+        return result_of(applied, dispatched, at, dag_id=self._dag.dag_id)
 
     def _record(self, applied: Applied, dispatched: int, seconds: float) -> None:
         """The pass in the metrics (which record nothing without `--metrics-port`)."""
@@ -264,22 +253,9 @@ class Coordinator:
                     return result
 
     def _tell(self, backfill_id: int, result: PassResult) -> None:
-        """Keep the pass's story with the backfill for `backfill status`, when it says
-        something new (`planning.story`); only the lease holder tells it."""
-        now = pendulum.now("UTC")
+        """Keep the pass's story with the backfill for `backfill status` (`telling`)."""
         story = self._stories.setdefault(backfill_id, Story())
-        if not result.lease_held or not story.due(result, now):
-            return
-
-        def write() -> None:
-            with self._engine.begin() as conn:
-                found = status.summary(conn, backfill_id)
-                if found is None:
-                    return
-                finished = sum(found.task_instances.get(s.value, 0) for s in FINISHED)
-                reports.write(conn, backfill_id, story.report(result, finished=finished, now=now))
-
-        self._retrying(write)
+        self._retrying(lambda: tell(self._engine, backfill_id, result, story))
 
     def _timeout(self, result: PassResult, now: datetime, reporting: bool) -> float:
         timeout = self._poll
@@ -324,51 +300,11 @@ class Coordinator:
 
     def progress(self, backfill_id: int, last: PassResult | None = None) -> Progress:
         """Counts now; the waiting reasons come from `last`, the last pass."""
-        summary = self._retrying(lambda: self._summary(backfill_id))
-        if summary is None:
-            raise BackfillNotFound(backfill_id)
-        return Progress(
-            backfill_id=backfill_id,
-            state=summary.state,
-            runs=summary.runs,
-            task_instances=summary.task_instances,
-            waiting={reason: len(tis) for reason, tis in last.waiting.items()} if last else {},
-        )
+        return self._retrying(lambda: telling.progress(self._engine, backfill_id, last))
 
     def outcome(self, backfill_id: int, last: PassResult | None = None) -> Outcome:
         """The backfill's outcome now; deadlock and waiting come from `last`, the last pass."""
-
-        def read() -> tuple[status.Summary | None, list[adopt.FailedTI]]:
-            with reads.reading(self._engine) as conn:
-                return status.summary(conn, backfill_id), adopt.failed_tis(conn, backfill_id)
-
-        summary, failed = self._retrying(read)
-        if summary is None:
-            raise BackfillNotFound(backfill_id)
-        selects = RunOptions.from_json(summary.options).selects  # --task-regex
-        failed = [f for f in failed if selects(f.task_id)]
-        return Outcome(
-            state=summary.state,
-            deadlock=last.deadlock if last else None,
-            failed=tuple(
-                (
-                    TIKey(
-                        dag_id=f.dag_id,
-                        task_id=f.task_id,
-                        run_id=f.run_id,
-                        logical_date=f.logical_date,
-                        try_number=f.try_number,
-                    ),
-                    f.last_error,
-                )
-                for f in failed
-            ),
-            waiting=last.waiting if last else {},
-        )
-
-    def _summary(self, backfill_id: int) -> status.Summary | None:
-        with reads.reading(self._engine) as conn:
-            return status.summary(conn, backfill_id)
+        return self._retrying(lambda: telling.outcome(self._engine, backfill_id, last))
 
     def close(self) -> None:
         """Release the broker connections of the default publisher."""
@@ -400,47 +336,3 @@ class Coordinator:
                 lease.release_lease(conn, backfill_id, owner=self.owner)
 
         self._retrying(transaction)
-
-    def _result(self, applied: Applied, dispatched: int, now: datetime) -> PassResult:
-        snapshot, decisions = applied.snapshot, applied.decisions
-        keys = Keys(snapshot, self._dag.dag_id) if snapshot else None
-        return PassResult(
-            state=applied.state,
-            changed=applied.changed,
-            again=applied.again,
-            dispatched=dispatched,
-            reaped=applied.reaped,
-            redispatched=applied.redispatched,
-            lease_held=applied.lease_epoch is not None,
-            waiting=keys.by_reason(decisions.waiting) if keys and decisions else {},
-            deadlock=(
-                keys.by_reason(decisions.deadlock)
-                if keys and decisions and decisions.deadlock is not None
-                else None
-            ),
-            next_due=next_due(snapshot, now),
-            queued=_count(applied, TIState.QUEUED) + len(applied.messages),
-            running=_count(applied, TIState.RUNNING),
-            winding_down=applied.winding_down,
-        )
-
-
-def _count(applied: Applied, state: TIState) -> int:
-    """TIs of the pass's snapshot in `state`, as it read them."""
-    seen = applied.snapshot.tis if applied.snapshot else ()
-    return sum(1 for t in seen if t.state is state)
-
-
-def settle(last: PassResult, waker: Waker, stop: threading.Event, *, ended: int) -> None:
-    """Wait for more tries to end before the next pass (see MAX_SETTLE); `ended` tries
-    have ended since `last`, as told by the wake-up."""
-    if last.in_flight <= 1:
-        return
-    enough = max(1, last.queued // 2)
-    budget = MAX_SETTLE if last.queued < last.running else BUSY_SETTLE
-    deadline = time.monotonic() + budget
-    while ended < enough and not stop.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        ended += waker.wait(remaining, stop)

@@ -1,4 +1,4 @@
-"""How long the coordinator waits after a wake-up before its next pass (`coordinator.settle`)."""
+"""How long the coordinator waits after a wake-up before its next pass (`settling.settle`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from backfill.engine.coordinator import BUSY_SETTLE, MAX_SETTLE, settle
+from backfill.engine.settling import BUSY_SETTLE, MAX_SETTLE, settle
 from backfill.model.states import BackfillState
 from backfill.planning.results import PassResult
 
