@@ -8,8 +8,9 @@ Invariants:
   journal); what the worker's cap cut from its head is said, with how many
   bytes, never silently skipped;
 - `--follow` polls for new chunks every `FOLLOW_POLL` seconds while the try
-  runs (or is about to: a queued TI is waited for) and ends after the try has
-  ended and its last chunk was printed; Ctrl-C exits 130;
+  runs (or is about to: a TI not started yet is waited for, unless its
+  backfill has ended) and ends after the try has ended and its last chunk was
+  printed; Ctrl-C exits 130;
 - `-d` reads a date without an offset in UTC, as `backfill tasks` does; a
   date alone also matches the one run on that UTC day, and several runs that
   day are listed so the operator can pick one.
@@ -30,7 +31,7 @@ from backfill.cli.output import BACKFILL_ID, OutputFormat, emit_json, iso, outpu
 from backfill.config import Settings
 from backfill.errors import UserError
 from backfill.model.dates import parse_cli_date
-from backfill.model.states import ACTIVE, TIState
+from backfill.model.states import ACTIVE, BACKFILL_FINISHED, BackfillState, TIState
 from backfill.store import db, logs, reads, status
 from backfill.store.errors import BackfillNotFound
 from backfill.store.logs import LoggedTI
@@ -177,8 +178,11 @@ def _pieces(engine: Engine, target: LoggedTI, number: int, *, follow: bool) -> I
 
 
 def _still_running(now: logs.Current, number: int) -> bool:
-    """Whether try `number` may still write: it is the TI's active (or next) try."""
-    return (now.try_number == number and TIState(now.state) in ACTIVE) or now.try_number < number
+    """Whether try `number` may still write: it is the TI's active try, or its next one
+    and the backfill has not ended (an ended backfill starts no try)."""
+    if now.try_number < number:
+        return BackfillState(now.backfill_state) not in BACKFILL_FINISHED
+    return now.try_number == number and TIState(now.state) in ACTIVE
 
 
 def _footer(engine: Engine, target: LoggedTI, number: int) -> str | None:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backfill.model.states import TIState
-from backfill.store.schema import dag_runs, task_instances, ti_logs, ti_transitions
+from backfill.store.schema import backfills, dag_runs, task_instances, ti_logs, ti_transitions
 
 _RUNNING = TIState.RUNNING.value
 
@@ -136,12 +136,19 @@ class Current(NamedTuple):
     state: str
     try_number: int
     last_error: str | None
+    backfill_state: str
 
 
 def current(conn: Connection, ti_id: int) -> Current:
-    """The TI's state, latest try number and last error, now."""
-    ti = task_instances
-    stmt = sa.select(ti.c.state, ti.c.try_number, ti.c.last_error).where(ti.c.id == ti_id)
+    """The TI's state, latest try number and last error, and its backfill's state, now."""
+    ti, run, bf = task_instances, dag_runs, backfills
+    stmt = (
+        sa.select(ti.c.state, ti.c.try_number, ti.c.last_error, bf.c.state)
+        .select_from(
+            ti.join(run, run.c.id == ti.c.dag_run_id).join(bf, bf.c.id == run.c.backfill_id)
+        )
+        .where(ti.c.id == ti_id)
+    )
     return Current(*conn.execute(stmt).one())
 
 

@@ -107,6 +107,10 @@ def test_abort_stops_the_running_try_revokes_the_queued_and_leaves_nothing_activ
     ]
     log = h.cli("logs", "1", task_id)
     assert "Cancelled: backfill 1 was cancelled with --abort by cli:" in log.stdout
+    never = next(t for t in tis if t != task_id)
+    follow = h.cli("logs", "1", never, "--follow", timeout=60)  # nothing will start: it ends
+    assert follow.returncode == 0, follow.stderr
+    assert "try 1: not started yet" in follow.stdout
     audit = h.cli("audit", "1")
     assert audit.returncode == 0, audit.stdout
     assert audit.stdout.rstrip().endswith(" transitions checked, 0 violations")
