@@ -5,7 +5,8 @@ tasks record every execution in the ledger, so "ran again" and "ran once"
 are counted, not assumed. What must hold: the selection (task regex, states,
 dates, --downstream) is shown and confirmed (or only shown with --dry-run,
 writing nothing); cleared TIs keep their try number and get their retries
-again; their runs and the backfill reopen and `resume` drives them; a
+again; their runs and the backfill reopen and `resume` or a `backfill
+coordinator` drives them; a
 running TI that is cleared is fenced, its callable stopped, and it runs
 again as a new try; nothing matching, or no terminal to ask on without
 --yes, is exit 2 with nothing written; the journal passes `backfill audit`.
@@ -140,7 +141,9 @@ def test_clear_reruns_what_it_selects_and_reopens_the_backfill(h: Harness, tmp_p
     )
     assert down.returncode == 0, down.stderr
     assert "3 task instances of backfill 1 to clear:" in down.stdout
-    assert h.cli("resume", "1", "--local-workers", "0").returncode == 0
+    daemon = h.cli("coordinator", "--once")  # a daemon drives a reopened backfill too
+    assert daemon.returncode == 0, daemon.stderr
+    assert state_of(h) == "success"
     assert ran(h) == Counter(
         {
             **{(t, days[0]): 1 for t in "abc"},
