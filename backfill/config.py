@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class Settings:
     heartbeat_timeout: float = 60.0
     queued_timeout: float = 120.0
     log_max_bytes: int = LOG_MAX_BYTES  # of each try's log kept (its tail)
+    # Signs task messages; a worker holding it refuses unsigned ones (`backfill.signing`).
+    message_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -45,6 +47,7 @@ class Settings:
             heartbeat_timeout=_seconds(env, "BACKFILL_HEARTBEAT_TIMEOUT", 60.0),
             queued_timeout=_seconds(env, "BACKFILL_QUEUED_TIMEOUT", 120.0),
             log_max_bytes=_bytes(env, "BACKFILL_LOG_MAX_BYTES", LOG_MAX_BYTES),
+            message_key=env.get("BACKFILL_MESSAGE_KEY") or None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         _check_url(settings.database_url)

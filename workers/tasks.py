@@ -55,6 +55,7 @@ from backfill.model.dag import DAG
 from backfill.model.states import TIState
 from backfill.planning.retry import retry_delay, should_retry
 from backfill.planning.run_options import Execution
+from backfill.signing import verified
 from backfill.store import claims
 from backfill.store.schema import RefusalKind
 from workers.capture import capturing, error_text, try_log_of
@@ -94,7 +95,7 @@ def handle(
     try:
         if args:
             raise BadMessage(f"expected keyword arguments only, got {len(args)} positional")
-        message = TaskMessage.from_kwargs(kwargs)
+        message = TaskMessage.from_kwargs(verified(kwargs, settings.message_key))
     except BadMessage as exc:
         log.warning("malformed message acked as a no-op: %s", exc)
         return Report(Verdict.NOOP, f"malformed message: {exc}")

@@ -327,7 +327,9 @@ class Coordinator:
         if self._publisher is None:
             from backfill.broker.app import make_celery  # Celery loads only when publishing
 
-            self._publisher = Dispatcher(make_celery(self._settings))
+            self._publisher = Dispatcher(
+                make_celery(self._settings), key=self._settings.message_key
+            )
         return self._publisher
 
     def _release(self, backfill_id: int) -> None:

@@ -31,6 +31,7 @@ from backfill.config import redact
 from backfill.engine.errors import DispatchError
 from backfill.errors import Unreachable
 from backfill.messages import BACKFILL_STAMP, TASK_NAME, TaskMessage
+from backfill.signing import sign
 
 BROKER_CONNECT_TIMEOUT = 10  # seconds
 # A Redis pipeline that failed: part of the batch may have been delivered (kombu 5.7).
@@ -44,8 +45,9 @@ class Publisher(Protocol):
 class Dispatcher:
     """Publishes TI-try messages through a Celery app (`backfill.broker.app.make_celery`)."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, *, key: str | None = None) -> None:
         self._app = app
+        self._key = key  # BACKFILL_MESSAGE_KEY: sign every message (`backfill.signing`)
 
     def publish(self, messages: Sequence[tuple[TaskMessage, str]]) -> None:
         """Send each (message, queue); `DispatchError` if the broker cannot be reached."""
@@ -56,7 +58,7 @@ class Dispatcher:
                 for message, queue in messages:
                     self._app.send_task(
                         TASK_NAME,
-                        kwargs=message.kwargs(),
+                        kwargs=sign(message.kwargs(), self._key),
                         queue=queue,
                         producer=producer,
                         argsrepr=message.describe(),

@@ -728,3 +728,17 @@ def test_status_tells_a_daemon_driven_backfills_story(harness: Harness) -> None:
     assert "failed task instances, by error:" in table
     assert "  ValueError: boom on 2024-01-01 (1):" in table
     assert "  backfill logs 2 boom -d 2024-01-01T00:00:00+00:00 --try 1" in table
+
+
+def test_run_with_a_message_key_signs_what_its_workers_require(harness: Harness) -> None:
+    """BACKFILL_MESSAGE_KEY on the coordinator and its local workers: every message is
+    signed, and every one runs (a worker with the key refuses unsigned messages)."""
+    harness.env["BACKFILL_MESSAGE_KEY"] = "fleet-secret"
+    done = harness.cli(
+        "run", "ledger", "-s", "2024-01-01", "-e", "2024-01-01", "--local-workers", "1"
+    )
+    assert done.returncode == 0, done.stderr
+    every_ti_once(harness, ["2024-01-01"])
+    logs = "".join(p.read_text() for p in (harness.home / "logs").glob("local*.log"))
+    assert "unsigned or forged" not in logs
+    assert "fleet-secret" not in logs + done.stdout + done.stderr

@@ -11,6 +11,7 @@ ledger (tests/dags_worker/probe.py, `support.ledger`), which counts executions.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -31,11 +32,13 @@ from support.rows import journal, row_of
 from support.stack import Stack
 from support.waiting import wait_until
 
+from backfill.engine.dispatch import Dispatcher
 from backfill.messages import TASK_NAME, TaskMessage
 from backfill.model.context import Context, Reschedule, Skip
 from backfill.model.discovery import load_dags
 from backfill.model.states import TIState
 from backfill.planning.run_options import Execution, RunOptions
+from backfill.signing import sign
 from backfill.store.db import create_engine_for
 from workers.app import make_app
 from workers.execute import Ending, Result, execute
@@ -277,6 +280,32 @@ def test_forged_and_pickled_messages_have_no_effect(
     wait_state(db, workers, message, TIState.SUCCESS)
     assert len(ran(stack, "ok")) == 1
     assert broker.queue_length("default") == 0  # every message above was acked, none requeued
+
+
+def test_with_a_message_key_a_worker_runs_only_messages_signed_with_it(
+    redis_stack: Stack, broker: PrivateRedis, db: Engine, workers: WorkerPool
+) -> None:
+    stack = dataclasses.replace(redis_stack, message_key="s3cret-key")
+    [message] = queue_tis(db, "worker_probe", ["ok"]).values()
+    [worker] = workers.start(stack, 1)
+    good = message.kwargs()
+    send_raw(stack, kwargs=good)  # unsigned
+    send_raw(stack, kwargs=sign(good, "another key"))  # forged
+    send_raw(stack, kwargs={**sign(good, "s3cret-key"), "try_number": 2})  # altered after
+    refused = "unsigned or forged message"
+    wait_for(workers, lambda: worker.count(refused) == 3, "3 refusals")
+    assert row_of(db, message.ti_id)["state"] == "queued"  # no claim was even tried
+    assert stack.ledger.entries() == []
+
+    dispatcher = Dispatcher(make_app(stack.settings()), key=stack.settings().message_key)
+    try:
+        dispatcher.publish([(message, "default")])  # what a coordinator with the key sends
+    finally:
+        dispatcher.close()
+    wait_state(db, workers, message, TIState.SUCCESS)
+    assert len(ran(stack, "ok")) == 1
+    assert "s3cret-key" not in worker.output()  # the key is never logged
+    assert "s3cret-key" not in repr(stack.settings())
 
 
 def test_a_dag_fingerprint_mismatch_fails_the_try(

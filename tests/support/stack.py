@@ -52,6 +52,7 @@ class Stack:
     queued_timeout: float = 60.0
     broker: str | None = None  # another broker than the private Redis DB (`with_broker`)
     dags: Path = DAGS
+    message_key: str | None = None  # BACKFILL_MESSAGE_KEY of every process
 
     @classmethod
     def create(cls, db_url: str, private: PrivateRedis | None, folder: Path) -> Self:
@@ -96,6 +97,7 @@ class Stack:
                 LEDGER_ENV: str(self.ledger.path),
                 GATES_ENV: str(self.gates),
                 "PYTHONUNBUFFERED": "1",
+                **({"BACKFILL_MESSAGE_KEY": self.message_key} if self.message_key else {}),
             }
         )
 
