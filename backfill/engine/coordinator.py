@@ -133,6 +133,7 @@ class Coordinator:
         self._stop: threading.Event | None = None  # the current drive's: ends retrying
         self._stories: dict[int, Story] = {}  # what `_tell` last told, per backfill
         self._metrics = metrics
+        metrics.outages(database=self._db_outage, broker=self._broker_outage)
         self._lag = LagWatch(engine, metrics, dag.dag_id)  # reads nothing without metrics
 
     def run_pass(self, backfill_id: int, *, now: datetime | None = None) -> PassResult:

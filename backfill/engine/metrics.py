@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from backfill.store.reconnect import Outage
+
 
 class Metrics:
     """What the engine records as it drives; this default records nothing."""
@@ -37,6 +39,9 @@ class Metrics:
 
     def watch(self, engine: Engine) -> None:
         """Export what `engine`'s database holds too, read at each scrape."""
+
+    def outages(self, *, database: Outage, broker: Outage) -> None:
+        """Export whether a driver reaches the database and the broker, as it last tried."""
 
 
 NO_METRICS = Metrics()

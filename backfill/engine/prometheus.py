@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -83,6 +85,8 @@ class PrometheusMetrics(Metrics):
             buckets=LAG_BUCKETS,
             registry=reg,
         )
+        self._reach = ReachCollector()
+        reg.register(self._reach)
 
     def dispatched(self, n: int, *, dag_id: str) -> None:
         self._dispatched.labels(dag_id).inc(n)
@@ -103,6 +107,9 @@ class PrometheusMetrics(Metrics):
 
     def watch(self, engine: Engine) -> None:
         self.registry.register(DatabaseCollector(engine))
+
+    def outages(self, *, database: Outage, broker: Outage) -> None:
+        self._reach.add(database, broker)
 
     @contextmanager
     def serving(self, host: str, port: int) -> Iterator[None]:
@@ -127,6 +134,36 @@ def _why_not(host: str, port: int, exc: OSError) -> str:
             "or stop the process listening on it"
         )
     return f"cannot serve metrics on {where} ({exc.strerror or exc}); check --metrics-host"
+
+
+class ReachCollector:
+    """`backfill_db_up` and `backfill_broker_up`: 0 while any driver of this process is in
+    an outage of that service (it retries, with backoff, and says so in its log), else 1.
+    Drivers come and go (one per backfill in a daemon): they are held weakly."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # drivers add while the server's thread collects
+        self._held: list[tuple[weakref.ref[Outage], weakref.ref[Outage]]] = []
+
+    def add(self, database: Outage, broker: Outage) -> None:
+        with self._lock:
+            self._held.append((weakref.ref(database), weakref.ref(broker)))
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            pairs = [(db(), broker()) for db, broker in self._held]
+            alive = [(db, b) for db, b in pairs if db is not None and b is not None]
+            self._held = [(weakref.ref(db), weakref.ref(b)) for db, b in alive]
+        for name, what, down in (
+            ("backfill_db_up", "the metadata database", any(db.down for db, _ in alive)),
+            ("backfill_broker_up", "the broker", any(b.down for _, b in alive)),
+        ):
+            yield GaugeMetricFamily(
+                name, f"Whether this process's drivers reach {what}.", 0 if down else 1
+            )
 
 
 class DatabaseCollector:

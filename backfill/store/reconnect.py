@@ -136,6 +136,12 @@ class Outage:
                 return
         self.notify(f"{self.what} unreachable since {since:%H:%M:%S}, retrying ({cause(exc)})")
 
+    @property
+    def down(self) -> bool:
+        """Whether an outage is in progress (more failures in a row than tolerated)."""
+        with self._lock:
+            return self.failures > self.tolerated
+
     def latest(self) -> tuple[datetime, datetime | None] | None:
         """(began, ended) of the outage in progress (ended None) or else of the last one."""
         with self._lock:
