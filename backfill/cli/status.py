@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import click
+import pendulum
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -29,7 +30,7 @@ from backfill.cli.output import (
     output_option,
     when,
 )
-from backfill.cli.story import StoryParts, pace_line, print_story, story_json, story_of
+from backfill.cli.story import StoryParts, panel_rows, print_story, story_json, story_of
 from backfill.config import Settings
 from backfill.errors import UserError
 from backfill.model.states import RUN_FINISHED, RunState, TIState
@@ -62,7 +63,7 @@ def status_command(backfill_id: int | None, output: OutputFormat) -> None:
         emit_json({**summary_json(found), **story_json(found.id, parts)})
         return
     out = console()
-    out.print(_summary_panel(found, pace_line(parts)))
+    out.print(_summary_panel(found, panel_rows(parts)))
     print_story(out, found.id, parts)
 
 
@@ -70,7 +71,7 @@ def _story(conn: Connection, found: Summary) -> StoryParts:
     """The failures (of the tasks the backfill selects) and the driver's last report."""
     selects = RunOptions.from_json(found.options).selects  # --task-regex
     failed = [f for f in adopt.failed_tis(conn, found.id) if selects(f.task_id)]
-    return story_of(found, failed, reports.read(conn, found.id))
+    return story_of(found, failed, reports.read(conn, found.id), now=pendulum.now("UTC"))
 
 
 def _runs_finished(found: Summary) -> tuple[int, int]:
@@ -111,7 +112,7 @@ def _progress(done: int, total: int) -> str:
     return f"[{bar}] {done}/{total} runs finished ({100 * done // total}%)"
 
 
-def _summary_panel(found: Summary, pace: str | None) -> Panel:
+def _summary_panel(found: Summary, story: list[tuple[str, str]]) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
@@ -122,7 +123,7 @@ def _summary_panel(found: Summary, pace: str | None) -> Panel:
         ("progress", _progress(done, total)),
         ("runs", _counts(found.runs, RunState)),
         ("task instances", _counts(found.task_instances, TIState)),
-        *([("pace", pace)] if pace else []),
+        *story,
         ("created", when(found.created_at)),
         ("updated", when(found.updated_at)),
         ("options", _compact(found.options)),

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 
 from backfill.cli.meter import format_duration
+from backfill.cli.output import iso, when
 from backfill.cli.progress import group_failed, print_groups
 from backfill.cli.report import NO_ERROR, hints, log_command, print_log_commands
 from backfill.engine.telling import failed_key
@@ -41,16 +43,24 @@ class StoryParts:
     rate: float | None  # TIs finished per minute
     eta: float | None  # seconds
     report_at: str | None
+    driver: str | None  # the coordinator holding the lease, if any holds it now
+    lease_expires_at: datetime | None
+    broker_down_since: str | None  # the driver cannot publish since then, and retries
 
 
 def story_of(
-    found: Summary, failed: Sequence[FailedTI], report: Mapping[str, Any] | None
+    found: Summary,
+    failed: Sequence[FailedTI],
+    report: Mapping[str, Any] | None,
+    *,
+    now: datetime,
 ) -> StoryParts:
     """The parts of the story, each shown only when the state makes it true."""
     report = report or {}
     left = sum(n for state, n in found.task_instances.items() if state not in _FINISHED)
     rate, eta = pace(report, left=left)
     running = found.state is BackfillState.RUNNING
+    held = found.lease_expires_at is not None and found.lease_expires_at > now
     return StoryParts(
         failed=[(failed_key(f), f.last_error) for f in failed],
         deadlock=(report.get("deadlock") or {}) if found.state is BackfillState.FAILED else {},
@@ -58,6 +68,9 @@ def story_of(
         rate=rate if running else None,
         eta=eta if running else None,
         report_at=report.get("at"),
+        driver=found.lease_owner if held else None,
+        lease_expires_at=found.lease_expires_at if held else None,
+        broker_down_since=report.get("broker_down_since") if running else None,
     )
 
 
@@ -77,14 +90,25 @@ def story_json(backfill_id: int, parts: StoryParts) -> dict[str, Any]:
         "rate_per_minute": parts.rate,
         "eta_seconds": parts.eta,
         "report_at": parts.report_at,
+        "driver": None
+        if parts.driver is None
+        else {"owner": parts.driver, "lease_expires_at": iso(parts.lease_expires_at)},
+        "broker_down_since": parts.broker_down_since,
     }
 
 
-def pace_line(parts: StoryParts) -> str | None:
-    if parts.rate is None:
-        return None
-    eta = "-" if parts.eta is None else format_duration(parts.eta)
-    return f"{parts.rate:.1f} TIs/min over the last minute, ETA {eta}"
+def panel_rows(parts: StoryParts) -> list[tuple[str, str]]:
+    """The story's rows in the status panel: pace, driver, a broker outage."""
+    rows = []
+    if parts.rate is not None:
+        eta = "-" if parts.eta is None else format_duration(parts.eta)
+        rows.append(("pace", f"{parts.rate:.1f} TIs/min over the last minute, ETA {eta}"))
+    if parts.driver is not None:
+        rows.append(("driver", f"{parts.driver} (lease until {when(parts.lease_expires_at)})"))
+    if parts.broker_down_since is not None:
+        since = parts.broker_down_since
+        rows.append(("broker", f"unreachable since {since}; the driver retries with backoff"))
+    return rows
 
 
 def print_story(out: Console, backfill_id: int, parts: StoryParts) -> None:

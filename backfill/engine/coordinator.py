@@ -256,7 +256,12 @@ class Coordinator:
     def _tell(self, backfill_id: int, result: PassResult) -> None:
         """Keep the pass's story with the backfill for `backfill status` (`telling`)."""
         story = self._stories.setdefault(backfill_id, Story())
-        self._retrying(lambda: tell(self._engine, backfill_id, result, story))
+        outage = self._broker_outage
+        down = outage.latest() if outage.down else None
+        since = None if down is None else down[0]
+        self._retrying(
+            lambda: tell(self._engine, backfill_id, result, story, broker_down_since=since)
+        )
 
     def _timeout(self, result: PassResult, now: datetime, reporting: bool) -> float:
         timeout = self._poll

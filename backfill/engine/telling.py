@@ -60,17 +60,26 @@ def _count(applied: Applied, state: TIState) -> int:
     return sum(1 for t in seen if t.state is state)
 
 
-def tell(engine: Engine, backfill_id: int, result: PassResult, story: Story) -> None:
-    """Keep `result`'s story with the backfill when it says something new (see invariants)."""
+def tell(
+    engine: Engine,
+    backfill_id: int,
+    result: PassResult,
+    story: Story,
+    *,
+    broker_down_since: datetime | None = None,
+) -> None:
+    """Keep `result`'s story with the backfill when it says something new (see invariants);
+    `broker_down_since`: the driver cannot publish since then (it retries)."""
     now = pendulum.now("UTC")
-    if not result.lease_held or not story.due(result, now):
+    if not result.lease_held or not story.due(result, now, broker_down_since):
         return
     with engine.begin() as conn:
         found = status.summary(conn, backfill_id)
         if found is None:
             return
         finished = sum(found.task_instances.get(s.value, 0) for s in FINISHED)
-        reports.write(conn, backfill_id, story.report(result, finished=finished, now=now))
+        told = story.report(result, finished=finished, now=now, broker_down_since=broker_down_since)
+        reports.write(conn, backfill_id, told)
 
 
 def progress(engine: Engine, backfill_id: int, last: PassResult | None) -> Progress:

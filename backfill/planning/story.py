@@ -54,18 +54,28 @@ class Story:
         self._sampled_at: datetime | None = None
         self._samples: deque[tuple[str, int]] = deque(maxlen=SAMPLES)
 
-    def due(self, result: PassResult, now: datetime) -> bool:
+    def due(
+        self, result: PassResult, now: datetime, broker_down_since: datetime | None = None
+    ) -> bool:
         """Whether a report after `result` would say something new."""
         last = self._sampled_at
         return (
-            self._said != _gist(result)
+            self._said != _gist(result, broker_down_since)
             or last is None
             or (now - last).total_seconds() >= SAMPLE_EVERY
         )
 
-    def report(self, result: PassResult, *, finished: int, now: datetime) -> dict[str, Any]:
-        """The report after `result`, with `finished` TIs at `now` as its newest sample."""
-        self._said = _gist(result)
+    def report(
+        self,
+        result: PassResult,
+        *,
+        finished: int,
+        now: datetime,
+        broker_down_since: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The report after `result`, with `finished` TIs at `now` as its newest sample;
+        `broker_down_since`: the driver cannot publish, and retries, since then."""
+        self._said = _gist(result, broker_down_since)
         self._sampled_at = now
         self._samples.append((now.isoformat(), finished))
         return {
@@ -73,15 +83,19 @@ class Story:
             "waiting": _groups(result.waiting),
             "deadlock": None if result.deadlock is None else _groups(result.deadlock),
             "samples": [list(s) for s in self._samples],
+            "broker_down_since": None
+            if broker_down_since is None
+            else broker_down_since.isoformat(),
         }
 
 
-def _gist(result: PassResult) -> object:
-    """What a report says besides its samples: reasons and their counts."""
+def _gist(result: PassResult, broker_down_since: datetime | None) -> object:
+    """What a report says besides its samples: reasons and their counts, an outage."""
     deadlock = (
         None if result.deadlock is None else sorted((r, len(k)) for r, k in result.deadlock.items())
     )
-    return (sorted((r, len(k)) for r, k in result.waiting.items()), deadlock)
+    waiting = sorted((r, len(k)) for r, k in result.waiting.items())
+    return (waiting, deadlock, broker_down_since)
 
 
 def pace(report: Mapping[str, Any] | None, *, left: int) -> tuple[float | None, float | None]:

@@ -64,6 +64,8 @@ class Summary:
     updated_at: datetime
     runs: dict[str, int]  # run state -> count
     task_instances: dict[str, int]  # TI state -> count
+    lease_owner: str | None = None  # the coordinator driving it, if its lease is held
+    lease_expires_at: datetime | None = None
 
 
 def summary(conn: Connection, backfill_id: int) -> Summary | None:
@@ -94,6 +96,8 @@ def summary(conn: Connection, backfill_id: int) -> Summary | None:
         updated_at=row.updated_at,
         runs={state: int(n) for state, n in runs},
         task_instances={state: int(n) for state, n in tis},
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
     )
 
 

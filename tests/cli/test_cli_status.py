@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
 import sqlalchemy as sa
 from click.testing import Result
@@ -23,7 +24,7 @@ from support.cli import assert_user_error, invoke
 from support.states import force_state
 
 from backfill.model.states import BackfillState, RunState, TIState
-from backfill.store import claims, reports, runs
+from backfill.store import claims, lease, reports, runs
 from backfill.store.db import create_engine_for
 from backfill.store.runs import NewRun, TaskSpec
 from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
@@ -179,6 +180,8 @@ def test_status_json_shape(home: Path, db_url: str, seeded: Seeded) -> None:
         "rate_per_minute": None,
         "eta_seconds": None,
         "report_at": None,
+        "driver": None,
+        "broker_down_since": None,
     }
 
 
@@ -218,15 +221,27 @@ def test_status_of_a_running_backfill_shows_its_drivers_waiting_reasons_and_pace
         },
         "deadlock": None,
         "samples": [[at.isoformat(), 0], [(at + timedelta(seconds=60)).isoformat(), 4]],
+        "broker_down_since": "2024-01-01T00:00:30+00:00",
     }
     with engine.begin() as conn:
         reports.write(conn, seeded.etl, report)
+        lease.acquire_lease(
+            conn,
+            seeded.etl,
+            owner="host-a:42:c0ffee",
+            now=pendulum.now("UTC"),
+            ttl=timedelta(hours=1),
+        )
     data = as_json(invoke(home, "status", str(seeded.etl), "-o", "json", db_url=db_url))
     assert data["waiting"] == {"pool 'db' is full (4/4 slots)": 3}
     assert (data["rate_per_minute"], data["eta_seconds"]) == (4.0, 75.0)  # 5 TIs left
     assert data["deadlock"] == {}  # running: a deadlock is only told once it has failed
+    assert data["driver"]["owner"] == "host-a:42:c0ffee"
+    assert data["broker_down_since"] == "2024-01-01T00:00:30+00:00"
     out = invoke(home, "status", str(seeded.etl), db_url=db_url).stdout
     assert "4.0 TIs/min over the last minute, ETA 1m15s" in out
+    assert "host-a:42:c0ffee (lease until" in out
+    assert "unreachable since 2024-01-01T00:00:30+00:00; the driver retries" in out
     assert "held back at the driver's last pass, by reason:" in out
     assert "  pool 'db' is full (4/4 slots) (3):" in out
     assert "    etl/load/2024-01-03T00:00:00+00:00 (never ran)" in out

@@ -23,6 +23,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -31,6 +32,7 @@ from support.processes import CliProcess, Coordinators, WorkerPool
 from support.stack import Stack
 from support.waiting import wait_until
 
+from backfill.store import reports
 from backfill.store.db import create_engine_for, migrate
 
 from .checks import (
@@ -99,6 +101,11 @@ def wait_under_way(engine: Engine, backfill_id: int, driver: CliProcess) -> None
         return states.count("success") >= 12 and "running" in states
 
     wait_until(under_way, timeout=60, what="the backfill to be under way", explain=driver.output)
+
+
+def reports_of(engine: Engine, backfill_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        return reports.read(conn, backfill_id)
 
 
 def assert_said_once(driver: CliProcess, *notices: str) -> None:
@@ -195,7 +202,15 @@ def test_redis_restarted_mid_run_loses_nothing(
     wait_under_way(engine, backfill_id, process)
     # Nothing persisted: every message waiting in the broker is lost with it, and
     # the tries running now end while it is down, so their successors' messages fail.
-    redis_server.restart_after(3.0)
+    redis_server.stop()
+    # The driver tells `backfill status` too (its report), not only its own output.
+    wait_until(
+        lambda: (reports_of(engine, backfill_id) or {}).get("broker_down_since"),
+        timeout=60,
+        what="the driver's report to say the broker is unreachable",
+        explain=process.output,
+    )
+    redis_server.start()
 
     assert process.wait(timeout=DRIVE_TIMEOUT) == 0, process.output()
     assert_said_once(process, "broker unreachable since", "broker reachable again after")

@@ -73,3 +73,17 @@ def test_pace_is_the_rate_over_the_samples_and_the_eta_of_what_is_left() -> None
     assert pace(None, left=5) == (None, None)
     stalled = [[T0.isoformat(), 100], [(T0 + timedelta(seconds=60)).isoformat(), 100]]
     assert pace({"samples": stalled}, left=5) == (0.0, None)
+
+
+def test_a_broker_outage_is_news_and_is_told_with_its_start() -> None:
+    story = Story()
+    quiet = result({"pool full": 1})
+    story.report(quiet, finished=0, now=T0)
+    down_since = T0 + timedelta(seconds=1)
+    assert story.due(quiet, T0 + timedelta(seconds=2), down_since)  # an outage began
+    report = story.report(
+        quiet, finished=0, now=T0 + timedelta(seconds=2), broker_down_since=down_since
+    )
+    assert report["broker_down_since"] == down_since.isoformat()
+    assert not story.due(quiet, T0 + timedelta(seconds=3), down_since)
+    assert story.due(quiet, T0 + timedelta(seconds=3))  # and ended
