@@ -17,30 +17,35 @@ Invariants:
   reads, so without `--once` a line on stderr says why only one frame was printed.
   A pipe's frame is `COLUMNS` x `LINES` (default `PIPE_WIDTH` x `PIPE_HEIGHT`) and
   has no colour, only the glyphs;
-- rate and ETA come from `cli.meter`, over the frames of this watch: a single
-  frame (`--once`) has no rate to show.
+- rate and ETA come from `cli.meter`, over the frames of this watch; until it
+  has two (a single `--once` frame), from the samples the backfill's driver
+  keeps with it (`planning.story.pace`), while it runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.live import Live
 from sqlalchemy.engine import Engine
 
-from backfill.cli.meter import Meter
+from backfill.cli.meter import Meter, Tally
 from backfill.cli.output import BACKFILL_ID, EXIT_INTERRUPTED, console
 from backfill.cli.watch_layout import Layout, first_date, plan
 from backfill.cli.watch_view import Frame, render
 from backfill.config import Settings
-from backfill.model.states import BACKFILL_FINISHED
-from backfill.store import db, grid, reads, status
+from backfill.model.states import BACKFILL_FINISHED, FINISHED, BackfillState
+from backfill.planning.story import pace
+from backfill.store import db, grid, reads, reports, status
 from backfill.store.errors import BackfillNotFound
+from backfill.store.status import Summary
 
 INTERVAL = 1.5  # seconds between two frames of a live grid
 RATE_WINDOW = 60.0  # seconds of frames the rate is computed over
@@ -102,16 +107,30 @@ class Reader:
             )
             offset = first_date(grid.frontier(conn, self.backfill_id), layout.dates, dates)
             window = grid.window(conn, self.backfill_id, offset=offset, limit=layout.dates)
+            report = reports.read(conn, self.backfill_id)
         self.seconds = time.monotonic() - started
         frame = Frame(
             summary=found,
             task_ids=self.task_ids,
             window=window,
-            tally=self.meter.tally(found.runs, found.task_instances),
+            tally=_reported_pace(self.meter.tally(found.runs, found.task_instances), found, report),
             at=datetime.now(UTC),
             live=live and found.state not in BACKFILL_FINISHED,
         )
         return frame, layout
+
+
+def _reported_pace(tally: Tally, found: Summary, report: dict[str, Any] | None) -> Tally:
+    """`tally`, with the driver's reported rate and ETA while this watch has none yet."""
+    if tally.rate is not None or found.state is not BackfillState.RUNNING:
+        return tally
+    left = sum(found.task_instances.values()) - sum(
+        found.task_instances.get(s.value, 0) for s in FINISHED
+    )
+    per_minute, eta = pace(report, left=left)
+    if per_minute is None:
+        return tally
+    return dataclasses.replace(tally, rate=per_minute / 60, eta=eta)
 
 
 def _size(out: Console) -> tuple[int, int]:

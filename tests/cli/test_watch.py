@@ -15,6 +15,7 @@ from support.cli import assert_user_error, invoke
 from support.factories import dated_backfill, move_runs, move_tis
 
 from backfill.model.states import RunState, TIState
+from backfill.store import reports
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 TASKS = ["extract", "clean", "load"]
@@ -58,6 +59,18 @@ def test_once_prints_one_plain_frame(home: Path, db_url: str, small: int) -> Non
         ["2024-01-04", "·", "·", "·"],
     ]
     assert "\x1b" not in result.stdout
+
+
+def test_once_shows_the_pace_the_driver_reported(
+    home: Path, db_url: str, engine: Engine, small: int
+) -> None:
+    """A single frame has no rate of its own: the driver's samples give one."""
+    samples = [[T0.isoformat(), 0], [(T0 + timedelta(seconds=60)).isoformat(), 6]]
+    with engine.begin() as conn:
+        reports.write(conn, small, {"samples": samples, "waiting": {}, "deadlock": None})
+    result = invoke(home, "watch", str(small), "--once", db_url=db_url)
+    assert result.exit_code == 0, result.output
+    assert "runs 1/4 done · rate 6.0 TI/min · ETA 1m30s" in result.stdout  # 9 TIs left
 
 
 def test_not_a_terminal_prints_one_frame_and_says_so(home: Path, db_url: str, small: int) -> None:
