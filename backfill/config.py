@@ -105,11 +105,24 @@ def _check_url(url: str) -> None:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by `***`, safe to print or log."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return url.split("@", 1)[-1] if "@" in url else url
-    if parsed.password is None:
+    """The URL with any password replaced by `***`, safe to print or log.
+
+    Any URL: a database's, or a broker's, including kombu's failover lists
+    (`amqp://u:p@h1;amqp://u:p@h2`) and vhosts spelled `%2F` or `//`. Only the
+    password changes; a URL that cannot be parsed is masked, never printed
+    whole (parsing it as SQLAlchemy does would reject a port-less broker list).
+    """
+    return ";".join(_redact_one(part) for part in url.split(";"))
+
+
+def _redact_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    return parsed.render_as_string(hide_password=True)
+    # The userinfo ends at the LAST "@" before any query: a password may hold "@".
+    location, query_sep, query = rest.partition("?")
+    userinfo, at, host = location.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return f"{scheme}://{user}:***@{host}{query_sep}{query}"

@@ -81,11 +81,18 @@ def check_broker(url: str) -> None:
     For a command about to create a backfill it drives: refused before anything
     is written. Once driving, a broker outage is ridden out instead.
     """
-    try:
-        with Connection(url, connect_timeout=BROKER_CONNECT_TIMEOUT) as connection:
+    with Connection(url, connect_timeout=BROKER_CONNECT_TIMEOUT) as connection:
+        # A refusal is the transport's own error, not kombu's OperationalError: on
+        # RabbitMQ a bad login is AccessRefused, a missing vhost NotAllowed.
+        refusals: tuple[type[BaseException], ...] = (
+            OperationalError,
+            *connection.connection_errors,
+            *connection.channel_errors,
+        )
+        try:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
-    except OperationalError as exc:
-        raise Unreachable(f"cannot reach the broker at {redact(url)}: {exc}") from None
+        except refusals as exc:
+            raise Unreachable(f"cannot reach the broker at {redact(url)}: {exc}") from None
 
 
 def _stamp(message: TaskMessage) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import pytest
@@ -19,8 +20,10 @@ from sqlalchemy.engine import make_url
 from support import cli
 from support.cli import assert_user_error
 from support.factories import existing_run
+from support.private_rabbit import PrivateVhost
 
 from backfill.cli import main
+from backfill.config import redact
 from backfill.errors import UserError
 from backfill.planning.errors import BadConf
 from backfill.planning.run_options import MAX_CONF_BYTES, ReprocessPolicy, RunOptions, parse_conf
@@ -782,6 +785,31 @@ def test_run_with_an_unreachable_broker_exits_3_and_writes_nothing(home: Path) -
     args = ["run", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-02"]
     result = CliRunner().invoke(main, args, env=env)
     assert_unreachable(result, "the broker at redis://:***@127.0.0.1:1/0", "refused")
+    assert not (home / "backfill.db").exists()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize(
+    ("where", "cause"),
+    [
+        ("guest:secret@{host}/{vhost}", "ACCESS_REFUSED"),
+        ("guest:guest@{host}/no-such", "NOT_ALLOWED"),
+    ],
+    ids=["bad-password", "no-vhost"],
+)
+def test_run_refused_by_rabbitmq_exits_3_naming_it(
+    home: Path, rabbit: PrivateVhost, where: str, cause: str
+) -> None:
+    host = urlsplit(rabbit.url).netloc.rsplit("@", 1)[1]
+    url = "amqp://" + where.format(host=host, vhost=rabbit.name)
+    env = {
+        "BACKFILL_HOME": str(home),
+        "BACKFILL_DAGS_FOLDER": str(REPO_DAGS),
+        "BACKFILL_BROKER_URL": url,
+    }
+    args = ["run", "example_bash_operator", "-s", "2016-01-01", "-e", "2016-01-02"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert_unreachable(result, f"the broker at {redact(url)}", cause)
     assert not (home / "backfill.db").exists()
 
 

@@ -4,6 +4,12 @@
   (`support.private_redis`), empty when taken. Redis missing: skipped on a
   laptop, failed in CI.
 - `broker`: the module's Redis DB, empty at the start and at the end of each test.
+- `rabbit`: a RabbitMQ vhost of the test's own (`support.private_rabbit`),
+  deleted after it. RabbitMQ missing: skipped on a laptop, failed in CI.
+- `any_broker`: the core end-to-end tests' broker, once per kind: the module's
+  Redis DB (`broker`), then a RabbitMQ vhost of the test's own
+  (`support.private_rabbit`; the run is marked `rabbitmq`). RabbitMQ missing:
+  skipped on a laptop, failed in CI.
 - `home`: the test's BACKFILL_HOME, not created: a command that must write
   nothing must leave it so.
 - `workers`: a `WorkerPool` of the test; every worker it started is killed at
@@ -19,9 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
+from .private_rabbit import PrivateVhost, private_vhost
 from .private_redis import PrivateRedis, private_redis
 from .processes import Coordinators, WorkerPool
 
@@ -39,6 +47,31 @@ def broker(module_broker: PrivateRedis) -> Iterator[PrivateRedis]:
     module_broker.clear()
     yield module_broker
     module_broker.clear()
+
+
+class PrivateBroker(Protocol):
+    """What a test needs of its broker, Redis DB or RabbitMQ vhost alike."""
+
+    @property
+    def url(self) -> str: ...
+
+    def queue_length(self, queue: str) -> int: ...
+
+    def purge(self, queue: str) -> None: ...
+
+
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def any_broker(request: pytest.FixtureRequest) -> PrivateBroker:
+    """The test's broker, once on Redis and once on RabbitMQ: for the core
+    end-to-end tests only (each run starts real processes)."""
+    return request.getfixturevalue("broker" if request.param == "redis" else "rabbit")
+
+
+@pytest.fixture
+def rabbit(request: pytest.FixtureRequest) -> Iterator[PrivateVhost]:
+    """A RabbitMQ vhost of the test's own, deleted after it with all it holds."""
+    with private_vhost(request.node.nodeid) as vhost:
+        yield vhost
 
 
 @pytest.fixture

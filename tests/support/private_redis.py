@@ -51,6 +51,10 @@ class PrivateRedis:
     def queue_length(self, queue: str) -> int:
         return sum(int(self.client.llen(k)) for k in self.queue_keys(queue))
 
+    def purge(self, queue: str) -> None:
+        """Delete every message waiting in `queue`, as an operator's purge would."""
+        self.client.delete(*self.queue_keys(queue))
+
 
 @contextmanager
 def private_redis(who: str) -> Iterator[PrivateRedis]:
