@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
 from rich.console import Console
+from support.fixtures import PrivateBroker
 from support.harness import Harness, cmdline, embedded_harness
-from support.private_redis import PrivateRedis
 from support.processes import processes_of
 from support.waiting import wait_until
 
@@ -302,13 +303,15 @@ def test_rerun_failed_tasks_reruns_only_the_failed_tis(harness: Harness) -> None
     }
 
 
-# --- on PostgreSQL + Redis ---------------------------------------------------------------------
+# --- on PostgreSQL + each broker----------------------------------------------------------------
 
 
-def test_run_on_postgres_and_redis(harness: Harness, pg_url: str, broker: PrivateRedis) -> None:
+def test_run_on_postgres_and_each_broker(
+    harness: Harness, pg_url: str, any_broker: PrivateBroker
+) -> None:
     queue = f"q_{uuid.uuid4().hex[:8]}"  # nobody else's worker can take these messages
     write_dags(harness, queue=queue)
-    harness.env |= {"BACKFILL_DATABASE_URL": pg_url, "BACKFILL_BROKER_URL": broker.url}
+    harness.env |= {"BACKFILL_DATABASE_URL": pg_url, "BACKFILL_BROKER_URL": any_broker.url}
     args = ["run", "ledger", "-s", "2024-01-01", "-e", "2024-01-03", "--local-workers", "2"]
     done = harness.cli(*args, "-o", "json")
     assert done.returncode == 0, done.stderr
@@ -319,6 +322,11 @@ def test_run_on_postgres_and_redis(harness: Harness, pg_url: str, broker: Privat
     assert f"for queue(s) {queue}" in done.stderr
     assert not (harness.home / "backfill.db").exists()
     assert processes_of(harness.home) == []
+    # The broker's password (RabbitMQ's guest) is in no output and no worker's log.
+    password = urlsplit(any_broker.url).password
+    if password:
+        logs = "".join(p.read_text() for p in (harness.home / "logs").glob("*.log"))
+        assert not [out for out in (done.stdout, done.stderr, logs) if f":{password}@" in out]
 
 
 # --- Ctrl-C and resume -----------------------------------------------------------------------

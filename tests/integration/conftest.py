@@ -5,6 +5,8 @@ the checks in `checks.py`).
 
 - `pg_stack` / `stack`: a `Stack` on a fresh PostgreSQL database (`pg_url`) /
   on a fresh database of each backend (`db_url`).
+- `core_stack`: a `Stack` on a fresh PostgreSQL database and each broker
+  (`any_broker`: Redis, then RabbitMQ), for the core end-to-end tests only.
 - `engine_of(stack)`: an engine on the stack's database, disposed at teardown.
 - `proxy`: a started `PgProxy` (`pgproxy.py`), stopped at teardown.
 - `postgres_server`, `redis_server`: private servers a test may stop and
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from support.fixtures import PrivateBroker
 from support.private_redis import PrivateRedis
 from support.stack import Stack
 
@@ -70,6 +73,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def pg_stack(pg_url: str, broker: PrivateRedis, tmp_path: Path) -> Stack:
     """A Stack on a fresh PostgreSQL database and the module's Redis DB."""
     return Stack.create(pg_url, broker, tmp_path)
+
+
+@pytest.fixture
+def core_stack(pg_url: str, any_broker: PrivateBroker, tmp_path: Path) -> Stack:
+    """A Stack on a fresh PostgreSQL database and each broker, Redis then RabbitMQ."""
+    return Stack.create(pg_url, None, tmp_path).with_broker(any_broker.url)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Faults (DESIGN 5, guarantees 1-3) on PostgreSQL, Redis and real worker processes.
+"""Faults (DESIGN 5, guarantees 1-3) on PostgreSQL, Redis and real worker processes;
+the killed worker and the lost messages on RabbitMQ too (`core_stack`).
 
 - a worker SIGKILLed mid-task: its try is reaped after the heartbeat timeout
   and retried on another worker; nothing else runs twice;
@@ -22,8 +23,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
+from support.fixtures import PrivateBroker
 from support.ledger import Entry, Key
-from support.private_redis import PrivateRedis
 from support.processes import Coordinators, CoordinatorThread, WorkerPool
 from support.rows import journal, row_of
 from support.stack import Stack, utc
@@ -86,12 +87,12 @@ def hold_running(
 
 
 def test_a_killed_worker_try_is_reaped_and_retried_elsewhere(
-    pg_stack: Stack,
+    core_stack: Stack,
     engine_of: Callable[[Stack], Engine],
     workers: WorkerPool,
     coordinators: Coordinators,
 ) -> None:
-    stack = pg_stack.with_timeouts(**HEARTBEATS)
+    stack = core_stack.with_timeouts(**HEARTBEATS)
     engine = engine_of(stack)
     backfill_id, driver, started = hold_running(stack, engine, workers, coordinators)
     victim = workers.owner_of(started.pid)
@@ -150,23 +151,25 @@ def test_a_killed_coordinator_is_resumed_without_rerunning_anything(
 
 
 def test_messages_deleted_from_the_broker_are_dispatched_again(
-    pg_stack: Stack,
-    broker: PrivateRedis,
+    core_stack: Stack,
+    any_broker: PrivateBroker,
     engine_of: Callable[[Stack], Engine],
     workers: WorkerPool,
     coordinators: Coordinators,
 ) -> None:
-    stack = pg_stack.with_timeouts(queued_timeout=2.0)
+    stack = core_stack.with_timeouts(queued_timeout=2.0)
     engine = engine_of(stack)
     dag = stack.dag("fault_fanout")
     backfill_id = create_backfill(engine, dag, DAY, DAY)
     driver = coordinators.thread(stack, dag, backfill_id)
     # No worker yet: the two root tasks' messages wait in the queue. Lose them.
-    wait_until(lambda: broker.queue_length("default") >= 2, timeout=30, what="2 messages queued")
-    broker.client.delete(*broker.queue_keys("default"))
-    assert broker.queue_length("default") == 0
     wait_until(
-        lambda: broker.queue_length("default") >= 2,
+        lambda: any_broker.queue_length("default") >= 2, timeout=30, what="2 messages queued"
+    )
+    any_broker.purge("default")
+    assert any_broker.queue_length("default") == 0
+    wait_until(
+        lambda: any_broker.queue_length("default") >= 2,
         timeout=30,
         what="the coordinator to publish the lost messages again",
     )

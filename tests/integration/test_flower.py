@@ -1,6 +1,6 @@
 """Flower tells the truth about every delivery of a real backfill (DESIGN 2 and 6).
 
-A real `celery -A workers flower` on the test's Redis broker, real workers
+A real `celery -A workers flower` on the test's broker (Redis, then RabbitMQ), real workers
 sending events (the app turns them on: no `-E` here), a real backfill whose
 every message is published three times, and a task that always fails. Then
 Flower's `/api/tasks` must show, by each task's readable args
@@ -78,8 +78,8 @@ def verdicts(tasks: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
 
 
 @pytest.fixture
-def flower(pg_stack: Stack, tmp_path: Path) -> Iterator[Flower]:
-    instance = Flower(pg_stack, tmp_path / "flower.log")
+def flower(core_stack: Stack, tmp_path: Path) -> Iterator[Flower]:
+    instance = Flower(core_stack, tmp_path / "flower.log")
     try:
         yield instance
     finally:
@@ -88,13 +88,13 @@ def flower(pg_stack: Stack, tmp_path: Path) -> Iterator[Flower]:
 
 
 def test_flower_shows_each_try_once_as_its_outcome_and_duplicates_as_ignored(
-    pg_stack: Stack,
+    core_stack: Stack,
     flower: Flower,
     engine_of: Callable[[Stack], Engine],
     workers: WorkerPool,
     coordinators: Coordinators,
 ) -> None:
-    pool = workers.start(pg_stack, 2)
+    pool = workers.start(core_stack, 2)
     # Events flow once Flower has seen the workers come online: only then start.
     names = {f"{w.name}@{socket.gethostname()}" for w in pool}
     wait_until(
@@ -103,12 +103,12 @@ def test_flower_shows_each_try_once_as_its_outcome_and_duplicates_as_ignored(
         what="Flower to see the workers' events",
         explain=lambda: tail(flower.log),
     )
-    engine = engine_of(pg_stack)
-    dag = pg_stack.dag("flower_small")
+    engine = engine_of(core_stack)
+    dag = core_stack.dag("flower_small")
     backfill_id = create_backfill(engine, dag, "2016-01-01", "2016-01-02")
-    dispatcher = TriplingDispatcher(make_app(pg_stack.settings()))
+    dispatcher = TriplingDispatcher(make_app(core_stack.settings()))
     try:
-        outcome = coordinators.thread(pg_stack, dag, backfill_id, publisher=dispatcher).result(90)
+        outcome = coordinators.thread(core_stack, dag, backfill_id, publisher=dispatcher).result(90)
     finally:
         dispatcher.close()
     assert outcome.state == "failed", outcome  # `broken` fails on both dates
@@ -136,4 +136,4 @@ def test_flower_shows_each_try_once_as_its_outcome_and_duplicates_as_ignored(
             assert "failed: ValueError: broken on 2016-01-0" in task["exception"], task
         elif task["state"] == "SUCCESS":
             assert task["result"] == repr(f"{task['args']}: success"), task
-    assert_each_try_started_once(pg_stack.ledger, {t.key for t in tis})
+    assert_each_try_started_once(core_stack.ledger, {t.key for t in tis})

@@ -1,9 +1,10 @@
-"""The two races of Airflow's BackfillJob (DESIGN 1), on real workers, Redis and databases.
+"""The two races of Airflow's BackfillJob (DESIGN 1), on real workers, brokers and databases.
 
 - the 2016 spurious deadlock: example_bash_operator over 2 dates, 4 worker
   processes, tasks sleeping 0-20 ms, 30 backfills in a row: never a deadlock,
   every backfill succeeds, every TI runs exactly once;
-- the double run, from duplicate delivery: every message published 3 times;
+- the double run, from duplicate delivery: every message published 3 times,
+  on Redis and on RabbitMQ (`core_stack`);
 - the double run, from two coordinators driving one backfill at once, which
   must also keep max_active_runs and a 1-slot pool.
 
@@ -70,18 +71,18 @@ def test_no_spurious_deadlock_in_30_backfills(
 
 
 def test_every_try_runs_once_when_every_message_is_delivered_three_times(
-    pg_stack: Stack,
+    core_stack: Stack,
     engine_of: Callable[[Stack], Engine],
     workers: WorkerPool,
     coordinators: Coordinators,
 ) -> None:
-    pool = workers.start(pg_stack, 4)
-    engine = engine_of(pg_stack)
-    dag = pg_stack.dag("dup_delivery")
+    pool = workers.start(core_stack, 4)
+    engine = engine_of(core_stack)
+    dag = core_stack.dag("dup_delivery")
     backfill_id = create_backfill(engine, dag, "2016-01-01", "2016-01-03")
-    dispatcher = TriplingDispatcher(make_app(pg_stack.settings()))
+    dispatcher = TriplingDispatcher(make_app(core_stack.settings()))
     try:
-        outcome = coordinators.thread(pg_stack, dag, backfill_id, publisher=dispatcher).result(
+        outcome = coordinators.thread(core_stack, dag, backfill_id, publisher=dispatcher).result(
             DRIVE_TIMEOUT
         )
     finally:
@@ -106,7 +107,7 @@ def test_every_try_runs_once_when_every_message_is_delivered_three_times(
     losers = sum(w.output().count("lost the claim race") for w in pool)
     assert losers == copies - len(tis)
     assert refused_claims(engine, backfill_id) == {ti.id: COPIES - 1 for ti in tis}
-    assert_each_try_started_once(pg_stack.ledger, {ti.key for ti in tis})
+    assert_each_try_started_once(core_stack.ledger, {ti.key for ti in tis})
 
 
 def refused_claims(engine: Engine, backfill_id: int) -> dict[int, int]:
