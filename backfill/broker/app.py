@@ -14,6 +14,9 @@ Invariants:
   a redelivered message loses the claim race and is acked as a no-op.
 - The embedded `filesystem://` broker keeps everything under
   `settings.broker_folder`, one folder shared by every local process.
+- On RabbitMQ a consumer timeout (a try longer than `consumer_timeout`) is a
+  connection loss the worker rides out, not the end of the worker
+  (`backfill.broker.rabbitmq`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from celery import Celery
 
+from backfill.broker import rabbitmq
 from backfill.config import Settings
 from backfill.model.task_options import DEFAULT_QUEUE
 
@@ -60,6 +64,8 @@ def make_celery(settings: Settings) -> Celery:
     if settings.embedded_broker:
         app.conf.broker_transport = "backfill.broker.transport:Transport"  # atomic publishing
         app.conf.broker_transport_options = _filesystem_options(settings)
+    elif transport := rabbitmq.transport_for(settings.broker_url):
+        app.conf.broker_transport = transport  # a consumer timeout is a connection loss
     return app
 
 
