@@ -1,4 +1,5 @@
-"""`backfill cancel ID --abort` end to end on the embedded default (DESIGN section 6).
+"""`backfill cancel ID --abort` end to end (DESIGN section 6), on the embedded default
+and on RabbitMQ (a vhost of the test's own; the revoke is a broadcast on both).
 
 A real `backfill run` drives a backfill of four long tasks on one real
 `backfill worker` with one pool process: one try runs, three are queued in the
@@ -45,9 +46,11 @@ for i in range(4):
 """
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
+@pytest.fixture(params=["embedded", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     with embedded_harness(tmp_path) as harness:
+        if request.param == "rabbitmq":
+            harness.env["BACKFILL_BROKER_URL"] = request.getfixturevalue("rabbit").url
         (harness.dags / "slow_dag.py").write_text(SLOW_DAG)
         out = tmp_path / "out"
         out.mkdir()
