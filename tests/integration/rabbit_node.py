@@ -105,14 +105,27 @@ class RabbitNode:
     def log_tail(self) -> str:
         return tail(self.log)
 
-    def destroy(self) -> None:
-        """Kill the node's process group and remove its directory; never raises."""
+    def kill(self) -> None:
+        """SIGKILL the node's whole process group (a crash) and wait until it is gone.
+        Its database stays: `start` again boots the same node on the same ports."""
         process = self._process
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=START_TIMEOUT)
+        self._process = None
+
+    def restart_after(self, down_for: float) -> None:
+        """Crash, stay down for `down_for` seconds (the outage under test), start."""
+        self.kill()
+        time.sleep(down_for)
+        self.start()
+
+    def destroy(self) -> None:
+        """Kill the node's process group and remove its directory; never raises."""
+        with contextlib.suppress(Exception):
+            self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def _answers(self) -> bool:

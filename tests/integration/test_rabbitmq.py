@@ -1,4 +1,4 @@
-"""RabbitMQ's own hazard for acks_late: `consumer_timeout`, on a private node.
+"""RabbitMQ's own hazards, on a private node: `consumer_timeout`, and a crash mid-run.
 
 RabbitMQ closes the channel of a consumer that holds an unacked message
 longer than `consumer_timeout` (30 min by default) and delivers the message
@@ -30,6 +30,14 @@ from support.waiting import wait_until
 from .checks import assert_each_try_started_once, create_backfill, task_instances_of, the_ti
 from .rabbit_node import RabbitNode
 from .servers import ServerUnavailable
+from .test_outages import (
+    DRIVE_TIMEOUT,
+    assert_finished_unharmed,
+    assert_said_once,
+    start_driver,
+    wait_under_way,
+)
+from .test_outages import TIMEOUTS as OUTAGE_TIMEOUTS
 
 CONSUMER_TIMEOUT_MS = 5000
 TICK = "[{rabbit, [{channel_tick_interval, 500}]}]."
@@ -113,3 +121,24 @@ def test_a_try_longer_than_consumer_timeout_runs_once_and_succeeds(
     assert not [w.name for w in pool if "Unrecoverable error" in w.output()]
     # The callable ran once, to its end, and its outcome is the TI's.
     assert [e.event for e in stack.ledger.entries() if e.key == LONG_TRY_1] == ["start", "end"]
+
+
+def test_rabbitmq_crashed_and_restarted_mid_run_loses_nothing(
+    node_stack: Stack,
+    short_timeout_node: RabbitNode,
+    engine_of: Callable[[Stack], Engine],
+    workers: WorkerPool,
+    coordinators: Coordinators,
+) -> None:
+    stack = node_stack.with_timeouts(**OUTAGE_TIMEOUTS)
+    workers.start(stack, 2, concurrency=4)
+    engine = engine_of(stack)
+    process, backfill_id = start_driver("run", stack, engine, coordinators)
+    wait_under_way(engine, backfill_id, process)
+    # SIGKILLed: unacked and unpersisted messages are lost, publishing fails while it
+    # is down, and the workers' connections break. The node's state survives.
+    short_timeout_node.restart_after(3.0)
+
+    assert process.wait(timeout=DRIVE_TIMEOUT) == 0, process.output()
+    assert_said_once(process, "broker unreachable since", "broker reachable again after")
+    assert_finished_unharmed(stack, engine, backfill_id)
