@@ -39,6 +39,8 @@ from .test_outages import (
 )
 from .test_outages import TIMEOUTS as OUTAGE_TIMEOUTS
 
+pytestmark = pytest.mark.rabbitmq  # `-m 'not rabbitmq'` deselects them
+
 CONSUMER_TIMEOUT_MS = 5000
 TICK = "[{rabbit, [{channel_tick_interval, 500}]}]."
 TIMED_OUT = "timed out waiting for delivery acknowledgement"  # the node's log line
