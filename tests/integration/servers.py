@@ -32,9 +32,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pytest
 import redis
@@ -395,17 +395,25 @@ class RedisServer(_PrivateServer):
         )
 
 
-S = TypeVar("S", bound=_PrivateServer)
+class Startable(Protocol):
+    """A private server a test starts and always destroys (these, `rabbit_node.RabbitNode`)."""
+
+    def start(self) -> None: ...
+    def destroy(self) -> None: ...
+    def log_tail(self) -> str: ...
+
+
+S = TypeVar("S", bound=Startable)
 
 
 # --- fixtures ------------------------------------------------------------------------
 
 
-def _started(kind: type[S], what: str) -> Iterator[S]:
-    """A started private server of `kind`, destroyed afterwards (even after a failed test).
-    Its binaries missing: skipped on a laptop, failed in CI."""
+def started(make: Callable[[], S], what: str) -> Iterator[S]:
+    """A started private server made by `make`, destroyed afterwards (even after a failed
+    test). Its binaries missing (`ServerUnavailable`): skipped on a laptop, failed in CI."""
     try:
-        server = kind()
+        server = make()
     except ServerUnavailable as exc:
         if os.environ.get("CI"):
             pytest.fail(f"{exc}. CI is set: {what} tests must not be skipped", False)
@@ -421,10 +429,10 @@ def _started(kind: type[S], what: str) -> Iterator[S]:
 @pytest.fixture
 def postgres_server() -> Iterator[PostgresServer]:
     """A started private PostgreSQL cluster, destroyed after the test (even a failed one)."""
-    yield from _started(PostgresServer, "PostgreSQL")
+    yield from started(PostgresServer, "PostgreSQL")
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A started private Redis server, destroyed after the test (even a failed one)."""
-    yield from _started(RedisServer, "Redis")
+    yield from started(RedisServer, "Redis")

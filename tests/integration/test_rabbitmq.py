@@ -16,7 +16,6 @@ never reconfigured. It times consumers out after 5 s and checks every 0.5 s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from support.waiting import wait_until
 
 from .checks import assert_each_try_started_once, create_backfill, task_instances_of, the_ti
 from .rabbit_node import RabbitNode
-from .servers import ServerUnavailable
+from .servers import started
 from .test_outages import (
     DRIVE_TIMEOUT,
     assert_finished_unharmed,
@@ -51,18 +50,9 @@ LONG_TRY_1: Key = ("rabbit_long", "long", utc(DAY), 1)
 @pytest.fixture
 def short_timeout_node() -> Iterator[RabbitNode]:
     """A private RabbitMQ node whose consumer_timeout is 5 s, destroyed after the test."""
-    try:
-        node = RabbitNode({"consumer_timeout": str(CONSUMER_TIMEOUT_MS)}, TICK)
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc}. CI is set: RabbitMQ tests must not be skipped", False)
-        pytest.skip(str(exc))
-    try:
-        node.start()
-        yield node
-    finally:
-        print(node.log_tail())  # shown by pytest when the test failed
-        node.destroy()
+    yield from started(
+        lambda: RabbitNode({"consumer_timeout": str(CONSUMER_TIMEOUT_MS)}, TICK), "RabbitMQ"
+    )
 
 
 @pytest.fixture
