@@ -42,7 +42,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pendulum
 from celery import Celery, Task
@@ -62,9 +62,6 @@ from workers.capture import capturing, error_text, try_log_of
 from workers.execute import Ending, Result, execute, one_line
 from workers.process import PerProcess, Process
 from workers.verdict import Report, TryFailed, Verdict, tell_celery
-
-if TYPE_CHECKING:  # annotations only: SQL stays in backfill.store
-    pass
 
 log = logging.getLogger(__name__)
 
