@@ -57,7 +57,7 @@ def story_of(
 ) -> StoryParts:
     """The parts of the story, each shown only when the state makes it true."""
     report = report or {}
-    left = sum(n for state, n in found.task_instances.items() if state not in _FINISHED)
+    left = unfinished(found)
     rate, eta = pace(report, left=left)
     running = found.state is BackfillState.RUNNING
     held = found.lease_expires_at is not None and found.lease_expires_at > now
@@ -75,6 +75,11 @@ def story_of(
 
 
 _FINISHED = {s.value for s in FINISHED}
+
+
+def unfinished(found: Summary) -> int:
+    """How many of the backfill's TIs are not finished yet."""
+    return sum(n for state, n in found.task_instances.items() if state not in _FINISHED)
 
 
 def story_json(backfill_id: int, parts: StoryParts) -> dict[str, Any]:

@@ -38,10 +38,11 @@ from sqlalchemy.engine import Engine
 
 from backfill.cli.meter import Meter, Tally
 from backfill.cli.output import BACKFILL_ID, EXIT_INTERRUPTED, console
+from backfill.cli.story import unfinished
 from backfill.cli.watch_layout import Layout, first_date, plan
 from backfill.cli.watch_view import Frame, render
 from backfill.config import Settings
-from backfill.model.states import BACKFILL_FINISHED, FINISHED, BackfillState
+from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.planning.story import pace
 from backfill.store import db, grid, reads, reports, status
 from backfill.store.errors import BackfillNotFound
@@ -124,10 +125,7 @@ def _reported_pace(tally: Tally, found: Summary, report: dict[str, Any] | None) 
     """`tally`, with the driver's reported rate and ETA while this watch has none yet."""
     if tally.rate is not None or found.state is not BackfillState.RUNNING:
         return tally
-    left = sum(found.task_instances.values()) - sum(
-        found.task_instances.get(s.value, 0) for s in FINISHED
-    )
-    per_minute, eta = pace(report, left=left)
+    per_minute, eta = pace(report, left=unfinished(found))
     if per_minute is None:
         return tally
     return dataclasses.replace(tally, rate=per_minute / 60, eta=eta)
