@@ -10,8 +10,12 @@ poll on SQLite), never past the earliest due retry.
 Invariants:
 - safety never depends on the lease: passes over one backfill serialise on
   its row lock, and every transition is compare-and-set; the lease (renewed
-  about once a second, lapsing after `heartbeat_timeout`) only says who is
-  expected to drive, so that `backfill resume` waits for a dead driver's lease;
+  about once a second, lapsing after `heartbeat_timeout`) says who drives, so
+  that `backfill resume` waits for a dead driver's lease. A pass plans only
+  while its coordinator holds the lease (`exclusive`, the default): a driver
+  cut off past the lease's time to live finds, when it comes back, that
+  another took over, and stands by (`wait_for_lease`) instead of driving
+  beside it; it drives again only if the lease comes free;
 - a paused backfill is not dispatched, and nothing of it is recovered
   (reaped, re-sent): `drive` waits for resume or cancel, keeping the lease
   (`backfill run`), or with `leave_paused` returns at once, releasing it (the
@@ -102,6 +106,7 @@ class Coordinator:
         poll_interval: float | None = None,
         on_notice: Callable[[str], None] | None = None,
         metrics: Metrics = NO_METRICS,
+        exclusive: bool = True,
     ) -> None:
         self._engine = engine
         self._settings = settings
@@ -124,8 +129,9 @@ class Coordinator:
             owner=self.owner,
             actor=f"coordinator:{self.owner}",
             heartbeat_timeout=self._heartbeat_timeout,
+            exclusive=exclusive,
         )
-        notice = on_notice or (lambda text: log.warning("%s", text))
+        notice = self._notice = on_notice or (lambda text: log.warning("%s", text))
         self._target = describe(engine)
         self._db_outage = Outage("database", notice)
         # Publishing already retried (Celery's policy): a failed batch is an outage.
@@ -208,7 +214,7 @@ class Coordinator:
         until a pass finds it paused (see the module doc). The lease is released on return."""
         stop = self._stop = stop or threading.Event()
         ends = BACKFILL_FINISHED | {BackfillState.PAUSED} if leave_paused else BACKFILL_FINISHED
-        waker = open_waker(self._engine)
+        waker = open_waker(self._engine, self._settings.heartbeat_timeout)
         try:
             result = self._loop(backfill_id, waker, on_progress, stop, ends)
             self._lag.look(backfill_id, self._retrying, final=True)  # the last claims too
@@ -232,6 +238,8 @@ class Coordinator:
         reported, cost = float("-inf"), 0.0  # when progress was last reported, what it took
         while True:
             result = self.run_pass(backfill_id)
+            if self._deposed(result) and self._stand_by(backfill_id, stop):
+                continue  # the lease came free again: this coordinator drives on
             self._tell(backfill_id, result)
             done = result.state in ends and not result.winding_down
             since = time.monotonic() - reported
@@ -252,6 +260,26 @@ class Coordinator:
                     waker.drain()  # what came while settling is decided by the next pass
                 if stop.is_set():  # no further pass: it could queue tries nobody will run
                     return result
+
+    def _deposed(self, result: PassResult) -> bool:
+        """Whether the pass found another coordinator holding the lease, and did nothing."""
+        return (
+            self._config.exclusive
+            and result.state is BackfillState.RUNNING
+            and not (result.lease_held)
+        )
+
+    def _stand_by(self, backfill_id: int, stop: threading.Event) -> bool:
+        """Wait for the lease a successor took: True once held again, False once the
+        backfill ended (or `stop`). Said once per successor."""
+        told: set[str] = set()
+
+        def on_wait(owner: str, _until: datetime) -> None:
+            if owner not in told:
+                told.add(owner)
+                self._notice(f"{owner} took over the lease: standing by")
+
+        return self.wait_for_lease(backfill_id, on_wait=on_wait, stop=stop)
 
     def _tell(self, backfill_id: int, result: PassResult) -> None:
         """Keep the pass's story with the backfill for `backfill status` (`telling`)."""

@@ -67,6 +67,9 @@ class PassConfig:
     owner: str  # lease owner
     actor: str  # the journal's actor for the pass's transitions
     heartbeat_timeout: timedelta  # the lease's time to live
+    # Plan and dispatch only while holding the lease: a driver that lost it (its host
+    # cut off past the lease's time to live) leaves the backfill to its successor.
+    exclusive: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +124,7 @@ def execute(
     epoch = None
     if row.state in (_B.RUNNING, _B.PAUSED):  # a driver waiting through a pause keeps it
         epoch = _lease(conn, row, cfg, now=now, renew=housekeeping is not None)
-    if row.state is not _B.RUNNING:
+    if row.state is not _B.RUNNING or (epoch is None and cfg.exclusive):
         return Applied(state=row.state, lease_epoch=epoch)
     _check_dag(row, cfg)
     return _run(conn, row, cfg, epoch, now=now, housekeeping=housekeeping)

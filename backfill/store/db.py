@@ -12,6 +12,13 @@ Invariants:
   `metadata.create_all`. Only the embedded SQLite default migrates itself; any
   other database must already be at the head revision (`backfill db migrate`).
 - Nothing here prints a URL with its password (`backfill.config.redact`).
+- A PostgreSQL peer that vanishes (a partition, a host gone) is found out on
+  both ends within the heartbeat timeout, not after the kernel's defaults
+  (two hours of keepalive silence, ~15 minutes of retransmissions): each side
+  probes an idle connection (TCP keepalives) and gives up on data left
+  unacknowledged (`tcp_user_timeout`), and the server ends a session idle in
+  a transaction, rolling it back and releasing its row locks, so a host cut
+  off mid-transaction cannot block the others (`liveness`).
 """
 
 from __future__ import annotations
@@ -42,8 +49,13 @@ PG_CONNECT_TIMEOUT = 10  # seconds
 _PG_MIGRATE_LOCK = 0x6261636B66696C6C  # "backfill"
 
 
-def create_engine_for(url: str, *, autocommit: bool = False, pre_ping: bool = True) -> Engine:
+def create_engine_for(
+    url: str, *, autocommit: bool = False, pre_ping: bool = True, dead_after: float = 60.0
+) -> Engine:
     """An engine for `url`, tuned for the backend (see the module invariants).
+
+    `dead_after`: seconds after which a silent PostgreSQL peer counts as gone
+    (`open_engine` gives BACKFILL_HEARTBEAT_TIMEOUT).
 
     `pre_ping`: test a pooled PostgreSQL connection (one round trip) at each
     checkout, so a connection the server dropped while idle is replaced. Off
@@ -66,14 +78,14 @@ def create_engine_for(url: str, *, autocommit: bool = False, pre_ping: bool = Tr
         return engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
     if backend == "postgresql":
         options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-        return _postgres_engine(parsed, pool_pre_ping=pre_ping, **options)
+        return _postgres_engine(parsed, dead_after, pool_pre_ping=pre_ping, **options)
     raise ConfigError(
         f"unsupported database {redact(url)!r}: BACKFILL_DATABASE_URL must be a "
         "postgresql:// or sqlite:// URL"
     )
 
 
-def _postgres_engine(url: URL, **options: Any) -> Engine:
+def _postgres_engine(url: URL, dead_after: float, **options: Any) -> Engine:
     if url.drivername == "postgresql":
         # SQLAlchemy 2.1 defaults to psycopg 3; the package ships psycopg2.
         url = url.set(drivername="postgresql+psycopg2")
@@ -84,9 +96,36 @@ def _postgres_engine(url: URL, **options: Any) -> Engine:
         connect_args={
             "connect_timeout": PG_CONNECT_TIMEOUT,
             "application_name": "backfill",
+            **liveness(dead_after),
         },
         **options,
     )
+
+
+def liveness(dead_after: float) -> dict[str, Any]:
+    """libpq parameters that find a vanished peer within about `dead_after` seconds, on
+    the client and, through `options`, on the server (see the module invariants)."""
+    idle = max(1, round(dead_after / 4))  # silence before the first keepalive probe
+    interval = max(1, round(dead_after / 8))  # then a probe this often, 3 unanswered: gone
+    unacked_ms = max(1000, round(dead_after * 1000))
+    # Never below 10 s: a session busy in Python between two statements (a large
+    # pass planning) is not a vanished one; ending it only costs a retry.
+    idle_in_transaction_ms = max(10_000, unacked_ms)
+    server = {
+        "tcp_keepalives_idle": idle,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": 3,
+        "tcp_user_timeout": unacked_ms,
+        "idle_in_transaction_session_timeout": idle_in_transaction_ms,
+    }
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": 3,
+        "tcp_user_timeout": unacked_ms,
+        "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
+    }
 
 
 def _sqlite_engine(url: URL) -> Engine:
@@ -233,7 +272,12 @@ def open_engine(
         if not create:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine_for(settings.database_url, autocommit=autocommit, pre_ping=pre_ping)
+    engine = create_engine_for(
+        settings.database_url,
+        autocommit=autocommit,
+        pre_ping=pre_ping,
+        dead_after=settings.heartbeat_timeout,
+    )
     try:
         if create and url.get_backend_name() == "sqlite":
             migrate(engine)

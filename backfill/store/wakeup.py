@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg2  # type: ignore[import-untyped]  # no stubs in the dev extra
 import psycopg2.extensions  # type: ignore[import-untyped]
 
+from backfill.store.db import liveness
 from backfill.store.schema import JOURNAL_CHANNEL
 
 if TYPE_CHECKING:
@@ -53,12 +54,13 @@ class Waker(Protocol):
     def close(self) -> None: ...
 
 
-def open_waker(engine: Engine) -> Waker:
-    """A `Listener` on PostgreSQL, a `Poller` anywhere else."""
+def open_waker(engine: Engine, dead_after: float = 60.0) -> Waker:
+    """A `Listener` on PostgreSQL, a `Poller` anywhere else. `dead_after`: as for
+    `db.create_engine_for`: a listener cut off from its server reconnects after it."""
     if engine.dialect.name == "postgresql":
         # The engine's own URL names the psycopg2 driver; libpq wants plain postgresql://.
         dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return Listener(dsn, JOURNAL_CHANNEL)
+        return Listener(dsn, JOURNAL_CHANNEL, liveness(dead_after))
     return Poller()
 
 
@@ -77,9 +79,10 @@ class Poller:
 class Listener:
     """LISTEN on `channel` over a dedicated autocommit psycopg2 connection."""
 
-    def __init__(self, dsn: str, channel: str) -> None:
+    def __init__(self, dsn: str, channel: str, options: dict[str, Any]) -> None:
         self._dsn = dsn
         self._channel = channel
+        self._options = options  # libpq parameters (`db.liveness`)
         self._conn: Any = None
         self._failed_at: float | None = None
         self._connect()
@@ -87,7 +90,10 @@ class Listener:
     def _connect(self) -> None:
         try:
             conn = psycopg2.connect(
-                self._dsn, connect_timeout=CONNECT_TIMEOUT, application_name="backfill-listener"
+                self._dsn,
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name="backfill-listener",
+                **self._options,
             )
             conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
             with conn.cursor() as cursor:

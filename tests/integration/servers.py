@@ -70,7 +70,8 @@ class _PrivateServer:
 
     log: Path
 
-    def __init__(self, prefix: str, port: int | None) -> None:
+    def __init__(self, prefix: str, port: int | None, also: tuple[str, ...]) -> None:
+        self.addresses = ("127.0.0.1", *also)  # where it listens (`also`: e.g. netns.Network)
         # Under /tmp, not pytest's tmp_path: its parents are 0700, and as root the
         # server runs as `postgres`, which must traverse them. Short socket paths too.
         self.directory = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -162,13 +163,14 @@ def _postgres_user() -> pwd.struct_passwd | None:
 
 
 class PostgresServer(_PrivateServer):
-    """A private PostgreSQL cluster on 127.0.0.1; `port` is the first port to try."""
+    """A private PostgreSQL cluster on 127.0.0.1 (and the `also` addresses, trusting their
+    subnets); `port` is the first port to try."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, also: tuple[str, ...] = ()) -> None:
         self.bindir = postgres_bindir()
         user = _postgres_user()
         self._as_user = [] if user is None else ["runuser", "-u", "postgres", "--"]
-        super().__init__("backfill-pg-", port)
+        super().__init__("backfill-pg-", port, also)
         self.data_dir = self.directory / "data"
         self.log = self.directory / "postgres.log"
         try:
@@ -184,19 +186,22 @@ class PostgresServer(_PrivateServer):
             # which no real crash does; with fsync off, on costs nothing measurable.
             # (The port is given at each start.)
             settings = {
-                "listen_addresses": "127.0.0.1",
+                "listen_addresses": ",".join(self.addresses),
                 "unix_socket_directories": str(self.directory),
                 "fsync": "off",
                 "full_page_writes": "off",
             }
             with (self.data_dir / "postgresql.conf").open("a") as conf:
                 conf.writelines(f"{key} = '{value}'\n" for key, value in settings.items())
+            if also:  # initdb trusts loopback only; `samenet`: the subnets of its addresses
+                with (self.data_dir / "pg_hba.conf").open("a") as hba:
+                    hba.write("host all all samenet trust\n")
         except BaseException:
             shutil.rmtree(self.directory, ignore_errors=True)
             raise
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", host: str = "127.0.0.1") -> str:
+        return f"postgresql://postgres@{host}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         """CREATE DATABASE `name`; its URL."""
@@ -276,25 +281,37 @@ class PostgresServer(_PrivateServer):
 
 
 class RedisServer(_PrivateServer):
-    """A private redis-server on 127.0.0.1, our child process; `port` is the first to try."""
+    """A private redis-server on 127.0.0.1 (and the `also` addresses), our child process;
+    `port` is the first to try."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, also: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServerUnavailable(
                 "redis-server not found on PATH; install the redis-server package"
             )
         self.binary = binary
-        super().__init__("backfill-redis-", port)
+        super().__init__("backfill-redis-", port, also)
         self.log = self.directory / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, host: str) -> str:
+        return f"redis://{host}:{self.port}/0"
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def flush(self) -> None:
+        """Delete every key (a test's broker starts empty)."""
+        client = self._client()
+        try:
+            client.flushall()
+        finally:
+            client.close()
 
     def stop(self) -> None:
         """SHUTDOWN NOSAVE (SIGTERM if it does not answer); wait until the process is gone."""
@@ -337,7 +354,8 @@ class RedisServer(_PrivateServer):
     def _launch(self) -> None:
         offset = self._log_size()
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            self.binary, "--port", str(self.port), "--bind", *self.addresses,
+            "--protected-mode", "no",
             "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--dir", str(self.directory), "--logfile", str(self.log),
         ]  # fmt: skip

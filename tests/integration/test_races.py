@@ -135,8 +135,11 @@ def test_two_coordinators_on_one_backfill_run_each_try_once_within_limits(
     set_pool(engine, "it_single", 1)
     workers.start(pg_stack, 4)
     backfill_id = create_backfill(engine, dag, "2016-01-01", "2016-01-08")
+    # Not exclusive: both plan and dispatch, lease or not (a deposed driver coming back
+    # would stand by), so that every pass races the other's under the row lock.
     drivers = [
-        coordinators.thread(pg_stack, dag, backfill_id, owner=f"it-driver-{n}") for n in (1, 2)
+        coordinators.thread(pg_stack, dag, backfill_id, owner=f"it-driver-{n}", exclusive=False)
+        for n in (1, 2)
     ]
     for driver in drivers:
         outcome = driver.result(DRIVE_TIMEOUT)

@@ -452,6 +452,37 @@ def test_resume_waits_for_a_dead_drivers_lease_to_lapse(
     assert row.lease_epoch == 2
 
 
+def test_a_deposed_driver_plans_nothing_and_stands_by_until_its_successor_ends(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    dag = diamond()
+    backfill_id = new_backfill(engine, dag, 1)
+    settings = settings_for(db_url, tmp_path)
+    successor = Coordinator(engine, settings, dag, owner="successor:1", publisher=Recorder())
+    successor.run_pass(backfill_id, now=pendulum.now("UTC"))  # holds the lease
+    told: list[str] = []
+    deposed_sent = Recorder()
+    deposed = Coordinator(engine, settings, dag, publisher=deposed_sent, on_notice=told.append)
+    before = ti_states(engine)
+
+    assert not deposed.run_pass(backfill_id).lease_held
+    assert ti_states(engine) == before  # nothing planned, queued nor sent
+    assert deposed_sent.batches == []
+
+    ended = threading.Thread(
+        target=lambda: set_backfill(engine, backfill_id, BackfillState.SUCCESS)
+    )
+    timer = threading.Timer(0.5, ended.start)  # the successor ends it while it stands by
+    timer.start()
+    outcome = deposed.drive(backfill_id)
+    timer.join()
+    ended.join()
+
+    assert outcome.state is BackfillState.SUCCESS
+    assert told == ["successor:1 took over the lease: standing by"]
+    assert deposed_sent.batches == []
+
+
 def test_a_changed_dag_is_refused(engine: Engine, db_url: str, tmp_path: Path) -> None:
     backfill_id = new_backfill(engine, diamond(), 1)
     changed = diamond(max_active_tasks=3)

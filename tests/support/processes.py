@@ -34,6 +34,7 @@ from backfill.engine.coordinator import Coordinator
 from backfill.model.dag import DAG
 from backfill.store.db import create_engine_for
 
+from .netns import Host
 from .stack import PROJECT, Stack
 from .waiting import wait_until
 
@@ -63,6 +64,10 @@ def spawn(
             stderr=subprocess.STDOUT if errors is None else err,
             start_new_session=True,
         )
+
+
+def _on(host: Host | None, argv: list[str]) -> list[str]:
+    return argv if host is None else host.wrap(argv)
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -177,10 +182,17 @@ class WorkerPool:
         self.started: list[Worker] = []
 
     def start(
-        self, stack: Stack, count: int, *, concurrency: int = 1, queues: str | None = None
+        self,
+        stack: Stack,
+        count: int,
+        *,
+        concurrency: int = 1,
+        queues: str | None = None,
+        host: Host | None = None,
     ) -> list[Worker]:
         """Start `count` workers (`-c concurrency` each, consuming `queues`: comma-separated,
-        None for the default queue) and wait until every one is ready."""
+        None for the default queue; in `host`'s network namespace if given) and wait
+        until every one is ready."""
         batch = []
         for _ in range(count):
             name = f"w{len(self.started)}-{uuid.uuid4().hex[:6]}"
@@ -191,7 +203,7 @@ class WorkerPool:
                 *(["-Q", queues] if queues else []),
             ]  # fmt: skip
             log = self.logs / f"worker-{name}.log"
-            worker = Worker(name, spawn(args, stack.env(), log), log)
+            worker = Worker(name, spawn(_on(host, args), stack.env(), log), log)
             self.started.append(worker)
             batch.append(worker)
         wait_until(
@@ -322,12 +334,12 @@ class Coordinators:
         self.threads.append(coordinator)
         return coordinator
 
-    def cli(self, stack: Stack, *args: str) -> CliProcess:
-        """Start `backfill ARGS` on `stack`."""
+    def cli(self, stack: Stack, *args: str, host: Host | None = None) -> CliProcess:
+        """Start `backfill ARGS` on `stack` (in `host`'s network namespace if given)."""
         name = self.logs / f"cli-{len(self.processes)}-{args[0]}"
         out, err = name.with_suffix(".out"), name.with_suffix(".err")
         argv = [sys.executable, "-m", "backfill.cli", *args]
-        process = spawn(argv, stack.env(), out, errors=err)
+        process = spawn(_on(host, argv), stack.env(), out, errors=err)
         self.processes.append(CliProcess(args, process, out, err))
         return self.processes[-1]
 
