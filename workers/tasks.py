@@ -27,6 +27,11 @@ Invariants:
   own landed attempt (the claim by its token, the finish by its journal row,
   hence one `now` for all its attempts); a heartbeat is retried until the
   next one is due, and the heartbeat thread keeps beating through an outage.
+- A try's times are on the database's clock (`store.clock`), never this host's
+  wall clock: the claim is stamped by the server, and the worker carries that
+  instant with its monotonic clock for the heartbeats, the outcome and the
+  retry's due time. A worker whose wall clock is off, or jumps, has its live
+  tries neither reaped nor spared by the coordinator's cutoff.
   A claim or finish that gives up is logged and its message acked: the
   coordinator re-dispatches the queued try or reaps the silent one.
 - DAG files are imported once per worker process: restart workers to deploy
@@ -56,7 +61,7 @@ from backfill.model.states import TIState
 from backfill.planning.retry import retry_delay, should_retry
 from backfill.planning.run_options import Execution
 from backfill.signing import verified
-from backfill.store import claims
+from backfill.store import claims, clock
 from backfill.store.schema import RefusalKind
 from workers.capture import capturing, error_text, try_log_of
 from workers.execute import Ending, Result, execute, one_line
@@ -120,8 +125,7 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
                 token=token,
                 claimant=claimant,
                 hostname=hostname,
-                now=_now(),
-            )
+            )  # stamped by the database's clock, handed back as `started_at`
 
     claim = proc.db.run(claim_try)
     if claim is None:
@@ -129,8 +133,9 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
         _refused(proc, message.ti_id, message.try_number, RefusalKind.CLAIM, claimant)
         return Report(Verdict.NOOP, f"{key}: lost the claim race or stale; not run")
     log.info("%s: claimed by %s", key, claimant)
-    outcome = _attempt(proc, settings, claim, key)
-    ended = _now()  # one instant for every attempt: a retry finds its landed one by it
+    db_clock = clock.Anchored(claim.started_at)  # the try's writes are on the database's clock
+    outcome = _attempt(proc, settings, claim, db_clock, key)
+    ended = db_clock.now()  # one instant for every attempt: a retry finds its landed one by it
 
     def finish_try() -> bool:
         with proc.engine.connect() as conn:
@@ -159,9 +164,7 @@ def _refused(proc: Process, ti_id: int, try_number: int, kind: RefusalKind, clai
     """Record a refusal for metrics and audits; best effort: the fence already held."""
     try:
         with proc.engine.connect() as conn:
-            claims.refuse(
-                conn, ti_id=ti_id, try_number=try_number, kind=kind, claimant=claimant, now=_now()
-            )
+            claims.refuse(conn, ti_id=ti_id, try_number=try_number, kind=kind, claimant=claimant)
     except Exception as exc:
         log.warning("could not record a refused %s of TI %d: %s", kind.value, ti_id, exc)
 
@@ -173,7 +176,9 @@ class _Outcome:
     next_try_at: datetime | None = None
 
 
-def _attempt(proc: Process, settings: Settings, claim: claims.Claim, key: str) -> _Outcome:
+def _attempt(
+    proc: Process, settings: Settings, claim: claims.Claim, db_clock: clock.Anchored, key: str
+) -> _Outcome:
     """Check the DAG, run the callable, and decide the try's outcome."""
     try:
         dag = proc.dags.get(claim.dag_id)
@@ -204,7 +209,7 @@ def _attempt(proc: Process, settings: Settings, claim: claims.Claim, key: str) -
             task.fn,
             _context(dag, claim),
             timeout=None if timeout is None else timeout.total_seconds(),
-            beat=partial(_beat, proc, claim),
+            beat=partial(_beat, proc, claim, db_clock),
             interval=settings.heartbeat_interval,
             heartbeat_timeout=settings.heartbeat_timeout,
             label=key,
@@ -213,11 +218,10 @@ def _attempt(proc: Process, settings: Settings, claim: claims.Claim, key: str) -
             try_log.write("error", error_text(result))
     if result.error is not None:
         log.error("%s: %s", key, result.error, exc_info=result.exception)
-    return _outcome(result, dag, claim)
+    return _outcome(result, dag, claim, db_clock.now())
 
 
-def _outcome(result: Result, dag: DAG, claim: claims.Claim) -> _Outcome:
-    now = _now()
+def _outcome(result: Result, dag: DAG, claim: claims.Claim, now: datetime) -> _Outcome:
     match result.ending:
         case Ending.RETURNED:
             return _Outcome(state=TIState.SUCCESS)
@@ -254,10 +258,10 @@ def _context(dag: DAG, claim: claims.Claim) -> Context:
     )
 
 
-def _beat(proc: Process, claim: claims.Claim) -> bool:
+def _beat(proc: Process, claim: claims.Claim, db_clock: clock.Anchored) -> bool:
     def beat() -> bool:
         with proc.engine.connect() as conn:
-            return claims.heartbeat(conn, claim, now=_now())
+            return claims.heartbeat(conn, claim, now=db_clock.now())
 
     alive = proc.beats.run(beat)
     if not alive:
@@ -268,7 +272,3 @@ def _beat(proc: Process, claim: claims.Claim) -> bool:
 def _claimant() -> str:
     """This process, as claims and the journal name it: `hostname:pid`."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _now() -> datetime:
-    return pendulum.now("UTC")

@@ -35,7 +35,10 @@ Invariants:
   ends (`on_notice`, else the log);
 - after an outage of its own, the coordinator reaps no try that went silent
   with it for a whole heartbeat timeout after it ends: the workers lost the
-  database too, and need that long to beat again.
+  database too, and need that long to beat again;
+- a pass's time, the reaping cutoff and the lease's expiry are on the
+  database's clock (`store.clock`), like the workers' heartbeats they are
+  compared with: no host's wall clock decides who is dead.
 """
 
 from __future__ import annotations
@@ -66,14 +69,14 @@ from backfill.model.dag import DAG
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.planning.results import Outcome, PassResult, Progress, TIKey
 from backfill.planning.story import Story
-from backfill.store import lease, runs
+from backfill.store import clock, lease, runs
 from backfill.store.db import describe
 from backfill.store.errors import BackfillNotFound
 from backfill.store.reconnect import Outage, Reconnect
 from backfill.store.wakeup import Waker, open_waker
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["Coordinator", "Outcome", "PassResult", "Progress", "TIKey"]
 
@@ -121,6 +124,7 @@ class Coordinator:
             seconds=min(HOUSEKEEPING_EVERY, settings.heartbeat_timeout / 4)
         )
         self._housekept: dict[int, datetime] = {}
+        self._db_clock: clock.Anchored | None = None  # see `_clock`
         self._heartbeat_timeout = timedelta(seconds=settings.heartbeat_timeout)
         self._queued_timeout = timedelta(seconds=settings.queued_timeout)
         self._config = PassConfig(
@@ -152,11 +156,11 @@ class Coordinator:
         started = time.monotonic()
 
         def transaction() -> tuple[Applied, datetime, bool]:
-            at = now or pendulum.now("UTC")
-            last = self._housekept.get(backfill_id)
-            due = last is None or not last <= at < last + self._housekeeping_every
-            chores = self._housekeeping(at) if due else None
             with self._engine.begin() as conn:
+                at = now or self._clock(conn)
+                last = self._housekept.get(backfill_id)
+                due = last is None or not last <= at < last + self._housekeeping_every
+                chores = self._housekeeping(at) if due else None
                 applied = execute(conn, backfill_id, self._config, now=at, housekeeping=chores)
             return applied, at, due
 
@@ -183,12 +187,23 @@ class Coordinator:
             reap_before=self._reap_before(now), redispatch_before=now - self._queued_timeout
         )
 
+    def _clock(self, conn: Connection) -> datetime:
+        """The database's clock (`store.clock`), read off the server again once the instant
+        last read is a housekeeping period old, and carried in between."""
+        anchor = self._db_clock
+        if anchor is None or anchor.age() >= self._housekeeping_every.total_seconds():
+            anchor = self._db_clock = clock.Anchored(clock.read(conn))
+        return anchor.now()
+
     def _reap_before(self, now: datetime) -> datetime:
         """Reap tries silent since before this: a heartbeat timeout ago, unless this
         coordinator's own database outage ended less than a timeout ago."""
         timeout = self._heartbeat_timeout
         cutoff = now - timeout
         began, ended = self._db_outage.latest() or (None, None)
+        if began is not None:  # told on this host's wall clock: moved onto the database's
+            shift = now - pendulum.now("UTC")
+            began, ended = began + shift, None if ended is None else ended + shift
         if began is None or (ended is not None and now >= ended + timeout):
             return cutoff
         # In an outage or just after one (this very pass may be the attempt that ends
@@ -253,7 +268,7 @@ class Coordinator:
             if done or stop.is_set():
                 return result
             if not result.again:
-                timeout = self._timeout(result, pendulum.now("UTC"), on_progress is not None)
+                timeout = self._timeout(result, self._carried(), on_progress is not None)
                 woken = waker.wait(timeout, stop)
                 if woken:
                     settle(result, waker, stop, ended=woken)
@@ -291,6 +306,10 @@ class Coordinator:
             lambda: tell(self._engine, backfill_id, result, story, broker_down_since=since)
         )
 
+    def _carried(self) -> datetime:
+        """The database's clock as last read and carried since (this host's before any read)."""
+        return pendulum.now("UTC") if self._db_clock is None else self._db_clock.now()
+
     def _timeout(self, result: PassResult, now: datetime, reporting: bool) -> float:
         timeout = self._poll
         if reporting:
@@ -321,9 +340,9 @@ class Coordinator:
     def _take_lease(self, backfill_id: int) -> tuple[runs.BackfillRow, int | None, datetime]:
         """The backfill's row, the lease epoch if this coordinator now holds it (never when
         there is NOTHING_TO_DRIVE), and the time."""
-        now = pendulum.now("UTC")
         ttl = self._heartbeat_timeout
         with self._engine.begin() as conn:
+            now = self._clock(conn)
             row = runs.lock_backfill(conn, backfill_id)
             if row is None:
                 raise BackfillNotFound(backfill_id)

@@ -10,6 +10,9 @@ landed, the connection dropped before the answer; `store.reconnect`): each
 recognises its own earlier success instead of reporting a lost claim.
 The claim also tells the worker how the backfill executes its TIs
 (`--mark-success`: finish the try `success` without running the task).
+Times are the database's (`store.clock`): a claim stamps itself with the
+server's clock and hands the instant back (`Claim.started_at`), which the
+worker carries for the try's later writes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from backfill.model.states import TRANSITIONS, TRY_OUTCOMES, TIState, source
 from backfill.planning.run_options import Execution
+from backfill.store import clock
 from backfill.store.schema import (
     RefusalKind,
     backfills,
@@ -52,6 +56,7 @@ class Claim:
     data_interval_end: datetime
     conf: dict[str, Any]
     dag_fingerprint: str
+    started_at: datetime  # the claim's stamp, on the database's clock
     execution: Execution = Execution.RUN  # the backfill's; MARK_SUCCESS: never run the task
 
 
@@ -63,9 +68,10 @@ def claim(
     token: str,
     claimant: str,
     hostname: str,
-    now: datetime,
+    now: datetime | None = None,
 ) -> Claim | None:
     """Win try `try_number` of TI `ti_id`, or None if it is not queued for that try.
+    Stamped `now`, by default the database's clock (`store.clock`).
 
     The conditional UPDATE decides the race. It also matches the try when it
     is already running under `token`: a retry after a lost reply recognises
@@ -80,7 +86,7 @@ def claim(
         "p_token": token,
         "p_claimant": claimant,
         "p_host": hostname,
-        "p_now": now,
+        "p_now": clock.here(conn, now),
         "p_actor": f"worker:{claimant}",
     }
     if conn.dialect.name == "postgresql":
@@ -104,11 +110,12 @@ def claim(
         data_interval_end=row.data_interval_end,
         conf=row.conf,
         dag_fingerprint=row.dag_fingerprint,
+        started_at=row.start_date,
         execution=_execution(row.options),
     )
 
 
-_CLAIMED = (ti.c.max_tries, ti.c.task_id, ti.c.dag_run_id)
+_CLAIMED = (ti.c.max_tries, ti.c.task_id, ti.c.dag_run_id, ti.c.start_date)
 
 
 def _context(claimed: sa.FromClause) -> sa.Select[Any]:
@@ -116,6 +123,7 @@ def _context(claimed: sa.FromClause) -> sa.Select[Any]:
     its run and its backfill."""
     return sa.select(
         claimed.c.max_tries,
+        claimed.c.start_date,
         run.c.dag_id,
         claimed.c.task_id,
         run.c.run_id,
@@ -135,6 +143,8 @@ def _context(claimed: sa.FromClause) -> sa.Select[Any]:
 # and cache keys, ~1.5 ms per claim).
 _P = sa.bindparam  # parameters are named p_*: a column's own name is reserved in SET
 _NOW = ti.c.updated_at.type  # UTCDateTime: SQLite keeps no offset
+# The caller's time if given, else the server's (`clock.here` gives SQLite's callers one).
+_STAMP = sa.func.coalesce(_P("p_now", type_=_NOW), clock.ServerNow())
 _CLAIM = (
     sa.update(ti)
     .where(
@@ -151,10 +161,10 @@ _CLAIM = (
         claim_token=_P("p_token"),
         claimant=_P("p_claimant"),
         hostname=_P("p_host"),
-        start_date=_P("p_now", type_=_NOW),
+        start_date=_STAMP,
         end_date=None,
-        heartbeat_at=_P("p_now", type_=_NOW),
-        updated_at=_P("p_now", type_=_NOW),
+        heartbeat_at=_STAMP,
+        updated_at=_STAMP,
         updated_by=_P("p_actor"),
     )
 )
@@ -249,9 +259,9 @@ def _landed(conn: Connection, claim: Claim, outcome: TIState, *, actor: str, at:
 
 _REFUSE = sa.insert(refused_writes).from_select(
     ["task_instance_id", "try_number", "kind", "claimant", "at"],
-    sa.select(
-        _P("p_ti"), _P("p_try"), _P("p_kind"), _P("p_claimant"), _P("p_now", type_=_NOW)
-    ).where(sa.exists().where(ti.c.id == _P("p_ti"))),
+    sa.select(_P("p_ti"), _P("p_try"), _P("p_kind"), _P("p_claimant"), _STAMP).where(
+        sa.exists().where(ti.c.id == _P("p_ti"))
+    ),
 )
 
 
@@ -262,9 +272,10 @@ def refuse(
     try_number: int,
     kind: RefusalKind,
     claimant: str,
-    now: datetime,
+    now: datetime | None = None,
 ) -> None:
-    """Record that the fence refused `claimant` (metrics and audits read these). A message
-    naming no TI (a forged or cleaned-up one) records nothing."""
+    """Record that the fence refused `claimant` (metrics and audits read these), at `now`,
+    by default the database's clock. A message naming no TI (a forged or cleaned-up one)
+    records nothing."""
     params = {"p_ti": ti_id, "p_try": try_number, "p_kind": kind.value, "p_claimant": claimant}
-    conn.execute(_REFUSE, {**params, "p_now": now})
+    conn.execute(_REFUSE, {**params, "p_now": clock.here(conn, now)})

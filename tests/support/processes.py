@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,10 +189,11 @@ class WorkerPool:
         concurrency: int = 1,
         queues: str | None = None,
         host: Host | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> list[Worker]:
         """Start `count` workers (`-c concurrency` each, consuming `queues`: comma-separated,
-        None for the default queue; in `host`'s network namespace if given) and wait
-        until every one is ready."""
+        None for the default queue; in `host`'s network namespace if given; with `env`
+        over the stack's environment) and wait until every one is ready."""
         batch = []
         for _ in range(count):
             name = f"w{len(self.started)}-{uuid.uuid4().hex[:6]}"
@@ -203,7 +204,7 @@ class WorkerPool:
                 *(["-Q", queues] if queues else []),
             ]  # fmt: skip
             log = self.logs / f"worker-{name}.log"
-            worker = Worker(name, spawn(_on(host, args), stack.env(), log), log)
+            worker = Worker(name, spawn(_on(host, args), {**stack.env(), **(env or {})}, log), log)
             self.started.append(worker)
             batch.append(worker)
         wait_until(
