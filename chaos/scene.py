@@ -22,12 +22,14 @@ import io
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
+from integration.servers import Startable
 from sqlalchemy.engine import Engine, make_url
 from support.netns import Host
 from support.private_redis import private_redis
@@ -42,6 +44,7 @@ from .settings import PG_ADMIN_URL, START, Size
 
 DAGS = PROJECT / "tests" / "dags_chaos"
 FINAL = ("success", "failed")  # a backfill's final states
+S = TypeVar("S", bound=Startable)
 READY_TIMEOUT = 90.0  # seconds for a batch of workers to log "ready." on a loaded machine
 
 
@@ -220,3 +223,14 @@ def open_scene(
         if broker is not None:
             stack = stack.with_broker(broker)
         yield Scene(stack, size, exits, logs), exits
+
+
+@contextlib.contextmanager
+def private_server(make: Callable[[], S]) -> Iterator[S]:
+    """A started private server (`integration.servers`), destroyed after, quietly."""
+    server = make()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
