@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import rows_broker, rows_workers
+from . import rows_broker, rows_coordinators, rows_workers
 from .matrix import Row
 
-ROWS: list[Row] = [*rows_workers.ROWS, *rows_broker.ROWS]
+ROWS: list[Row] = [*rows_workers.ROWS, *rows_broker.ROWS, *rows_coordinators.ROWS]
 
 
 def select(only: str) -> list[Row]:

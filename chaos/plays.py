@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from integration.checks import TIView, task_instances_of
 from sqlalchemy.engine import Engine
 from support.processes import CliProcess, Worker
 
@@ -78,3 +79,7 @@ def busy_worker(scene: Scene, backfill_id: int, among: list[Worker]) -> Worker |
 def ran_on(scene: Scene, worker: Worker) -> int:
     """Callable starts (ledger) in processes of `worker`."""
     return sum(1 for e in scene.stack.ledger.entries("start") if worker.owns(e.pid))
+
+
+def tis(scene: Scene, backfill_id: int) -> list[TIView]:
+    return task_instances_of(scene.engine, backfill_id)
