@@ -7,7 +7,7 @@ from integration.checks import TIView, task_instances_of
 from sqlalchemy.engine import Engine
 from support.processes import CliProcess, Worker
 
-from backfill.store.schema import dag_runs, task_instances, ti_transitions
+from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
 
 from .scene import Scene
 
@@ -83,3 +83,11 @@ def ran_on(scene: Scene, worker: Worker) -> int:
 
 def tis(scene: Scene, backfill_id: int) -> list[TIView]:
     return task_instances_of(scene.engine, backfill_id)
+
+
+def lease_owner(scene: Scene, backfill_id: int) -> str | None:
+    """Who holds the backfill's lease (`host:pid:nonce`), if anyone."""
+    with scene.engine.connect() as conn:
+        stmt = sa.select(backfills.c.lease_owner).where(backfills.c.id == backfill_id)
+        owner = conn.execute(stmt).scalar_one()
+    return None if owner is None else str(owner)

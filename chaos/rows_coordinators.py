@@ -56,6 +56,12 @@ def _killed_around_publish(stage: Stage, when: str) -> Trial:
     scene.launch()
     armed = scene.logs / "armed"
     doomed = driver(scene, str(backfill_id), "chaos_strict", "--kill", when, "--armed", str(armed))
+    wait_until(
+        lambda: f":{doomed.process.pid}:" in (plays.lease_owner(scene, backfill_id) or ""),
+        timeout=60,
+        what="the doomed driver to take the lease",
+        explain=doomed.tails,
+    )
     standby = plays.daemon(scene)  # takes the lease over once it lapses
     scene.wait_done(backfill_id, 0.3)
     armed.touch()  # the doomed driver dies at its next publish

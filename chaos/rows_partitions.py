@@ -17,7 +17,7 @@ from support.netns import Host, Network
 from support.waiting import wait_until
 
 from backfill.store.db import create_engine_for, migrate
-from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
+from backfill.store.schema import dag_runs, task_instances, ti_transitions
 
 from . import plays
 from .evidence import Trial, refusals
@@ -94,13 +94,15 @@ def coordinator_cut_off(stage: Stage) -> Trial:
     backfill_id = scene.create("chaos_steady")  # tries that last: a takeover mid-run
     scene.launch()
     scene.wait_done(backfill_id, 0.2)
-    old = _lease_owner(scene, backfill_id)
+    old = plays.lease_owner(scene, backfill_id)
     assert old is not None
     cut_off = next(i for i, d in enumerate(daemons) if d.process.pid == int(old.split(":")[1]))
     places[cut_off].block(cut.database_port)
     new: str = wait_until(
         lambda: (
-            _lease_owner(scene, backfill_id) if _lease_owner(scene, backfill_id) != old else None
+            plays.lease_owner(scene, backfill_id)
+            if plays.lease_owner(scene, backfill_id) != old
+            else None
         ),
         timeout=60,
         what="the standby daemon to take the lease over",
@@ -121,13 +123,6 @@ def coordinator_cut_off(stage: Stage) -> Trial:
     }
     note = "the lease owner's host cut off from the database port"
     return Trial(scene, backfill_id, seconds, checks, note=note)
-
-
-def _lease_owner(scene: Scene, backfill_id: int) -> str | None:
-    with scene.engine.connect() as conn:
-        stmt = sa.select(backfills.c.lease_owner).where(backfills.c.id == backfill_id)
-        owner = conn.execute(stmt).scalar_one()
-    return None if owner is None else str(owner)
 
 
 def _written_after(scene: Scene, backfill_id: int, old: str, new: str) -> int:
