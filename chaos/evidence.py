@@ -8,7 +8,9 @@ Never from what the product reports about itself:
 - redeliveries seen: deliveries refused at the claim (`refused_writes` of kind
   `claim`), plus what the row saw itself (e.g. refused forgeries in worker logs);
 - stale writes refused: `refused_writes` of kind `heartbeat` or `finish`: a
-  worker that lost its claim and still tried to beat or to write its outcome.
+  worker that lost its claim and still tried to beat or to write its outcome;
+- and, as the test suite checks after every test, every journaled transition
+  is one its state table lists (`backfill.store.journal.illegal_transitions`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 from integration.checks import TIView, task_instances_of
 from sqlalchemy.engine import Engine
 
+from backfill.store.journal import illegal_transitions
 from backfill.store.schema import RefusalKind, dag_runs, refused_writes, task_instances
 
 from .scene import Scene
@@ -52,6 +55,8 @@ class Tally:
     lost: int
     stale: int
     seconds: float | None
+    refused: dict[str, int]  # refused_writes by kind
+    illegal: list[str]  # journaled transitions their table does not list
 
 
 def refusals(engine: Engine, backfill_id: int) -> Counter[str]:
@@ -86,7 +91,14 @@ def tally(trial: Trial) -> Tally:
         lost=sum(1 for ti in tis if not trial.expect(ti)),
         stale=refused[RefusalKind.HEARTBEAT.value] + refused[RefusalKind.FINISH.value],
         seconds=trial.seconds,
+        refused=dict(refused),
+        illegal=_illegal(engine),
     )
+
+
+def _illegal(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [str(found) for found in illegal_transitions(conn)]
 
 
 def broken(result: Tally, checks: dict[str, bool]) -> list[str]:
@@ -98,5 +110,7 @@ def broken(result: Tally, checks: dict[str, bool]) -> list[str]:
         problems.append(f"{result.lost} TIs lost")
     if result.seconds is None:
         problems.append("no final state by the deadline")
+    if result.illegal:
+        problems.append(f"transitions missing from their tables: {result.illegal}")
     problems += [f"not seen: {what}" for what, seen in checks.items() if not seen]
     return problems

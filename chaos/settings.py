@@ -32,7 +32,7 @@ class Size:
         return self.dates * TASKS
 
 
-FULL = Size(dates=100, deadline=300.0)  # 1,000 TIs a row
-QUICK = Size(dates=15, deadline=120.0)  # 150 TIs a row (`--quick`, tests/integration/test_chaos.py)
-SMALL = Size(dates=3, deadline=120.0)  # rows that can only be seen once
+FULL = Size(dates=100, deadline=180.0)  # 1,000 TIs a row
+QUICK = Size(dates=15, deadline=90.0)  # 150 TIs a row (`--quick`, tests/integration/test_chaos.py)
+SMALL = Size(dates=3, deadline=90.0)  # rows that can only be seen once
 VISIBILITY_TIMEOUT = 2  # seconds (chaos/visibility.py); chaos_long's `t9` runs 4 s

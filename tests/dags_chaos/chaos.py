@@ -9,7 +9,7 @@ uniqueness anywhere):
   worker is reaped, then retried;
 - `chaos_strict`: the same with no retries at all: any try whose outcome is
   lost, or that is reaped while its worker lives, fails its TI (a "lost" TI);
-- `chaos_steady`: like `chaos_strict`, each try 0.3-0.6 s: tries long enough
+- `chaos_steady`: like `chaos_strict`, each try 0.1-0.3 s: tries long enough
   to be in flight whenever a fault strikes, and to see housekeeping (reaping)
   while they run;
 - `chaos_steady_retry`: `chaos_steady` with 3 retries (a killed worker's tries
@@ -72,8 +72,8 @@ def _dag(dag_id: str, *, retries: int, low: float, high: float, last: float | No
 
 chaos_retry = _dag("chaos_retry", retries=3, low=0.0, high=0.02)
 chaos_strict = _dag("chaos_strict", retries=0, low=0.0, high=0.02)
-chaos_steady = _dag("chaos_steady", retries=0, low=0.3, high=0.6)
-chaos_steady_retry = _dag("chaos_steady_retry", retries=3, low=0.3, high=0.6)
+chaos_steady = _dag("chaos_steady", retries=0, low=0.1, high=0.3)
+chaos_steady_retry = _dag("chaos_steady_retry", retries=3, low=0.1, high=0.3)
 chaos_long = _dag("chaos_long", retries=3, low=0.0, high=0.02, last=4.0)
 chaos_poison = _dag("chaos_poison", retries=3, low=0.0, high=0.02)
 chaos_poison.add_task("poison", poison)
