@@ -7,7 +7,13 @@ from integration.checks import TIView, task_instances_of
 from sqlalchemy.engine import Engine
 from support.processes import CliProcess, Worker
 
-from backfill.store.schema import backfills, dag_runs, task_instances, ti_transitions
+from backfill.store.schema import (
+    backfills,
+    dag_runs,
+    refused_writes,
+    task_instances,
+    ti_transitions,
+)
 
 from .scene import Scene
 
@@ -91,3 +97,17 @@ def lease_owner(scene: Scene, backfill_id: int) -> str | None:
         stmt = sa.select(backfills.c.lease_owner).where(backfills.c.id == backfill_id)
         owner = conn.execute(stmt).scalar_one()
     return None if owner is None else str(owner)
+
+
+def stale_writes_of(scene: Scene, backfill_id: int, pids: set[int]) -> int:
+    """Heartbeats and outcomes of processes `pids` that the fence refused (`refused_writes`)."""
+    refused, ti, run = refused_writes, task_instances, dag_runs
+    stmt = (
+        sa.select(refused.c.claimant)
+        .join(ti, ti.c.id == refused.c.task_instance_id)
+        .join(run, run.c.id == ti.c.dag_run_id)
+        .where(run.c.backfill_id == backfill_id, refused.c.kind.in_(["heartbeat", "finish"]))
+    )
+    with scene.engine.connect() as conn:
+        claimants = list(conn.execute(stmt).scalars())
+    return sum(1 for c in claimants if int(str(c).rsplit(":", 1)[1]) in pids)

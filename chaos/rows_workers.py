@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import time
 
-from support.processes import Worker
+from support.processes import Worker, group_members
 from support.waiting import wait_until
 
 from . import plays
@@ -52,12 +52,19 @@ def worker_sigstop(stage: Stage) -> Trial:
     backfill_id = plays.launch(scene, "chaos_steady_retry")
     scene.wait_done(backfill_id, 0.3)
     frozen = _hit_busy(scene, backfill_id, signal.SIGSTOP)
+    pids = set(group_members(frozen.process.pid))  # the main process and its pool
     time.sleep(scene.stack.heartbeat_timeout + 4)  # past the timeout: reaped meanwhile
     frozen.signal(signal.SIGCONT)
     seconds = scene.await_final(backfill_id, stage.size.deadline)
+    # Its late writes may come after the end: its tries were retried elsewhere.
+    late = wait_until(
+        lambda: plays.stale_writes_of(scene, backfill_id, pids),
+        timeout=30,
+        what="the frozen worker's late writes to be refused",
+    )
     checks = {
         "the frozen worker's tries reaped": plays.reaped(scene.engine, backfill_id) >= 1,
-        "the frozen worker's late outcome refused": "claim lost; outcome" in frozen.output(),
+        f"{late} late heartbeats or outcomes of the frozen worker refused": late >= 1,
     }
     return Trial(scene, backfill_id, seconds, checks)
 
