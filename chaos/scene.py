@@ -189,9 +189,9 @@ class Scene:
             time.sleep(0.25)
 
 
-def _quietly(close: object) -> None:
+def _quietly(close: Callable[[], None]) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
-        close()  # type: ignore[operator]
+        close()
 
 
 @contextlib.contextmanager
