@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import sqlalchemy as sa
+from integration.checks import create_backfill
 from integration.servers import Startable
 from sqlalchemy.engine import Engine, make_url
 from support.netns import Host
@@ -37,14 +38,17 @@ from support.processes import Coordinators, Worker, WorkerPool, spawn, tail
 from support.stack import PROJECT, Stack
 from support.waiting import wait_until
 
+from backfill.model.states import BackfillState
+from backfill.planning.run_options import FailurePolicy, RunOptions
 from backfill.store.db import create_engine_for, migrate
 from backfill.store.schema import backfills, dag_runs, task_instances
 
 from .settings import PG_ADMIN_URL, START, Size
 
 DAGS = PROJECT / "tests" / "dags_chaos"
-FINAL = ("success", "failed")  # a backfill's final states
+FINAL = (BackfillState.SUCCESS.value, BackfillState.FAILED.value)  # a backfill's final states
 S = TypeVar("S", bound=Startable)
+EVERY_RUN = RunOptions(on_failure=FailurePolicy.CONTINUE)
 READY_TIMEOUT = 90.0  # seconds for a batch of workers to log "ready." on a loaded machine
 
 
@@ -141,10 +145,11 @@ class Scene:
         return batch
 
     def create(self, dag_id: str) -> int:
-        """A backfill of `dag_id` over the row's dates, planned as `backfill create` does."""
-        from integration.checks import create_backfill  # the tests' own planner call
-
-        return create_backfill(self.engine, self.stack.dag(dag_id), START, self.size.end)
+        """A backfill of `dag_id` over the row's dates, planned as `backfill create
+        --continue-on-failures` does: every run runs even after a failure, so that "TIs
+        lost" counts each TI a fault harmed, not the runs a stopped backfill never began."""
+        dag = self.stack.dag(dag_id)
+        return create_backfill(self.engine, dag, START, self.size.end, EVERY_RUN)
 
     def launch(self) -> None:
         """The row's clock starts: a coordinator is about to drive."""
