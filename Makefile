@@ -44,7 +44,7 @@ bench-quick: install
 	$(BIN)/python -m benchmarks.bench --quick
 
 # The fault matrix (README "Running on a fleet"): every fault against real workers,
-# coordinators, PostgreSQL and Redis, 1,000 TIs a row (~15-20 min); the table is
+# coordinators, PostgreSQL and Redis, 1,000 TIs a row (~11 min); the table is
 # printed, and written to .backfill/chaos.json. Subsets: --only a,b; small: --quick.
 chaos: install
 	$(BIN)/python -m chaos
