@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test stress lint format bench bench-quick clean
+.PHONY: install demo test stress lint format bench bench-quick chaos clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,12 @@ bench: install
 # (a), (b), (d) at smaller sizes on one worker shape, no (e): for iteration (< 3 min).
 bench-quick: install
 	$(BIN)/python -m benchmarks.bench --quick
+
+# The fault matrix (README "Running on a fleet"): every fault against real workers,
+# coordinators, PostgreSQL and Redis, 1,000 TIs a row (~11 min); the table is
+# printed, and written to .backfill/chaos.json. Subsets: --only a,b; small: --quick.
+chaos: install
+	$(BIN)/python -m chaos
 
 format: install
 	$(BIN)/ruff check --fix .
