@@ -10,6 +10,7 @@ import signal
 import time
 
 from support.processes import Worker, group_members
+from support.skew import Skew
 from support.waiting import wait_until
 
 from . import plays
@@ -17,7 +18,6 @@ from .evidence import Trial
 from .matrix import Row, Stage
 from .scene import Scene
 
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 KILLS = (0.2, 0.45, 0.7)  # the share of TIs done at each SIGKILL
 
 
@@ -108,34 +108,39 @@ def warm_shutdown_storm(stage: Stage) -> Trial:
 
 
 NOTE_CLOCK = (
-    "libfaketime cannot step only the wall clock of a running process (and "
-    "FAKETIME_DONT_FAKE_MONOTONIC breaks time.sleep), so the worker runs with a fixed offset "
-    "from its start"
+    "the worker's wall clock is moved by an LD_PRELOAD shim (tests/support/skew.c); "
+    "libfaketime also fakes the monotonic clock, and Python's timed waits, the "
+    "heartbeat's among them, then never return"
 )
+TWO_HOURS = 2 * 3600.0
 
 
-def _skewed(scene: Scene, offset: str) -> Worker:
-    prefix = ["env", f"LD_PRELOAD={FAKETIME_LIB}", f"FAKETIME={offset}"]
+def _skewed(scene: Scene, seconds: float) -> tuple[Worker, Skew]:
+    skew = Skew.create(scene.logs, seconds)
+    prefix = ["env", *(f"{name}={value}" for name, value in skew.env().items())]
     [worker] = scene.start_workers(1, prefix=prefix)
-    return worker
+    return worker, skew
 
 
 def clock_behind(stage: Stage) -> Trial:
     scene = stage.scene()
     scene.start_workers(2)
-    skewed = _skewed(scene, "-2h")
+    skewed, skew = _skewed(scene, 0.0)
     backfill_id = scene.create("chaos_steady")  # no retries: a live try reaped fails its TI
     scene.launch()
     plays.daemon(scene)
+    scene.wait_done(backfill_id, 0.2)
+    skew.set(-TWO_HOURS)  # the wall clock jumps back mid-run
     seconds = scene.await_final(backfill_id, stage.size.deadline)
     checks = {"the worker 2 h behind ran tries": plays.ran_on(scene, skewed) > 0}
-    return Trial(scene, backfill_id, seconds, checks, note=f"FAKETIME=-2h: {NOTE_CLOCK}")
+    note = f"stepped back 2 h at 20% done: {NOTE_CLOCK}"
+    return Trial(scene, backfill_id, seconds, checks, note=note)
 
 
 def clock_ahead_killed(stage: Stage) -> Trial:
     scene = stage.scene()
     scene.start_workers(2)
-    skewed = _skewed(scene, "+2h")
+    skewed, _ = _skewed(scene, TWO_HOURS)
     backfill_id = scene.create("chaos_steady_retry")
     scene.launch()
     plays.daemon(scene)
@@ -148,7 +153,7 @@ def clock_ahead_killed(stage: Stage) -> Trial:
     skewed.signal(signal.SIGKILL)
     seconds = scene.await_final(backfill_id, stage.size.deadline)
     checks = {"the killed worker's tries reaped": plays.reaped(scene.engine, backfill_id) >= 1}
-    note = f"FAKETIME=+2h, then SIGKILL: {NOTE_CLOCK}"
+    note = f"2 h ahead from its start, then SIGKILL: {NOTE_CLOCK}"
     return Trial(scene, backfill_id, seconds, checks, note=note)
 
 
@@ -157,6 +162,6 @@ ROWS = [
     Row("worker-sigstop", "worker SIGSTOP past the heartbeat timeout, SIGCONT", worker_sigstop),
     Row("poison", "poison task kills its worker process", poison_task),
     Row("warm-shutdown", "warm-shutdown storm (every worker SIGTERMed)", warm_shutdown_storm),
-    Row("clock-behind", "worker wall clock 2 h behind (faketime)", clock_behind),
-    Row("clock-ahead", "worker wall clock 2 h ahead (faketime), SIGKILLed", clock_ahead_killed),
+    Row("clock-behind", "worker wall clock jumped 2 h back", clock_behind),
+    Row("clock-ahead", "worker wall clock 2 h ahead, SIGKILLed", clock_ahead_killed),
 ]

@@ -121,7 +121,7 @@ class Scene:
         host: Host | None = None,
     ) -> list[Worker]:
         """`count` real `celery -A app worker` processes (run through `prefix`, e.g.
-        faketime, in `host`'s namespace if given), each ready; killed with the scene."""
+        `env NAME=value`, in `host`'s namespace if given), each ready; killed with the scene."""
         batch = []
         for _ in range(count):
             name = f"w{len(self.workers.started)}-{uuid.uuid4().hex[:6]}"
