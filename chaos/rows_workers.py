@@ -117,8 +117,7 @@ TWO_HOURS = 2 * 3600.0
 
 def _skewed(scene: Scene, seconds: float) -> tuple[Worker, Skew]:
     skew = Skew.create(scene.logs, seconds)
-    prefix = ["env", *(f"{name}={value}" for name, value in skew.env().items())]
-    [worker] = scene.start_workers(1, prefix=prefix)
+    [worker] = scene.start_workers(1, env=skew.env())
     return worker, skew
 
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from integration.servers import Startable
 from sqlalchemy.engine import Engine, make_url
 from support.netns import Host
 from support.private_redis import private_redis
-from support.processes import Coordinators, Worker, WorkerPool, spawn, tail
+from support.processes import Coordinators, Worker, WorkerPool
 from support.stack import PROJECT, Stack
 from support.waiting import wait_until
 
@@ -49,7 +48,6 @@ DAGS = PROJECT / "tests" / "dags_chaos"
 FINAL = (BackfillState.SUCCESS.value, BackfillState.FAILED.value)  # a backfill's final states
 S = TypeVar("S", bound=Startable)
 EVERY_RUN = RunOptions(on_failure=FailurePolicy.CONTINUE)
-READY_TIMEOUT = 90.0  # seconds for a batch of workers to log "ready." on a loaded machine
 
 
 def admin_engine(url: str = PG_ADMIN_URL) -> Engine:
@@ -117,32 +115,14 @@ class Scene:
         *,
         concurrency: int = 3,
         app: str = "workers",
-        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
         host: Host | None = None,
     ) -> list[Worker]:
-        """`count` real `celery -A app worker` processes (run through `prefix`, e.g.
-        `env NAME=value`, in `host`'s namespace if given), each ready; killed with the scene."""
-        batch = []
-        for _ in range(count):
-            name = f"w{len(self.workers.started)}-{uuid.uuid4().hex[:6]}"
-            argv = [
-                *prefix, sys.executable, "-m", "celery", "-A", app, "worker",
-                "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO",
-                "--without-mingle", "--without-gossip",
-            ]  # fmt: skip
-            argv = argv if host is None else host.wrap(argv)
-            log = self.logs / f"worker-{name}.log"
-            worker = Worker(name, spawn(argv, self.stack.env(), log), log)
-            self.workers.started.append(worker)
-            batch.append(worker)
-        wait_until(
-            lambda: all(w.is_ready() for w in batch),
-            timeout=READY_TIMEOUT,
-            what=f"{count} worker(s) to log ready",
-            interval=0.1,
-            explain=lambda: "\n".join(tail(w.log) for w in batch),
+        """`count` real `celery -A app worker` processes (with `env` over the stack's, in
+        `host`'s namespace if given), each ready; killed with the scene."""
+        return self.workers.start(
+            self.stack, count, concurrency=concurrency, app=app, env=env, host=host
         )
-        return batch
 
     def create(self, dag_id: str) -> int:
         """A backfill of `dag_id` over the row's dates, planned as `backfill create

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from support.ledger import Key
-from support.processes import Coordinators, WorkerPool
+from support.ledger import Entry, Key
+from support.processes import Coordinators, CoordinatorThread, WorkerPool
 from support.rows import journal, row_of
 from support.skew import Skew
 from support.stack import Stack, utc
@@ -41,6 +41,20 @@ TRIES = {HOLD_1, ("clock_gate", "after", utc(DAY), 1), ("clock_gate", "beside", 
 TWO_HOURS = 2 * 3600.0
 
 
+def hold_started(
+    stack: Stack, engine: Engine, coordinators: Coordinators
+) -> tuple[int, CoordinatorThread, Entry]:
+    """A backfill of `clock_gate` over DAY and its driver, once `hold`'s try 1 runs
+    (blocked on its gate): the backfill, the driver, the try's start."""
+    dag = stack.dag("clock_gate")
+    backfill_id = create_backfill(engine, dag, DAY, DAY)
+    driver = coordinators.thread(stack, dag, backfill_id)
+    started = wait_until(
+        lambda: stack.ledger.first("start", HOLD_1), timeout=30, what="hold to start"
+    )
+    return backfill_id, driver, started
+
+
 def test_a_worker_whose_clock_is_behind_keeps_its_long_try(
     pg_stack: Stack,
     engine_of: Callable[[Stack], Engine],
@@ -52,10 +66,7 @@ def test_a_worker_whose_clock_is_behind_keeps_its_long_try(
     engine = engine_of(stack)
     skew = Skew.create(tmp_path)
     workers.start(stack, 1, env=skew.env())
-    dag = stack.dag("clock_gate")
-    backfill_id = create_backfill(engine, dag, DAY, DAY)
-    driver = coordinators.thread(stack, dag, backfill_id)
-    wait_until(lambda: stack.ledger.first("start", HOLD_1), timeout=30, what="hold to start")
+    backfill_id, driver, _ = hold_started(stack, engine, coordinators)
     hold = the_ti(engine, backfill_id, "hold")
     claimed = row_of(engine, hold.id)["start_date"]
     skew.set(-TWO_HOURS)  # the clock jumps back under the running try
@@ -88,12 +99,7 @@ def test_a_killed_worker_whose_clock_is_ahead_is_reaped_after_the_timeout(
     stack = pg_stack.with_timeouts(**HEARTBEATS)
     engine = engine_of(stack)
     (ahead,) = workers.start(stack, 1, env=Skew.create(tmp_path, TWO_HOURS).env())
-    dag = stack.dag("clock_gate")
-    backfill_id = create_backfill(engine, dag, DAY, DAY)
-    driver = coordinators.thread(stack, dag, backfill_id)
-    started = wait_until(
-        lambda: stack.ledger.first("start", HOLD_1), timeout=30, what="hold to start"
-    )
+    backfill_id, driver, started = hold_started(stack, engine, coordinators)
     assert ahead.owns(started.pid)
     stack.open_gate(HOLD_2)  # the retry ends at once
     workers.start(stack, 1)

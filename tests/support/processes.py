@@ -190,15 +190,17 @@ class WorkerPool:
         queues: str | None = None,
         host: Host | None = None,
         env: Mapping[str, str] | None = None,
+        app: str = "workers",
     ) -> list[Worker]:
-        """Start `count` workers (`-c concurrency` each, consuming `queues`: comma-separated,
-        None for the default queue; in `host`'s network namespace if given; with `env`
-        over the stack's environment) and wait until every one is ready."""
+        """Start `count` workers of Celery app `app` (`-c concurrency` each, consuming
+        `queues`: comma-separated, None for the default queue; in `host`'s network namespace
+        if given; with `env` over the stack's environment) and wait until every one is
+        ready."""
         batch = []
         for _ in range(count):
             name = f"w{len(self.started)}-{uuid.uuid4().hex[:6]}"
             args = [
-                sys.executable, "-m", "celery", "-A", "workers", "worker",
+                sys.executable, "-m", "celery", "-A", app, "worker",
                 "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO",
                 "--without-mingle", "--without-gossip",
                 *(["-Q", queues] if queues else []),
