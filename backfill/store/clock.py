@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -79,7 +79,3 @@ class Anchored:
 
     def age(self) -> float:
         return time.monotonic() - self.mono
-
-    def wall_offset(self) -> timedelta:
-        """The database's clock minus this host's wall clock."""
-        return self.now() - datetime.now(UTC)

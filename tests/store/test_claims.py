@@ -15,13 +15,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from support.factories import COORDINATOR, LOGICAL_DATE, Queued, queued_backfill, ti_row
 from support.rows import journal, row_of
 
 from backfill.model.states import TIState
-from backfill.store import claims, tis
+from backfill.store import claims, clock, tis
 from backfill.store.db import create_engine_for
+from backfill.store.schema import RefusalKind, refused_writes
 
 N = 8  # claimants per race
 ROUNDS = 20  # races per backend with threads
@@ -170,6 +172,23 @@ def test_a_claim_carries_what_the_context_needs(engine: Engine) -> None:
     assert won.logical_date == LOGICAL_DATE
     assert won.data_interval_end == LOGICAL_DATE + timedelta(days=1)
     assert won.conf == {}
+
+
+def test_a_claim_without_a_time_is_stamped_by_the_database_clock(engine: Engine) -> None:
+    """PostgreSQL's `now()`; SQLite's callers share one machine's clock. Either way the
+    claim hands its stamp back, for the worker to carry."""
+    [ti_id] = _queued(engine, 1).ids
+    with engine.begin() as conn:
+        before = clock.read(conn)
+        won = claims.claim(conn, ti_id=ti_id, try_number=1, token="t", claimant="w", hostname="h")
+        claims.refuse(conn, ti_id=ti_id, try_number=1, kind=RefusalKind.CLAIM, claimant="w2")
+    assert won is not None
+    row = row_of(engine, ti_id)
+    assert row["start_date"] == row["heartbeat_at"] == won.started_at
+    with engine.connect() as conn:
+        after = clock.read(conn)
+        refused_at = conn.execute(sa.select(refused_writes.c.at)).scalar_one()
+    assert before <= won.started_at <= refused_at <= after
 
 
 def test_a_reaped_try_is_fenced_and_its_retry_is_a_new_claim(engine: Engine) -> None:
