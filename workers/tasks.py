@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -116,9 +117,10 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
     hostname, claimant = socket.gethostname(), _claimant()
     token = uuid.uuid4().hex  # one per message: a retried claim recognises it
 
-    def claim_try() -> claims.Claim | None:
+    def claim_try() -> tuple[claims.Claim | None, float]:
         with proc.engine.connect() as conn:
-            return claims.claim(
+            sent = time.monotonic()  # the server stamps the claim just after this
+            won = claims.claim(
                 conn,
                 ti_id=message.ti_id,
                 try_number=message.try_number,
@@ -126,14 +128,15 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
                 claimant=claimant,
                 hostname=hostname,
             )  # stamped by the database's clock, handed back as `started_at`
+            return won, sent
 
-    claim = proc.db.run(claim_try)
+    claim, sent = proc.db.run(claim_try)
     if claim is None:
         log.info("%s: lost the claim race / stale message; acked as a no-op", key)
         _refused(proc, message.ti_id, message.try_number, RefusalKind.CLAIM, claimant)
         return Report(Verdict.NOOP, f"{key}: lost the claim race or stale; not run")
     log.info("%s: claimed by %s", key, claimant)
-    db_clock = clock.Anchored(claim.started_at)  # the try's writes are on the database's clock
+    db_clock = clock.Anchored(claim.started_at, sent)  # the try's writes: the database's clock
     outcome = _attempt(proc, settings, claim, db_clock, key)
     ended = db_clock.now()  # one instant for every attempt: a retry finds its landed one by it
 
