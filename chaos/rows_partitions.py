@@ -48,21 +48,29 @@ def fleet(stage: Stage, *names: str) -> Fleet:
     return Fleet(scene, hosts, database.port, broker.port)
 
 
-def worker_partitioned(stage: Stage) -> Trial:
+def w1_busy(stage: Stage, dag_id: str) -> tuple[Fleet, int]:
+    """Workers on hosts w1 and w2, a coordinator on c1, driving a backfill of `dag_id`
+    (returned with the fleet) 30% done, once w1 runs a try."""
     cut = fleet(stage, "w1", "w2", "c1")
     scene, hosts = cut.scene, cut.hosts
-    [victim] = scene.start_workers(1, host=hosts["w1"])
+    [w1] = scene.start_workers(1, host=hosts["w1"])
     scene.start_workers(1, host=hosts["w2"])
-    backfill_id = scene.create("chaos_steady_retry")
+    backfill_id = scene.create(dag_id)
     scene.launch()
     scene.coordinators.cli(scene.stack, "coordinator", host=hosts["c1"])
     scene.wait_done(backfill_id, 0.3)
     wait_until(
-        lambda: plays.busy_worker(scene, backfill_id, [victim]),
+        lambda: plays.busy_worker(scene, backfill_id, [w1]),
         timeout=60,
         what="w1 to run a try",
         interval=0.02,
     )
+    return cut, backfill_id
+
+
+def worker_partitioned(stage: Stage) -> Trial:
+    cut, backfill_id = w1_busy(stage, "chaos_steady_retry")
+    scene, hosts = cut.scene, cut.hosts
     hosts["w1"].partition()
     wait_until(
         lambda: plays.reaped(scene.engine, backfill_id) >= 1,
@@ -144,20 +152,8 @@ def _written_after(scene: Scene, backfill_id: int, old: str, new: str) -> int:
 
 
 def worker_cut_from_broker(stage: Stage) -> Trial:
-    cut = fleet(stage, "w1", "w2", "c1")
+    cut, backfill_id = w1_busy(stage, "chaos_steady")  # no retries: a live try reaped fails
     scene, hosts = cut.scene, cut.hosts
-    [cut_off] = scene.start_workers(1, host=hosts["w1"])
-    scene.start_workers(1, host=hosts["w2"])
-    backfill_id = scene.create("chaos_steady")  # no retries: a live try reaped fails its TI
-    scene.launch()
-    scene.coordinators.cli(scene.stack, "coordinator", host=hosts["c1"])
-    scene.wait_done(backfill_id, 0.3)
-    wait_until(
-        lambda: plays.busy_worker(scene, backfill_id, [cut_off]),
-        timeout=60,
-        what="w1 to run a try",
-        interval=0.02,
-    )
     hosts["w1"].block(cut.broker_port)
     time.sleep(2 * scene.stack.heartbeat_timeout)  # alive, beating to the database
     hosts["w1"].heal()
