@@ -33,6 +33,8 @@ class Settings:
     log_max_bytes: int = LOG_MAX_BYTES  # of each try's log kept (its tail)
     # Signs task messages; a worker holding it refuses unsigned ones (`backfill.signing`).
     message_key: str | None = field(default=None, repr=False)
+    # Guards `backfill web`: every request needs it, and no write is taken without it.
+    api_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -48,6 +50,7 @@ class Settings:
             queued_timeout=_seconds(env, "BACKFILL_QUEUED_TIMEOUT", 120.0),
             log_max_bytes=_bytes(env, "BACKFILL_LOG_MAX_BYTES", LOG_MAX_BYTES),
             message_key=env.get("BACKFILL_MESSAGE_KEY") or None,
+            api_token=env.get("BACKFILL_API_TOKEN") or None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         _check_url(settings.database_url)

@@ -33,6 +33,7 @@ COMMANDS = {
     "coordinator": "backfill.cli.fleet:coordinator_command",
     "worker": "backfill.cli.fleet:worker_command",
     "audit": "backfill.cli.audit:audit_command",
+    "web": "backfill.web.command:web_command",  # its own layer, beside the CLI
 }
 
 

@@ -18,26 +18,19 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 import socket
 import sys
-from typing import Any
 
 import click
-import pendulum
 from sqlalchemy.engine import Engine
 
 from backfill.cli.output import BACKFILL_ID, OutputFormat, emit_json, output_option, warn
+from backfill.client.clear import backfill_dag, clear, selection, targets
+from backfill.client.shapes import cleared_json
 from backfill.config import Settings
-from backfill.engine import clear as engine_clear
-from backfill.engine.clear import Selection
 from backfill.errors import UserError
-from backfill.model.dag import DAG
-from backfill.model.dates import parse_cli_date
-from backfill.model.discovery import load_dags
-from backfill.model.states import TIState
 from backfill.planning.run_options import FailurePolicy, RunOptions
-from backfill.store import db, pass_reads, reads, status
+from backfill.store import db, pass_reads, reads
 from backfill.store.clear import CLEARABLE, Cleared, Selected
 from backfill.store.errors import BackfillNotFound
 
@@ -83,78 +76,34 @@ def clear_command(
     if engine is None:
         raise BackfillNotFound(backfill_id)
     try:
-        dag, options = _backfill(engine, settings, backfill_id)
-        asked = Selection(
-            task_ids=_tasks_matching(dag, task_regex),
-            states=[TIState(s) for s in states] or None,
-            start=None if start is None else parse_cli_date(start, dag.timezone, option="-s"),
-            end=None if end is None else parse_cli_date(end, dag.timezone, option="-e"),
-            downstream=downstream,
+        dag, options = backfill_dag(engine, settings, backfill_id)
+        asked = selection(
+            dag, task_regex=task_regex, states=states, start=start, end=end, downstream=downstream
         )
-        targets = _targets(engine, backfill_id, dag, asked)
+        found = targets(engine, backfill_id, dag, asked)
         if output is OutputFormat.TABLE:
-            _show(backfill_id, targets)
+            _show(backfill_id, found)
         if not dry_run and not yes:
-            _confirm(backfill_id, len(targets))
-        cleared = None if dry_run else _clear(engine, backfill_id, dag, targets)
-        _report(
-            engine, backfill_id, options=options, targets=targets, cleared=cleared, output=output
-        )
+            _confirm(backfill_id, len(found))
+        actor = f"cli:{socket.gethostname()}:{os.getpid()}"  # the journal's record of who
+        cleared = None if dry_run else clear(engine, backfill_id, dag, found, actor=actor)
+        _report(engine, backfill_id, options=options, found=found, cleared=cleared, output=output)
     finally:
         engine.dispose()
 
 
-def _backfill(engine: Engine, settings: Settings, backfill_id: int) -> tuple[DAG, RunOptions]:
-    """The backfill's DAG, from the DAGs folder, and its options."""
-    with reads.reading(engine) as conn:
-        found = status.summary(conn, backfill_id)
-    if found is None:
-        raise BackfillNotFound(backfill_id)
-    return load_dags(settings.dags_folder).get(found.dag_id), RunOptions.from_json(found.options)
-
-
-def _targets(engine: Engine, backfill_id: int, dag: DAG, asked: Selection) -> list[Selected]:
-    """The TIs to clear; nothing matching is bad input. Read only: nothing is written."""
-    with engine.begin() as conn:
-        engine_clear.check_dag(conn, backfill_id, dag)
-        targets = engine_clear.select(conn, backfill_id, dag, asked)
-    if not targets:
-        clearable = ", ".join(sorted(s.value for s in CLEARABLE))
-        raise UserError(
-            f"no task instance of backfill {backfill_id} matches (clearable states: "
-            f"{clearable}); see `backfill tasks {backfill_id}`"
-        )
-    return targets
-
-
-def _tasks_matching(dag: DAG, regex: str | None) -> list[str] | None:
-    if regex is None:
-        return None
-    try:
-        pattern = re.compile(regex)
-    except re.error as exc:
-        raise UserError(f"--task-regex: {regex!r} is not a regular expression: {exc}") from None
-    matching = [tid for tid in dag.tasks if pattern.search(tid)]
-    if not matching:
-        raise UserError(
-            f"--task-regex {regex!r} matches no task of DAG {dag.dag_id!r} "
-            f"(its tasks: {', '.join(sorted(dag.tasks))})"
-        )
-    return matching
-
-
-def _show(backfill_id: int, targets: list[Selected]) -> None:
-    counts = collections.Counter((t.task_id, t.state.value) for t in targets)
-    noun = "task instance" if len(targets) == 1 else "task instances"
-    click.echo(f"{len(targets)} {noun} of backfill {backfill_id} to clear:")
+def _show(backfill_id: int, found: list[Selected]) -> None:
+    counts = collections.Counter((t.task_id, t.state.value) for t in found)
+    noun = "task instance" if len(found) == 1 else "task instances"
+    click.echo(f"{len(found)} {noun} of backfill {backfill_id} to clear:")
     for (task_id, state), n in sorted(counts.items()):
         click.echo(f"  {task_id}: {n} {state}")
-    for t in targets[:SHOWN]:
+    for t in found[:SHOWN]:
         click.echo(
             f"    {t.task_id} {t.logical_date.isoformat()} {t.state.value} try {t.try_number}"
         )
-    if len(targets) > SHOWN:
-        click.echo(f"    ... and {len(targets) - SHOWN} more")
+    if len(found) > SHOWN:
+        click.echo(f"    ... and {len(found) - SHOWN} more")
 
 
 def _confirm(backfill_id: int, n: int) -> None:
@@ -164,29 +113,21 @@ def _confirm(backfill_id: int, n: int) -> None:
         raise UserError("nothing cleared")
 
 
-def _clear(engine: Engine, backfill_id: int, dag: DAG, targets: list[Selected]) -> Cleared:
-    actor = f"cli:{socket.gethostname()}:{os.getpid()}"  # the journal's record of who
-    with engine.begin() as conn:
-        return engine_clear.clear(
-            conn, backfill_id, dag, targets, actor=actor, now=pendulum.now("UTC")
-        )
-
-
 def _report(
     engine: Engine,
     backfill_id: int,
     *,
     options: RunOptions,
-    targets: list[Selected],
+    found: list[Selected],
     cleared: Cleared | None,
     output: OutputFormat,
 ) -> None:
     if output is OutputFormat.JSON:
-        emit_json(_as_json(backfill_id, targets, cleared))
+        emit_json(cleared_json(backfill_id, found, cleared))
     elif cleared is None:
         click.echo("dry run: nothing cleared")
     else:
-        _say_cleared(backfill_id, len(targets), cleared)
+        _say_cleared(backfill_id, len(found), cleared)
     if cleared is None or options.on_failure is not FailurePolicy.STOP:
         return
     with reads.reading(engine) as conn:
@@ -212,23 +153,3 @@ def _say_cleared(backfill_id: int, selected: int, cleared: Cleared) -> None:
         f"backfill {backfill_id} {again}: a `backfill coordinator` drives it, or run "
         f"`backfill resume {backfill_id}`"
     )
-
-
-def _as_json(backfill_id: int, targets: list[Selected], cleared: Cleared | None) -> dict[str, Any]:
-    return {
-        "backfill_id": backfill_id,
-        "dry_run": cleared is None,
-        "selected": [
-            {
-                "task_id": t.task_id,
-                "logical_date": t.logical_date.isoformat(),
-                "state": t.state.value,
-                "try_number": t.try_number,
-            }
-            for t in targets
-        ],
-        "cleared": None if cleared is None else cleared.task_instances,
-        "fenced": None if cleared is None else cleared.fenced,
-        "runs_reopened": None if cleared is None else cleared.runs,
-        "backfill_reopened": None if cleared is None else cleared.reopened,
-    }

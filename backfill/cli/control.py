@@ -20,12 +20,10 @@ import os
 import socket
 
 import click
-import pendulum
 
-from backfill.broker.app import make_celery
 from backfill.cli.output import BACKFILL_ID, warn
+from backfill.client.control import cancel, pause, revoke
 from backfill.config import Settings
-from backfill.engine.dispatch import revoke_backfill
 from backfill.store import control
 from backfill.store.errors import BackfillNotFound
 
@@ -37,7 +35,7 @@ def pause_command(backfill_id: int) -> None:
     with control.writing(Settings.from_env(), create=False) as conn:
         if conn is None:
             raise BackfillNotFound(backfill_id)
-        control.pause(conn, backfill_id, now=pendulum.now("UTC"))
+        pause(conn, backfill_id)
     click.echo(
         f"backfill {backfill_id} paused: queued and running task instances finish, no new one "
         f"is dispatched; `backfill resume {backfill_id}` continues it"
@@ -59,34 +57,20 @@ def cancel_command(backfill_id: int, abort: bool) -> None:
     with control.writing(settings, create=False) as conn:
         if conn is None:
             raise BackfillNotFound(backfill_id)
-        now = pendulum.now("UTC")
-        if abort:
-            done = control.abort(conn, backfill_id, actor=actor, now=now)
-        else:
-            done = control.Aborted(control.cancel(conn, backfill_id, actor=actor, now=now), 0)
-    noun = "task instance" if done.withdrawn == 1 else "task instances"
+        done = cancel(conn, backfill_id, abort=abort, actor=actor)
+    withdrawn, stopped = done["withdrawn"], done["stopped"]
+    noun = "task instance" if withdrawn == 1 else "task instances"
     if not abort:
         click.echo(
-            f"backfill {backfill_id} cancelled: {done.withdrawn} queued {noun} withdrawn; "
+            f"backfill {backfill_id} cancelled: {withdrawn} queued {noun} withdrawn; "
             "running ones finish normally"
         )
         return
-    _revoke(settings, backfill_id)
+    failed_to_revoke = revoke(settings, backfill_id)
+    if failed_to_revoke:
+        warn(failed_to_revoke)
     click.echo(
-        f"backfill {backfill_id} cancelled (abort): {done.withdrawn} queued {noun} withdrawn "
-        f"and revoked, {done.stopped} running tr{'y' if done.stopped == 1 else 'ies'} stopped "
+        f"backfill {backfill_id} cancelled (abort): {withdrawn} queued {noun} withdrawn "
+        f"and revoked, {stopped} running tr{'y' if stopped == 1 else 'ies'} stopped "
         "(failed, cancelled)"
     )
-
-
-def _revoke(settings: Settings, backfill_id: int) -> None:
-    app = make_celery(settings)
-    try:
-        revoke_backfill(app, backfill_id)
-    except Exception as exc:  # best effort: the database withdrew the tries already
-        warn(
-            f"could not ask the workers to revoke backfill {backfill_id}'s messages "
-            f"({exc}); they are withdrawn anyway: a worker acks each as a no-op"
-        )
-    finally:
-        app.close()

@@ -10,13 +10,12 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 from rich.table import Table
 
-from backfill.cli.output import OutputFormat, console, emit_json, iso, output_option, table, when
+from backfill.cli.output import OutputFormat, console, emit_json, output_option, table, when
 from backfill.cli.paging import page_limit, paging_options, showing
+from backfill.client.listing import listing
 from backfill.config import Settings
 from backfill.model.states import BackfillState
 from backfill.store import status
@@ -42,14 +41,14 @@ def list_command(state: str | None, limit: int | None, offset: int, output: Outp
     as_table = output is OutputFormat.TABLE
     page = page_limit(limit, LIST_PAGE if as_table else None)
     with status.reading(Settings.from_env()) as conn:
+        if not as_table:
+            emit_json([] if conn is None else listing(conn, wanted, limit=page, offset=offset))
+            return
         if conn is None:
             rows, total = [], 0
         else:
             rows = status.list_backfills(conn, wanted, limit=page, offset=offset)
-            total = status.count_backfills(conn, wanted) if as_table else len(rows)
-    if not as_table:
-        emit_json([listed_json(row) for row in rows])
-        return
+            total = status.count_backfills(conn, wanted)
     if total == 0:
         click.echo("no backfills yet" if state is None else f"no {state} backfills")
         return
@@ -74,19 +73,3 @@ def _listed_table(rows: list[Listed]) -> Table:
             when(row.created_at),
         )
     return tbl
-
-
-def listed_json(row: Listed) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "dag_id": row.dag_id,
-        "state": row.state.value,
-        "start": iso(row.start),
-        "end": iso(row.end),
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-        "runs_total": row.runs_total,
-        "runs_finished": row.runs_finished,
-        "task_instances_total": row.task_instances_total,
-        "task_instances_finished": row.task_instances_finished,
-    }

@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
-from typing import Any
 
 import click
-import pendulum
 from sqlalchemy.engine import Connection, Engine
 
-from backfill.cli.output import BACKFILL_ID, OutputFormat, emit_json, iso, output_option
+from backfill.cli.output import BACKFILL_ID, OutputFormat, emit_json, output_option
+from backfill.client.logs import find_ti, logs_json, pick_try, still_running, ti_key
 from backfill.config import Settings
 from backfill.errors import UserError
-from backfill.model.dates import parse_cli_date
-from backfill.model.states import ACTIVE, BACKFILL_FINISHED, BackfillState, TIState
-from backfill.store import db, logs, reads, status
+from backfill.model.states import TIState
+from backfill.store import db, logs, reads
 from backfill.store.errors import BackfillNotFound
 from backfill.store.logs import LoggedTI
 
@@ -67,73 +64,20 @@ def logs_command(
         raise BackfillNotFound(backfill_id)
     try:
         with reads.reading(engine) as conn:
-            target = _find(conn, backfill_id, task_id, date)
-            number = _try_number(target, try_number, follow=follow)
+            target = find_ti(conn, backfill_id, task_id, date)
+            number = pick_try(target, try_number, follow=follow)
         if output is OutputFormat.JSON:
             with reads.reading(engine) as conn:
-                emit_json(_as_json(conn, backfill_id, target, number))
+                emit_json(logs_json(conn, backfill_id, target, number))
         else:
             _print(engine, target, number, follow=follow)
     finally:
         engine.dispose()
 
 
-def _find(conn: Connection, backfill_id: int, task_id: str, date: str | None) -> LoggedTI:
-    if not status.exists(conn, backfill_id):
-        raise BackfillNotFound(backfill_id)
-    found = _matching(conn, backfill_id, task_id, date)
-    if len(found) == 1:
-        return found[0]
-    on = "" if date is None else f" on {date}"
-    if not found:
-        raise UserError(
-            f"backfill {backfill_id} has no task instance of {task_id!r}{on}; "
-            f"see `backfill tasks {backfill_id}` for its tasks and dates"
-        )
-    dates = ", ".join(t.logical_date.isoformat() for t in found[:5])
-    more = ", ..." if len(found) > 5 else ""
-    raise UserError(
-        f"backfill {backfill_id} has several task instances of {task_id!r}{on} "
-        f"({dates}{more}); pass -d with one of these logical dates"
-    )
-
-
-def _matching(conn: Connection, backfill_id: int, task_id: str, date: str | None) -> list[LoggedTI]:
-    if date is None:
-        return logs.find_tis(conn, backfill_id, task_id, limit=6)
-    moment = parse_cli_date(date, pendulum.UTC, option="-d/--date")
-    exact = logs.find_tis(
-        conn, backfill_id, task_id, start=moment, end=moment + timedelta(microseconds=1)
-    )
-    if exact or len(date.strip()) != len("YYYY-MM-DD"):
-        return exact
-    return logs.find_tis(conn, backfill_id, task_id, start=moment, end=moment + timedelta(days=1))
-
-
-def _try_number(target: LoggedTI, asked: int | None, *, follow: bool) -> int:
-    latest = target.try_number
-    if asked is None:
-        if latest == 0 and not follow:
-            raise UserError(
-                f"{_key(target)} has not started a try yet (state {target.state}); "
-                "add --follow to wait for its first try"
-            )
-        return max(latest, 1)
-    if asked > latest and not (follow and asked == latest + 1):
-        raise UserError(
-            f"{_key(target)} has no try {asked}: it has had "
-            + ("none yet" if latest == 0 else f"tries 1 to {latest}")
-        )
-    return asked
-
-
-def _key(target: LoggedTI) -> str:
-    return f"{target.dag_id}/{target.task_id} {target.logical_date.isoformat()}"
-
-
 def _header(conn: Connection, target: LoggedTI, number: int) -> str:
     history = logs.try_history(conn, target.ti_id, number)
-    line = f"{_key(target)} try {number}"
+    line = f"{ti_key(target)} try {number}"
     if history.claimed_at is None:
         return line + ": not started yet"
     line += f", claimed by {history.claimed_by} at {history.claimed_at.isoformat(sep=' ')}"
@@ -159,7 +103,7 @@ def _pieces(engine: Engine, target: LoggedTI, number: int, *, follow: bool) -> I
     while True:
         with reads.reading(engine) as conn:
             now = logs.current(conn, target.ti_id)
-            ended = not follow or not _still_running(now, number)
+            ended = not follow or not still_running(now, number)
             chunks = logs.read(conn, ti_id=target.ti_id, try_number=number, after=next_byte)
         if chunks and chunks[0].start_byte > next_byte:
             cut = chunks[0].start_byte - next_byte
@@ -177,14 +121,6 @@ def _pieces(engine: Engine, target: LoggedTI, number: int, *, follow: bool) -> I
         time.sleep(FOLLOW_POLL)
 
 
-def _still_running(now: logs.Current, number: int) -> bool:
-    """Whether try `number` may still write: it is the TI's active try, or its next one
-    and the backfill has not ended (an ended backfill starts no try)."""
-    if now.try_number < number:
-        return BackfillState(now.backfill_state) not in BACKFILL_FINISHED
-    return now.try_number == number and TIState(now.state) in ACTIVE
-
-
 def _footer(engine: Engine, target: LoggedTI, number: int) -> str | None:
     """How the try failed, when it is the TI's latest and ended without success."""
     with reads.reading(engine) as conn:
@@ -195,23 +131,3 @@ def _footer(engine: Engine, target: LoggedTI, number: int) -> str | None:
     if now.last_error is None:
         return None
     return f"[try {number} ended {history.ended_as}: {now.last_error}]"
-
-
-def _as_json(conn: Connection, backfill_id: int, target: LoggedTI, number: int) -> dict[str, Any]:
-    history = logs.try_history(conn, target.ti_id, number)
-    chunks = list(logs.read_all(conn, ti_id=target.ti_id, try_number=number))
-    first = chunks[0].start_byte if chunks else 0
-    return {
-        "backfill_id": backfill_id,
-        "dag_id": target.dag_id,
-        "task_id": target.task_id,
-        "run_id": target.run_id,
-        "logical_date": target.logical_date.isoformat(),
-        "try_number": number,
-        "claimed_by": history.claimed_by,
-        "started": iso(history.claimed_at),
-        "ended": iso(history.ended_at),
-        "state": history.ended_as,
-        "cut_bytes": first,
-        "log": "".join(chunk.data for chunk in chunks),
-    }

@@ -1,4 +1,4 @@
-"""The dry run's output: a backfill plan as a table or as JSON.
+"""The dry run's output: a backfill plan as a table (its JSON: `client.shapes.plan_json`).
 
 Invariants:
 - the plan is shown as planned: one row per logical date in the order the
@@ -12,38 +12,12 @@ Invariants:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from backfill.cli.output import console, table
 from backfill.cli.run_flags import describe
+from backfill.client.create import count
 from backfill.model.dag import DAG
-from backfill.planning.backfill_plan import BackfillPlan, PlannedRun
-
-
-def plan_json(plan: BackfillPlan, dag: DAG) -> dict[str, Any]:
-    return {
-        "dag_id": plan.dag_id,
-        "dry_run": True,
-        "timezone": dag.timezone.name,
-        "options": plan.options.as_json(),
-        "task_ids": list(plan.task_ids),
-        "pools": {pool: list(users) for pool, users in plan.pools.items()},
-        "runs": [_run_json(run, dag) for run in plan.runs],
-        "totals": plan.totals(),
-    }
-
-
-def _run_json(run: PlannedRun, dag: DAG) -> dict[str, Any]:
-    return {
-        "logical_date": run.logical_date.isoformat(),
-        "logical_date_local": run.logical_date.in_timezone(dag.timezone).isoformat(),
-        "data_interval_start": run.interval.start.isoformat(),
-        "data_interval_end": run.interval.end.isoformat(),
-        "action": run.action.value,
-        "reason": run.reason,
-        "run_id": run.run_id,
-        "task_ids": list(run.task_ids),
-    }
+from backfill.planning.backfill_plan import BackfillPlan
 
 
 def print_plan(plan: BackfillPlan, dag: DAG) -> None:
@@ -69,7 +43,3 @@ def print_plan(plan: BackfillPlan, dag: DAG) -> None:
 
 def _when(moment: datetime) -> str:
     return moment.isoformat(sep=" ")
-
-
-def count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

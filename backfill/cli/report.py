@@ -17,39 +17,18 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 
 from backfill.cli.progress import format_counts, group_failed, print_groups
+from backfill.client.story import NO_ERROR, hints, log_command
 from backfill.engine.coordinator import Outcome, Progress, TIKey
 from backfill.model.states import BACKFILL_FINISHED, BackfillState, RunState, TIState
 from backfill.planning.story import key_json
 
-NO_ERROR = "an upstream task failed (no error of its own)"
-DEPENDS_ON_PAST_HINT = (
-    "some task instances wait for their depends_on_past: when the first date's past is "
-    "outside the range or never ran, run these dates again with --reprocess failed "
-    "--ignore-first-depends-on-past, which lets the first date run without it"
-)
-
-
 LOG_COMMANDS = 50  # failed tries whose log command the table names
-
-
-def log_command(backfill_id: int, key: TIKey) -> str | None:
-    """The command printing the log of the failed try `key`; None if it never ran."""
-    if key.try_number < 1:
-        return None
-    date = key.logical_date.isoformat()
-    return f"backfill logs {backfill_id} {key.task_id} -d {date} --try {key.try_number}"
-
-
-def hints(deadlock: Mapping[str, object] | None) -> list[str]:
-    """What to do about a deadlock beyond its reasons: each piece of advice once."""
-    reasons = deadlock or {}
-    return [DEPENDS_ON_PAST_HINT] if any("depends_on_past" in r for r in reasons) else []
 
 
 def outcome_json(

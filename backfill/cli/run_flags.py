@@ -17,18 +17,9 @@ from typing import Any
 
 import click
 
+from backfill.client.options import SWITCHES, options_from_flags
 from backfill.model.dag import DAG
-from backfill.planning.run_options import (
-    Dependencies,
-    DependsOnPast,
-    Execution,
-    FailurePolicy,
-    Order,
-    ReprocessPolicy,
-    Retries,
-    RunOptions,
-    parse_conf,
-)
+from backfill.planning.run_options import ReprocessPolicy, RunOptions
 
 _CONF_SHOWN = 200  # characters of --conf echoed in the dry run's header
 
@@ -92,21 +83,9 @@ _FLAGS = (
 )
 
 
-# Each on/off flag -> (field of RunOptions, its value when the flag is given).
-_SWITCHES: dict[str, tuple[str, object]] = {
-    "rerun_failed_tasks": ("rerun_failed_tasks", True),
-    "mark_success": ("execution", Execution.MARK_SUCCESS),
-    "run_backwards": ("order", Order.BACKWARD),
-    "ignore_first_depends_on_past": ("depends_on_past", DependsOnPast.IGNORE_FIRST),
-    "ignore_dependencies": ("dependencies", Dependencies.IGNORE),
-    "continue_on_failures": ("on_failure", FailurePolicy.CONTINUE),
-    "disable_retry": ("retries", Retries.DISABLED),
-}
-
-
 def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add the shared flags to a command, which receives them as `options: RunOptions`."""
-    names = ("reprocess", "conf", "max_active_runs", "task_regex", "pool", *_SWITCHES)
+    names = ("reprocess", "conf", "max_active_runs", "task_regex", "pool", *SWITCHES)
 
     @functools.wraps(fn)
     def build(*args: Any, **kwargs: Any) -> Any:
@@ -118,34 +97,13 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return build
 
 
-def options_from_flags(
-    *,
-    reprocess: str,
-    conf: str | None,
-    max_active_runs: int | None,
-    task_regex: str | None,
-    pool: str | None,
-    **switches: bool,
-) -> RunOptions:
-    """The `RunOptions` the command-line flags ask for (`UserError` on a bad value)."""
-    values: dict[str, Any] = {
-        "reprocess": ReprocessPolicy(reprocess),
-        "conf": {} if conf is None else parse_conf(conf),
-        "max_active_runs": max_active_runs,
-        "task_regex": task_regex,
-        "pool": pool,
-    }
-    values.update(_SWITCHES[flag] for flag, given in switches.items() if given)
-    return RunOptions(**values)
-
-
 def describe(options: RunOptions, dag: DAG, selected: tuple[str, ...]) -> list[str]:
     """The dry run's header lines: every option, then the tasks selected."""
     conf = json.dumps(options.conf, ensure_ascii=False)
     if len(conf) > _CONF_SHOWN:
         conf = conf[:_CONF_SHOWN] + "..."
     limit = options.max_active_runs or f"{dag.max_active_runs} (the DAG's)"
-    flags = [f"--{flag.replace('_', '-')}" for flag, (name, value) in _SWITCHES.items()
+    flags = [f"--{flag.replace('_', '-')}" for flag, (name, value) in SWITCHES.items()
              if getattr(options, name) == value]  # fmt: skip
     pool = f"every TI in pool {options.pool}" if options.pool else "each task's own"
     lines = [

@@ -19,23 +19,22 @@ import pendulum
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.engine import Connection
 
 from backfill.cli.output import (
     BACKFILL_ID,
     OutputFormat,
     console,
     emit_json,
-    iso,
     output_option,
     when,
 )
-from backfill.cli.story import StoryParts, panel_rows, print_story, story_json, story_of
+from backfill.cli.story import panel_rows, print_story
+from backfill.client.shapes import runs_finished
+from backfill.client.story import read_story, status_json
 from backfill.config import Settings
 from backfill.errors import UserError
-from backfill.model.states import RUN_FINISHED, RunState, TIState
-from backfill.planning.run_options import RunOptions
-from backfill.store import adopt, reports, status
+from backfill.model.states import RunState, TIState
+from backfill.store import status
 from backfill.store.errors import BackfillNotFound
 from backfill.store.status import Summary
 
@@ -54,49 +53,17 @@ def status_command(backfill_id: int | None, output: OutputFormat) -> None:
         found = None if conn is None or backfill_id is None else status.summary(conn, backfill_id)
         if found is not None:
             assert conn is not None
-            parts = _story(conn, found)
+            parts = read_story(conn, found, now=pendulum.now("UTC"))
     if found is None:
         if backfill_id is None:
             raise UserError("no backfills yet; start one with `backfill run` or `backfill create`")
         raise BackfillNotFound(backfill_id)
     if output is OutputFormat.JSON:
-        emit_json({**summary_json(found), **story_json(found.id, parts)})
+        emit_json(status_json(found, parts))
         return
     out = console()
     out.print(_summary_panel(found, panel_rows(parts)))
     print_story(out, found.id, parts)
-
-
-def _story(conn: Connection, found: Summary) -> StoryParts:
-    """The failures (of the tasks the backfill selects) and the driver's last report."""
-    selects = RunOptions.from_json(found.options).selects  # --task-regex
-    failed = [f for f in adopt.failed_tis(conn, found.id) if selects(f.task_id)]
-    return story_of(found, failed, reports.read(conn, found.id), now=pendulum.now("UTC"))
-
-
-def _runs_finished(found: Summary) -> tuple[int, int]:
-    done = sum(found.runs.get(state.value, 0) for state in RUN_FINISHED)
-    return done, sum(found.runs.values())
-
-
-def summary_json(found: Summary) -> dict[str, Any]:
-    done, total = _runs_finished(found)
-    return {
-        "id": found.id,
-        "dag_id": found.dag_id,
-        "state": found.state.value,
-        "start": iso(found.start),
-        "end": iso(found.end),
-        "created_at": iso(found.created_at),
-        "updated_at": iso(found.updated_at),
-        "runs": {state.value: found.runs.get(state.value, 0) for state in RunState},
-        "task_instances": {
-            state.value: found.task_instances.get(state.value, 0) for state in TIState
-        },
-        "progress": {"runs_finished": done, "runs_total": total},
-        "options": found.options,
-        "conf": found.conf,
-    }
 
 
 def _counts(counts: dict[str, int], order: type[RunState] | type[TIState]) -> str:
@@ -116,7 +83,7 @@ def _summary_panel(found: Summary, story: list[tuple[str, str]]) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
-    done, total = _runs_finished(found)
+    done, total = runs_finished(found)
     rows = [
         ("state", found.state.value),
         ("range", f"{when(found.start)} .. {when(found.end)} (UTC, inclusive)"),

@@ -17,16 +17,10 @@ Invariants:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import itertools
-import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from json.encoder import encode_basestring
 
 import click
-import pendulum
 from rich.table import Table
 from sqlalchemy.engine import Connection
 
@@ -42,9 +36,17 @@ from backfill.cli.output import (
     when,
 )
 from backfill.cli.paging import page_limit, paging_options, showing
+from backfill.client.shapes import task_json_text
+from backfill.client.tasks import (
+    TaskCounts,
+    TasksQuery,
+    check_regex,
+    page_rows,
+    select_tasks,
+    tasks_query,
+)
 from backfill.config import Settings
-from backfill.model.dates import as_utc, parse_cli_date
-from backfill.model.errors import BadRange
+from backfill.errors import UserError
 from backfill.model.states import TIState
 from backfill.store import status
 from backfill.store.errors import BackfillNotFound
@@ -55,24 +57,10 @@ _TABLE_CHUNK = 1000  # TI rows per rendered table: rich lays a whole table out i
 
 
 def _task_regex(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise click.BadParameter(f"{value!r} is not a regular expression: {exc}") from None
-    return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class _TasksQuery:
-    """What `backfill tasks` was asked for, parsed and checked."""
-
-    backfill_id: int
-    where: status.TaskFilter
-    regex: str | None  # resolved to `where.task_ids` against the backfill's tasks
-    limit: int | None  # None: every matching TI
-    offset: int
-    asked: str  # the filters as typed, to say what matched nothing
+    try:
+        return check_regex(value)
+    except UserError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--task-regex: ")) from None
 
 
 @click.command("tasks")
@@ -121,21 +109,14 @@ def tasks_command(
 
     Dates without an offset are read in UTC, as the dates shown are: `tasks`
     never loads the DAG file, so it works whatever the DAGs folder holds."""
-    first, last = _logical_date(start, "--start-date"), _logical_date(end, "--end-date")
-    if first is not None and last is not None and first > last:
-        raise BadRange(f"--start-date {start} is after --end-date {end}: no date can match")
-    asked = [f"--state {s}" for s in states] + [
-        f"{name} {value!r}"
-        for name, value in (("--task-regex", task_regex), ("-s", start), ("-e", end))
-        if value is not None
-    ]
-    query = _TasksQuery(
-        backfill_id=backfill_id,
-        where=status.TaskFilter(states=frozenset(map(TIState, states)), start=first, end=last),
-        regex=task_regex,
+    query = tasks_query(
+        backfill_id,
+        states=states,
+        task_regex=task_regex,
+        start=start,
+        end=end,
         limit=page_limit(limit, None if output is OutputFormat.JSONL else TASKS_PAGE),
         offset=offset,
-        asked=" ".join(asked),
     )
     with status.reading(Settings.from_env()) as conn:
         if conn is None or not status.exists(conn, backfill_id):
@@ -146,34 +127,10 @@ def tasks_command(
             _tasks_json(conn, query, jsonl=output is OutputFormat.JSONL)
 
 
-def _logical_date(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    return as_utc(parse_cli_date(text, pendulum.UTC, option=option), pendulum.UTC)
-
-
-TaskCounts = dict[str, dict[TIState, int]]
-
-
-def _select_tasks(conn: Connection, query: _TasksQuery) -> tuple[status.TaskFilter, TaskCounts]:
-    """The matching TIs counted by task and state; with `--task-regex`, narrowed to the
-    tasks it matches, in Python: the same `re.search` as `run --task-regex`, whatever
-    the database's own regex dialect, over the backfill's task ids (a few hundred)."""
-    counts = status.task_counts(conn, query.backfill_id, query.where)
-    if query.regex is None:
-        return query.where, counts
-    regex = re.compile(query.regex)
-    counts = {task_id: n for task_id, n in counts.items() if regex.search(task_id)}
-    return dataclasses.replace(query.where, task_ids=frozenset(counts)), counts
-
-
-def _tasks_json(conn: Connection, query: _TasksQuery, *, jsonl: bool) -> None:
+def _tasks_json(conn: Connection, query: TasksQuery, *, jsonl: bool) -> None:
     """Stream the page; one row past it, if read, only says that more match (on stderr)."""
-    where = query.where if query.regex is None else _select_tasks(conn, query)[0]
     limit, offset = query.limit, query.offset
-    rows = status.task_rows(
-        conn, query.backfill_id, where, limit=None if limit is None else limit + 1, offset=offset
-    )
+    rows = page_rows(conn, query, one_more=True)
     emit = emit_jsonl if jsonl else emit_json_array
     emit(task_json_text(row) for row in itertools.islice(rows, limit))
     if limit is not None and next(rows, None) is not None:
@@ -183,9 +140,9 @@ def _tasks_json(conn: Connection, query: _TasksQuery, *, jsonl: bool) -> None:
         )
 
 
-def _tasks_table(conn: Connection, query: _TasksQuery) -> None:
+def _tasks_table(conn: Connection, query: TasksQuery) -> None:
     """Counts by task and state, then a page of TIs, then which rows were shown."""
-    where, counts = _select_tasks(conn, query)
+    where, counts = select_tasks(conn, query)
     total = sum(n for by_state in counts.values() for n in by_state.values())
     if total == 0:
         matching = f" matching {query.asked}" if query.asked else ""
@@ -242,26 +199,3 @@ def _print_tis(rows: Iterator[TaskRow]) -> int:
         console().print(tbl)
         shown += len(chunk)
     return shown
-
-
-def task_json_text(row: TaskRow) -> str:
-    """`row` as one compact JSON object: DESIGN's keys (section 4), then max_tries, pool
-    and last_error. Written as text rather than `json.dumps` of a dict, which costs a
-    third more CPU a row: a stream of 440k rows feels it. Strings are escaped by
-    `json`'s own encoder; numbers, dates and states need no escaping."""
-    return (
-        f'{{"dag_id": {_text(row.dag_id)}, "task_id": {_text(row.task_id)}, '
-        f'"run_id": {_text(row.run_id)}, "logical_date": {_time(row.logical_date)}, '
-        f'"state": "{row.state.value}", "try_number": {row.try_number}, '
-        f'"max_tries": {row.max_tries}, "hostname": {_text(row.hostname)}, '
-        f'"start_date": {_time(row.start_date)}, "end_date": {_time(row.end_date)}, '
-        f'"pool": {_text(row.pool)}, "last_error": {_text(row.last_error)}}}'
-    )
-
-
-def _text(value: str | None) -> str:
-    return "null" if value is None else encode_basestring(value)
-
-
-def _time(moment: datetime | None) -> str:
-    return "null" if moment is None else f'"{moment.isoformat()}"'

@@ -38,9 +38,9 @@ from sqlalchemy.engine import Engine
 
 from backfill.cli.meter import Meter, Tally
 from backfill.cli.output import BACKFILL_ID, EXIT_INTERRUPTED, console
-from backfill.cli.story import unfinished
 from backfill.cli.watch_layout import Layout, first_date, plan
 from backfill.cli.watch_view import Frame, render
+from backfill.client.story import unfinished
 from backfill.config import Settings
 from backfill.model.states import BACKFILL_FINISHED, BackfillState
 from backfill.planning.story import pace

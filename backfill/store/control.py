@@ -84,6 +84,12 @@ def resume(
     return True
 
 
+def unpause(conn: Connection, backfill_id: int, *, now: datetime) -> None:
+    """paused -> running, taking no lease: a `backfill coordinator` adopts it and drives it."""
+    if not set_backfill_state(conn, backfill_id, _B.RUNNING, seen=_B.PAUSED, now=now):
+        _refuse(conn, backfill_id, "resume")
+
+
 def cancel(conn: Connection, backfill_id: int, *, actor: str, now: datetime) -> int:
     """queued/running/paused -> cancelled, and its queued TIs back to scheduled.
 
@@ -117,6 +123,10 @@ def _refuse(conn: Connection, backfill_id: int, verb: str) -> NoReturn:
     state = BackfillState(found)
     if state in BACKFILL_FINISHED or (verb == "pause" and state is _B.PAUSED):
         raise BackfillStateConflict(f"backfill {backfill_id} is already {state}")
+    if verb == "resume":
+        raise BackfillStateConflict(
+            f"backfill {backfill_id} is {state}: only a paused backfill can be resumed"
+        )
     # Only `pause` of a queued backfill gets here: no coordinator has started it.
     raise BackfillStateConflict(
         f"backfill {backfill_id} is {state}: only a running backfill can be paused; "

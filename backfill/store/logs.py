@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -179,3 +180,26 @@ def try_history(conn: Connection, ti_id: int, try_number: int) -> TryHistory:
         ended_as=None if ended is None else ended.to_state,
         ended_at=None if ended is None else ended.at,
     )
+
+
+def every_try(conn: Connection, ti_id: int) -> dict[int, TryHistory]:
+    """Each try of TI `ti_id` that was claimed, by try number, from the journal: ONE
+    statement (a TI has a handful of tries)."""
+    j = ti_transitions
+    rows = conn.execute(
+        sa.select(j.c.try_number, j.c.from_state, j.c.to_state, j.c.actor, j.c.at)
+        .where(j.c.task_instance_id == ti_id)
+        .where(sa.or_(j.c.to_state == _RUNNING, j.c.from_state == _RUNNING))
+        .order_by(j.c.id)
+    ).all()
+    tries: dict[int, TryHistory] = {}
+    for row in rows:
+        seen = tries.get(row.try_number)
+        if row.to_state == _RUNNING and seen is None:
+            tries[row.try_number] = TryHistory(
+                claimed_by=row.actor, claimed_at=row.at, ended_as=None, ended_at=None
+            )
+        elif row.from_state == _RUNNING and seen is not None and seen.ended_as is None:
+            ended = {"ended_as": row.to_state, "ended_at": row.at}
+            tries[row.try_number] = dataclasses.replace(seen, **ended)
+    return tries

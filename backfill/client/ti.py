@@ -1,0 +1,45 @@
+"""One task instance with its tries: the web page's TI page and
+`GET /api/v1/backfills/{id}/task_instances/{task_id}/{logical_date}`.
+
+Invariants:
+- read in the caller's snapshot; the TI is found as `backfill logs` finds it
+  (`client.logs.find_ti`: a date without an offset is UTC, a date alone
+  matches the one run that UTC day);
+- the TI is the row of `backfill tasks -o json` (`shapes.task_json_text`), the
+  same shape, with its tries added: each claimed try with who claimed it,
+  when, and how and when it ended, from the transition journal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from backfill.client.logs import find_ti
+from backfill.client.shapes import iso, task_json_text
+from backfill.store import logs, status
+
+
+def ti_json(conn: Connection, backfill_id: int, task_id: str, date: str) -> dict[str, Any]:
+    target = find_ti(conn, backfill_id, task_id, date)
+    where = status.TaskFilter(
+        task_ids=frozenset([task_id]), start=target.logical_date, end=target.logical_date
+    )
+    row = next(status.task_rows(conn, backfill_id, where, limit=1, offset=0))
+    tries = logs.every_try(conn, target.ti_id)
+    return {
+        **json.loads(task_json_text(row)),
+        "backfill_id": backfill_id,
+        "tries": [
+            {
+                "try_number": number,
+                "claimed_by": history.claimed_by,
+                "started": iso(history.claimed_at),
+                "ended": iso(history.ended_at),
+                "state": history.ended_as,
+            }
+            for number, history in sorted(tries.items())
+        ],
+    }

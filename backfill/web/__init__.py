@@ -1,0 +1,1 @@
+"""The web page and HTTP API (DESIGN section 7)."""

@@ -1,0 +1,306 @@
+"""The JSON API under `/api/v1` (DESIGN section 7), thin over `backfill.client`.
+
+Invariants:
+- every answer is built by the same function as the CLI's JSON
+  (`backfill.client`): `GET /backfills` is `list -o json`, `GET
+  /backfills/{id}` is `status ID -o json`, `GET .../task_instances` is
+  `tasks ID -o json`, a log is `logs ... -o json`, a create is `create -o
+  json` (`--dry-run`: the plan), a clear is `clear -o json`;
+- a body is validated by pydantic for its types (422, naming the field),
+  then by the client for its meaning (400, the CLI's own message): nothing
+  is written before both pass;
+- reads are one snapshot each; every write is one transaction and needs a
+  writer (`auth.Auth.check_write`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pendulum
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from backfill.client import clear as clearing
+from backfill.client import control
+from backfill.client.create import planned
+from backfill.client.grid import grid_json
+from backfill.client.listing import listing
+from backfill.client.logs import find_ti, logs_json, pick_try
+from backfill.client.options import options_from_flags
+from backfill.client.shapes import cleared_json, plan_json, task_json_text
+from backfill.client.story import read_story, status_json
+from backfill.client.tasks import page_rows, tasks_query
+from backfill.client.ti import ti_json
+from backfill.engine.create import create_backfill
+from backfill.model.states import BackfillState, TIState
+from backfill.store import status
+from backfill.store.errors import BackfillNotFound
+from backfill.web.auth import Auth
+from backfill.web.store import WebStore
+
+BackfillId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The backfill's id.")]
+TASKS_PAGE = 100  # TIs a listing gives unless `limit` says otherwise (0: all), as the CLI
+
+
+def _store(request: Request) -> WebStore:
+    store: WebStore = request.app.state.store
+    return store
+
+
+def reader(request: Request) -> None:
+    auth: Auth = request.app.state.auth
+    auth.check_read(request)
+
+
+def writer(request: Request) -> None:
+    auth: Auth = request.app.state.auth
+    auth.check_write(request)
+
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(reader)], tags=["backfills"])
+Store = Annotated[WebStore, Depends(_store)]
+
+
+def _actor(request: Request) -> str:
+    """The journal's record of who wrote: the web process and the client's address."""
+    client = request.client.host if request.client else "?"
+    return f"web:{socket.gethostname()}:{os.getpid()} for {client}"
+
+
+class CreateBody(BaseModel):
+    """`backfill create`'s arguments and options, by their flag names (`-` as `_`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dag_id: str
+    start: str = Field(description="First date (YYYY-MM-DD or ISO 8601), in the DAG's timezone.")
+    end: str = Field(description="Last date, inclusive.")
+    reprocess: str = "none"
+    conf: dict[str, Any] | None = None
+    max_active_runs: StrictInt | None = None
+    task_regex: str | None = None
+    pool: str | None = None
+    rerun_failed_tasks: StrictBool = False
+    mark_success: StrictBool = False
+    run_backwards: StrictBool = False
+    ignore_first_depends_on_past: StrictBool = False
+    ignore_dependencies: StrictBool = False
+    continue_on_failures: StrictBool = False
+    disable_retry: StrictBool = False
+    dry_run: StrictBool = False
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    abort: StrictBool = False
+
+
+class ClearBody(BaseModel):
+    """`backfill clear`'s options; `--yes` is implied (the page asks first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_regex: str | None = None
+    states: list[str] = []
+    start: str | None = None
+    end: str | None = None
+    downstream: StrictBool = False
+    dry_run: StrictBool = False
+
+
+@router.get("/backfills", summary="Every backfill, newest first (as `backfill list -o json`)")
+def list_backfills(
+    store: Store,
+    state: Annotated[BackfillState | None, Query()] = None,
+    limit: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    with store.reading() as conn:
+        return [] if conn is None else listing(conn, state, limit=limit or None, offset=offset)
+
+
+@router.post(
+    "/backfills",
+    status_code=201,
+    dependencies=[Depends(writer)],
+    summary="Create a backfill for a `backfill coordinator` (as `backfill create -o json`)",
+)
+def create(body: CreateBody, store: Store, response: Response) -> dict[str, Any]:
+    flags = body.model_dump(exclude={"dag_id", "start", "end", "conf", "dry_run"})
+    conf = None if body.conf is None else json.dumps(body.conf)
+    options = options_from_flags(conf=conf, **flags)
+    dag, plan = planned(store.settings, body.dag_id, body.start, body.end, options)
+    if body.dry_run:
+        response.status_code = 200
+        return plan_json(plan, dag)
+    engine = store.engine(create=True)
+    assert engine is not None
+    backfill_id = create_backfill(engine, dag, plan, now=pendulum.now("UTC"))
+    response.headers["Location"] = f"/api/v1/backfills/{backfill_id}"
+    return {"id": backfill_id}
+
+
+@router.get("/backfills/{backfill_id}", summary="One backfill (as `backfill status ID -o json`)")
+def get_backfill(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
+    with store.reading() as conn:
+        found = None if conn is None else status.summary(conn, backfill_id)
+        if found is None:
+            raise BackfillNotFound(backfill_id)
+        assert conn is not None
+        return status_json(found, read_story(conn, found, now=pendulum.now("UTC")))
+
+
+@router.get(
+    "/backfills/{backfill_id}/grid",
+    summary="The grid: dates x tasks, a state a cell, with the backfill's status",
+)
+def get_grid(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
+    with store.reading() as conn:
+        found = None if conn is None else status.summary(conn, backfill_id)
+        if found is None:
+            raise BackfillNotFound(backfill_id)
+        assert conn is not None
+        story = read_story(conn, found, now=pendulum.now("UTC"))
+        return {**grid_json(conn, found), "status": status_json(found, story)}
+
+
+@router.get(
+    "/backfills/{backfill_id}/task_instances",
+    summary="The backfill's TIs, filtered and paged (as `backfill tasks ID -o json`)",
+)
+def list_task_instances(
+    backfill_id: BackfillId,
+    store: Store,
+    *,
+    state: Annotated[list[TIState], Query()] = [],  # noqa: B006 (FastAPI copies it)
+    task_regex: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    limit: Annotated[int, Query(ge=0, description="At most this many; 0: all.")] = TASKS_PAGE,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    query = tasks_query(
+        backfill_id,
+        states=[s.value for s in state],
+        task_regex=task_regex,
+        start=start,
+        end=end,
+        limit=limit or None,
+        offset=offset,
+    )
+    with store.reading() as conn:
+        if conn is None or not status.exists(conn, backfill_id):
+            raise BackfillNotFound(backfill_id)
+
+    def stream() -> Iterator[str]:  # in a snapshot of its own, row by row
+        with store.reading() as conn:
+            assert conn is not None
+            rows = (task_json_text(row) for row in page_rows(conn, query))
+            first = next(rows, None)
+            yield "[" if first is None else "[" + first
+            for text in rows:
+                yield ", " + text
+            yield "]"
+
+    return StreamingResponse(stream(), media_type="application/json")
+
+
+@router.get(
+    "/backfills/{backfill_id}/task_instances/{task_id}/{logical_date}",
+    summary="One TI with its tries",
+)
+def get_task_instance(
+    backfill_id: BackfillId, task_id: str, logical_date: str, store: Store
+) -> dict[str, Any]:
+    with store.reading() as conn:
+        if conn is None:
+            raise BackfillNotFound(backfill_id)
+        return ti_json(conn, backfill_id, task_id, logical_date)
+
+
+@router.get(
+    "/backfills/{backfill_id}/task_instances/{task_id}/{logical_date}/logs",
+    summary="One try's log (as `backfill logs ID TASK_ID -d DATE --try N -o json`)",
+)
+def get_logs(
+    backfill_id: BackfillId,
+    task_id: str,
+    logical_date: str,
+    store: Store,
+    try_number: Annotated[int | None, Query(ge=1, description="Default: the latest.")] = None,
+) -> dict[str, Any]:
+    with store.reading() as conn:
+        if conn is None:
+            raise BackfillNotFound(backfill_id)
+        target = find_ti(conn, backfill_id, task_id, logical_date)
+        return logs_json(conn, backfill_id, target, pick_try(target, try_number, follow=False))
+
+
+@router.post(
+    "/backfills/{backfill_id}/pause",
+    dependencies=[Depends(writer)],
+    summary="Stop dispatching (as `backfill pause ID`)",
+)
+def pause(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
+    with store.writing() as conn:
+        return control.pause(conn, backfill_id)
+
+
+@router.post(
+    "/backfills/{backfill_id}/resume",
+    dependencies=[Depends(writer)],
+    summary="Dispatch again; a `backfill coordinator` drives it",
+)
+def resume(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
+    with store.writing() as conn:
+        return control.unpause(conn, backfill_id)
+
+
+@router.post(
+    "/backfills/{backfill_id}/cancel",
+    dependencies=[Depends(writer)],
+    summary="Cancel for good: drain, or with `abort` stop running tries (as `backfill cancel`)",
+)
+def cancel(
+    backfill_id: BackfillId, store: Store, request: Request, body: CancelBody | None = None
+) -> dict[str, Any]:
+    abort = body is not None and body.abort
+    with store.writing() as conn:
+        done = control.cancel(conn, backfill_id, abort=abort, actor=_actor(request))
+    if abort:
+        done["revoke_warning"] = control.revoke(store.settings, backfill_id)
+    return done
+
+
+@router.post(
+    "/backfills/{backfill_id}/clear",
+    dependencies=[Depends(writer)],
+    summary="Make matching TIs run again (as `backfill clear ID --yes -o json`)",
+)
+def clear(
+    backfill_id: BackfillId, body: ClearBody, store: Store, request: Request
+) -> dict[str, Any]:
+    engine = store.engine(create=False)
+    if engine is None:
+        raise BackfillNotFound(backfill_id)
+    dag, _options = clearing.backfill_dag(engine, store.settings, backfill_id)
+    asked = clearing.selection(
+        dag,
+        task_regex=body.task_regex,
+        states=body.states,
+        start=body.start,
+        end=body.end,
+        downstream=body.downstream,
+    )
+    found = clearing.targets(engine, backfill_id, dag, asked)
+    if body.dry_run:
+        return cleared_json(backfill_id, found, None)
+    cleared = clearing.clear(engine, backfill_id, dag, found, actor=_actor(request))
+    return cleared_json(backfill_id, found, cleared)

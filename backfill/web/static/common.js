@@ -1,0 +1,64 @@
+// Shared by the pages: the API with the CSRF token, state colours, formatting, toasts.
+"use strict";
+const Backfill = (() => {
+  const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+  async function api(method, path, body) {
+    const init = { method, headers: { "Accept": "application/json" }, credentials: "same-origin" };
+    if (method !== "GET") {
+      init.headers["Content-Type"] = "application/json";
+      init.headers["X-CSRF-Token"] = csrf();
+      init.body = JSON.stringify(body || {});
+    }
+    const response = await fetch("/api/v1" + path, init);
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (e) { data = { error: text }; }
+    if (!response.ok) {
+      if (response.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); }
+      const error = new Error((data && data.error) || response.statusText);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  const styles = getComputedStyle(document.documentElement);
+  const colour = (state) => styles.getPropertyValue("--s-" + state).trim() || "#e5e7eb";
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    const s = Math.round(seconds);
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + String(s % 60).padStart(2, "0") + "s";
+    return Math.floor(s / 3600) + "h " + String(Math.floor(s % 3600 / 60)).padStart(2, "0") + "m";
+  }
+
+  const when = (iso) => iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z") : "–";
+
+  function toast(message, bad) {
+    const box = document.getElementById("toast");
+    const item = document.createElement("div");
+    item.className = "msg" + (bad ? " bad" : "");
+    item.textContent = message;
+    box.appendChild(item);
+    setTimeout(() => item.remove(), bad ? 9000 : 5000);
+  }
+
+  // Calls `tick` now and every `ms` while the tab is visible, never two at once.
+  function every(ms, tick) {
+    let busy = false;
+    const run = async () => {
+      if (busy || document.hidden) return;
+      busy = true;
+      try { await tick(); } catch (e) { console.error(e); } finally { busy = false; }
+    };
+    run();
+    document.addEventListener("visibilitychange", run);
+    return setInterval(run, ms);
+  }
+
+  const escape = (text) => String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+  return { api, colour, duration, when, toast, every, escape };
+})();

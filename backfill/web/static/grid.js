@@ -1,0 +1,261 @@
+// A backfill's page: the grid (dates x tasks, a canvas that draws only the rows in view,
+// so 1,000 dates x 50 tasks costs what 40 do), its status, and the buttons.
+"use strict";
+(() => {
+  const root = document.getElementById("backfill");
+  const id = root.dataset.id;
+  const canWrite = root.dataset.canWrite === "true";
+  const head = document.getElementById("grid-head");
+  const canvas = document.getElementById("grid");
+  const scroller = document.getElementById("grid-scroll");
+  const spacer = document.getElementById("grid-spacer");
+  const tip = document.getElementById("tip");
+  const ROW = 16, MIN_CELL = 6, MAX_CELL = 22, POLL_MS = 2000;
+  let data = null, layout = null, scrolledToFrontier = false;
+  window.backfillGrid = { loads: 0, lastLoadMs: null, lastDrawMs: null };  // for tests and curious eyes
+
+  function dateLabel(iso, short) {
+    return short ? iso.slice(0, 10) : iso.slice(0, 16).replace("T", " ");
+  }
+
+  function computeLayout() {
+    const ctx = head.getContext("2d");
+    ctx.font = "11px system-ui, sans-serif";
+    const short = data.dates.every((d) => d.slice(11, 19) === "00:00:00");
+    const labelW = short ? 96 : 128;
+    const room = Math.max(300, document.querySelector("main").clientWidth - 40 - labelW);
+    const cell = Math.max(MIN_CELL, Math.min(MAX_CELL, Math.floor(room / Math.max(1, data.tasks.length))));
+    const longest = Math.max(30, ...data.tasks.map((t) => ctx.measureText(t).width));
+    const headH = Math.min(150, Math.ceil(longest * Math.sin(Math.PI / 4)) + 16);
+    return { short, labelW, cell, headH, width: labelW + cell * data.tasks.length + 8 };
+  }
+
+  function size(c, w, h) {
+    const ratio = window.devicePixelRatio || 1;
+    if (c.width !== Math.round(w * ratio) || c.height !== Math.round(h * ratio)) {
+      c.width = Math.round(w * ratio); c.height = Math.round(h * ratio);
+      c.style.width = w + "px"; c.style.height = h + "px";
+    }
+    const ctx = c.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    return ctx;
+  }
+
+  function drawHead() {
+    const { labelW, cell, headH, width } = layout;
+    const ctx = size(head, width, headH);
+    ctx.clearRect(0, 0, width, headH);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillStyle = "#374151";
+    data.tasks.forEach((task, i) => {
+      ctx.save();
+      ctx.translate(labelW + i * cell + cell / 2 + 3, headH - 4);
+      ctx.rotate(-Math.PI / 4);
+      ctx.fillText(task, 0, 0);
+      ctx.restore();
+    });
+    ctx.fillStyle = "#6b7280";
+    ctx.fillText(layout.short ? "logical date" : "logical date (UTC)", 4, headH - 4);
+  }
+
+  function draw() {
+    const started = performance.now();
+    const { labelW, cell, width } = layout;
+    const rows = data.dates.length;
+    const view = Math.max(ROW, Math.min(rows * ROW, scroller.clientHeight - layout.headH));
+    const ctx = size(canvas, width, view);
+    const first = Math.min(Math.floor(scroller.scrollTop / ROW), Math.max(0, rows - Math.floor(view / ROW)));
+    const last = Math.min(rows, first + Math.ceil(view / ROW) + 1);
+    const colours = {};  // char code -> colour
+    data.states.forEach((s, i) => { colours[data.codes.charCodeAt(i)] = Backfill.colour(s); });
+    const runColours = data.run_states.map(Backfill.colour);
+    ctx.clearRect(0, 0, width, view);
+    ctx.font = "11px ui-monospace, monospace";
+    ctx.textBaseline = "middle";
+    const gap = cell >= 10 ? 2 : 1;
+    for (let r = first; r < last; r++) {
+      const y = (r - first) * ROW;
+      ctx.fillStyle = runColours[data.runs[r]];
+      ctx.fillRect(0, y + 2, 3, ROW - 4);
+      ctx.fillStyle = "#374151";
+      ctx.fillText(dateLabel(data.dates[r], layout.short), 7, y + ROW / 2);
+      const row = data.cells[r];
+      for (let c = 0; c < row.length; c++) {
+        const code = row.charCodeAt(c);
+        if (code === 46) continue;  // "." no TI of this task on this date
+        ctx.fillStyle = colours[code];
+        ctx.fillRect(labelW + c * cell, y + 1, cell - gap, ROW - 2);
+      }
+    }
+    window.backfillGrid.lastDrawMs = performance.now() - started;
+    window.backfillGrid.first = first;
+  }
+
+  function render() {
+    layout = computeLayout();
+    spacer.style.height = (layout.headH + data.dates.length * ROW) + "px";
+    scroller.style.width = (layout.width + 18) + "px";
+    drawHead();
+    draw();
+    document.getElementById("grid-size").textContent =
+      `${data.dates.length} dates × ${data.tasks.length} tasks = ${(data.dates.length * data.tasks.length).toLocaleString()} cells`;
+    if (!scrolledToFrontier) {
+      scrolledToFrontier = true;
+      const active = ["queued", "running"].map((s) => data.codes[data.states.indexOf(s)]);
+      const frontier = data.cells.findIndex((row) => active.some((code) => row.includes(code)));
+      if (frontier > 5) scroller.scrollTop = (frontier - 3) * ROW;
+    }
+  }
+
+  function cellAt(event) {
+    const box = canvas.getBoundingClientRect();
+    const x = event.clientX - box.left, y = event.clientY - box.top;
+    const col = Math.floor((x - layout.labelW) / layout.cell);
+    const row = (window.backfillGrid.first || 0) + Math.floor(y / ROW);
+    if (col < 0 || col >= data.tasks.length || row < 0 || row >= data.dates.length) return null;
+    const code = data.cells[row].charCodeAt(col);
+    if (code === 46) return null;
+    return { task: data.tasks[col], date: data.dates[row], state: data.states[data.codes.indexOf(String.fromCharCode(code))] };
+  }
+
+  canvas.addEventListener("mousemove", (event) => {
+    const hit = data && cellAt(event);
+    if (!hit) { tip.hidden = true; return; }
+    tip.textContent = `${hit.task} · ${Backfill.when(hit.date)} · ${hit.state}`;
+    tip.style.left = (event.clientX + 14) + "px";
+    tip.style.top = (event.clientY + 12) + "px";
+    tip.hidden = false;
+  });
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  canvas.addEventListener("click", (event) => {
+    const hit = data && cellAt(event);
+    if (hit) location.href = tiUrl(hit.task, hit.date);
+  });
+  scroller.addEventListener("scroll", () => { if (data) requestAnimationFrame(draw); });
+  window.addEventListener("resize", () => { if (data) render(); });
+
+  const tiUrl = (task, date) =>
+    `/backfills/${id}/tasks/${encodeURIComponent(task)}/${encodeURIComponent(date)}`;
+
+  function showStatus(status) {
+    const state = document.getElementById("state");
+    state.textContent = status.state;
+    state.className = "state s-" + status.state;
+    const tis = status.task_instances;
+    const total = Object.values(tis).reduce((a, b) => a + b, 0);
+    const done = ["success", "failed", "skipped", "upstream_failed", "removed"].reduce((a, s) => a + (tis[s] || 0), 0);
+    document.getElementById("progress-fill").style.width = (total ? 100 * done / total : 0) + "%";
+    document.getElementById("progress-text").textContent =
+      `${done} of ${total} task instances finished · ${status.progress.runs_finished} of ${status.progress.runs_total} runs`;
+    document.getElementById("legend").innerHTML = data.states
+      .filter((s) => tis[s])
+      .map((s) => `<span class="key" data-state="${s}"><span class="swatch" style="background:${Backfill.colour(s)}"></span>${s} <b>${tis[s]}</b></span>`)
+      .join("");
+    document.getElementById("rate").textContent = status.rate_per_minute == null ? "–" : status.rate_per_minute.toFixed(1) + " TIs/min";
+    document.getElementById("eta").textContent = Backfill.duration(status.eta_seconds);
+    document.getElementById("driver").textContent = status.driver ? status.driver.owner : "none";
+    document.getElementById("updated").textContent = Backfill.when(status.updated_at);
+    showNotes(status);
+    showFailed(status);
+    if (canWrite) enableButtons(status.state);
+  }
+
+  function showNotes(status) {
+    const notes = [];
+    if (status.broker_down_since) notes.push(`<p class="error">The broker is unreachable since ${Backfill.escape(status.broker_down_since)}; the driver retries.</p>`);
+    for (const [reason, count] of Object.entries(status.waiting || {})) {
+      notes.push(`<p class="small muted">waiting: ${count} × ${Backfill.escape(reason)}</p>`);
+    }
+    for (const [reason, group] of Object.entries(status.deadlock || {})) {
+      notes.push(`<p class="error">deadlocked: ${group.count} × ${Backfill.escape(reason)}</p>`);
+    }
+    for (const hint of status.hints || []) notes.push(`<p class="small">hint: ${Backfill.escape(hint)}</p>`);
+    if (!status.driver && ["queued", "running"].includes(status.state)) {
+      notes.push(`<p class="small muted">No coordinator drives this backfill now: run <code>backfill coordinator</code>, or <code>backfill resume ${id}</code>.</p>`);
+    }
+    document.getElementById("notes").innerHTML = notes.join("");
+  }
+
+  function showFailed(status) {
+    document.getElementById("failed-total").textContent = status.failed_total ? `(${status.failed_total})` : "";
+    const rows = status.failed.map((f) =>
+      `<tr><td><a href="${tiUrl(f.task_id, f.logical_date)}">${Backfill.escape(f.task_id)}</a></td>` +
+      `<td class="mono">${Backfill.when(f.logical_date)}</td><td>${f.try_number}</td>` +
+      `<td class="small">${Backfill.escape(f.last_error || "an upstream task failed")}</td></tr>`);
+    document.getElementById("failed-rows").innerHTML = rows.join("") || '<tr><td colspan="4" class="muted">none</td></tr>';
+  }
+
+  function enableButtons(state) {
+    const live = ["queued", "running", "paused"].includes(state);
+    document.getElementById("btn-pause").disabled = state !== "running";
+    document.getElementById("btn-resume").disabled = state !== "paused";
+    document.getElementById("btn-cancel").disabled = !live;
+    document.getElementById("btn-abort").disabled = !live;
+    document.getElementById("btn-clear").disabled = state === "cancelled";
+  }
+
+  async function load() {
+    const started = performance.now();
+    data = await Backfill.api("GET", `/backfills/${id}/grid`);
+    window.backfillGrid.lastLoadMs = performance.now() - started;
+    render();
+    showStatus(data.status);
+    window.backfillGrid.loads += 1;
+    window.backfillGrid.state = data.status.state;
+  }
+
+  const questions = {
+    pause: "Pause this backfill? Queued and running task instances finish; nothing new is dispatched.",
+    resume: "Resume this backfill? A backfill coordinator drives it again.",
+    cancel: "Cancel this backfill for good? Queued task instances are withdrawn; running ones finish.",
+    abort: "Abort this backfill? Running tries are stopped and fail; queued ones are withdrawn.",
+  };
+
+  async function act(action) {
+    if (!confirm(questions[action])) return;
+    const path = action === "abort" ? "cancel" : action;
+    try {
+      await Backfill.api("POST", `/backfills/${id}/${path}`, action === "abort" ? { abort: true } : {});
+      Backfill.toast(`backfill ${id}: ${action} done`);
+    } catch (e) { Backfill.toast(e.message, true); }
+    await load();
+  }
+
+  function clearBody(dryRun) {
+    const form = document.getElementById("clear-form");
+    const value = (name) => form.elements[name].value.trim() || null;
+    return {
+      task_regex: value("task_regex"), start: value("start"), end: value("end"),
+      states: [...form.querySelectorAll('input[name="states"]:checked')].map((b) => b.value),
+      downstream: form.elements.downstream.checked, dry_run: dryRun,
+    };
+  }
+
+  async function clearTIs(dryRun) {
+    const preview = document.getElementById("clear-preview");
+    try {
+      const result = await Backfill.api("POST", `/backfills/${id}/clear`, clearBody(true));
+      const n = result.selected.length;
+      if (dryRun) { preview.textContent = `${n} task instance(s) would be cleared.`; preview.className = "small"; return; }
+      if (!confirm(`Clear ${n} task instance(s) and reopen backfill ${id}?`)) return;
+      const done = await Backfill.api("POST", `/backfills/${id}/clear`, clearBody(false));
+      Backfill.toast(`cleared ${done.cleared} task instance(s)`);
+      document.getElementById("clear-dialog").close();
+      await load();
+    } catch (e) { preview.textContent = e.message; preview.className = "small error"; }
+  }
+
+  if (canWrite) {
+    for (const action of ["pause", "resume", "cancel", "abort"]) {
+      document.getElementById("btn-" + action).addEventListener("click", () => act(action));
+    }
+    document.getElementById("btn-clear").addEventListener("click", () => {
+      document.getElementById("clear-preview").textContent = "";
+      document.getElementById("clear-dialog").showModal();
+    });
+    document.getElementById("clear-preview-btn").addEventListener("click", () => clearTIs(true));
+    document.getElementById("clear-confirm").addEventListener("click", () => clearTIs(false));
+    document.getElementById("clear-close").addEventListener("click", () => document.getElementById("clear-dialog").close());
+  }
+  Backfill.every(POLL_MS, load);
+})();

@@ -1,0 +1,58 @@
+"""The web process's one engine on the metadata DB, opened on first use.
+
+Invariants:
+- reads never create the embedded database: without one, there are no
+  backfills yet (as for `backfill list`); the first write creates it, as
+  `backfill create` does, and every later request shares that engine;
+- reads are one consistent snapshot each (`store.reads.reading`); writes are
+  one transaction each.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import Connection, Engine
+
+from backfill.config import Settings
+from backfill.store import db, reads
+
+
+class WebStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    def engine(self, *, create: bool) -> Engine | None:
+        """The engine; None if the embedded database does not exist and `create` is false."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = db.open_engine(self.settings, create=create)
+            return self._engine
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection | None]:
+        """A read-only snapshot; None when there is no database yet."""
+        engine = self.engine(create=False)
+        if engine is None:
+            yield None
+            return
+        with reads.reading(engine) as conn:
+            yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """One transaction, committed if the block succeeds."""
+        engine = self.engine(create=True)
+        assert engine is not None  # create=True always gives one
+        with engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
