@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 CHROMIUM = os.environ.get("BACKFILL_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".backfill" / "screenshots"
-# Generous: a shared CI machine with 2 cores runs workers and databases beside the
-# browser. Playwright's own defaults (30 s for actions, 5 s for `expect`) differ.
+# Generous, for actions, navigations and `expect` alike (whose own default is 5 s): a
+# shared CI machine with 2 cores runs workers and databases beside the browser.
 TIMEOUT_MS = 30_000
 
 _failed = pytest.StashKey[bool]()
