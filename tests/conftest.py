@@ -40,8 +40,9 @@ from backfill.config import redact
 from backfill.store.db import create_engine_for, migrate
 from backfill.store.journal import illegal_transitions
 
-# The harness's fixtures (`broker`, `workers`, `coordinators`): tests/support/fixtures.py.
-pytest_plugins = ["support.fixtures"]
+# The harness's fixtures (`broker`, `workers`, `coordinators`): tests/support/fixtures.py;
+# the browser's (`browser`, `page`): tests/support/browser.py.
+pytest_plugins = ["support.fixtures", "support.browser"]
 
 PG_ADMIN_URL = os.environ.get(
     "BACKFILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
