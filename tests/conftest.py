@@ -42,7 +42,7 @@ from backfill.store.journal import illegal_transitions
 
 # The harness's fixtures (`broker`, `workers`, `coordinators`): tests/support/fixtures.py;
 # the browser's (`browser`, `page`): tests/support/browser.py.
-pytest_plugins = ["support.fixtures", "support.browser"]
+pytest_plugins = ["support.fixtures", "support.browser", "support.web"]
 
 PG_ADMIN_URL = os.environ.get(
     "BACKFILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

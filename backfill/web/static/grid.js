@@ -42,7 +42,8 @@
   }
 
   function drawHead() {
-    const { labelW, cell, headH, width } = layout;
+    const { labelW, cell, headH } = layout;
+    const width = layout.width + headH;  // a name leans right, beyond the last column
     const ctx = size(head, width, headH);
     ctx.clearRect(0, 0, width, headH);
     ctx.font = "11px system-ui, sans-serif";
@@ -94,7 +95,7 @@
   function render() {
     layout = computeLayout();
     spacer.style.height = (layout.headH + data.dates.length * ROW) + "px";
-    scroller.style.width = (layout.width + 18) + "px";
+    scroller.style.width = (layout.width + layout.headH + 18) + "px";
     drawHead();
     draw();
     document.getElementById("grid-size").textContent =
