@@ -25,12 +25,12 @@ import click
 from sqlalchemy.engine import Engine
 
 from backfill.cli.output import BACKFILL_ID, OutputFormat, emit_json, output_option, warn
-from backfill.client.clear import backfill_dag, clear, selection, targets
+from backfill.client.clear import backfill_dag, clear, selection, stalled_warning, targets
 from backfill.client.shapes import cleared_json
 from backfill.config import Settings
 from backfill.errors import UserError
-from backfill.planning.run_options import FailurePolicy, RunOptions
-from backfill.store import db, pass_reads, reads
+from backfill.planning.run_options import RunOptions
+from backfill.store import db
 from backfill.store.clear import CLEARABLE, Cleared, Selected
 from backfill.store.errors import BackfillNotFound
 
@@ -128,15 +128,9 @@ def _report(
         click.echo("dry run: nothing cleared")
     else:
         _say_cleared(backfill_id, len(found), cleared)
-    if cleared is None or options.on_failure is not FailurePolicy.STOP:
-        return
-    with reads.reading(engine) as conn:
-        failures_left = pass_reads.has_failures(conn, backfill_id)
-    if failures_left:
-        warn(
-            f"backfill {backfill_id} stops on failure and still has failed task instances: "
-            "runs it has not started yet will not start; clear those too to run everything"
-        )
+    stalled = None if cleared is None else stalled_warning(engine, backfill_id, options)
+    if stalled:
+        warn(stalled)
 
 
 def _say_cleared(backfill_id: int, selected: int, cleared: Cleared) -> None:

@@ -26,8 +26,8 @@ from backfill.model.dag import DAG
 from backfill.model.dates import parse_cli_date
 from backfill.model.discovery import load_dags
 from backfill.model.states import TIState
-from backfill.planning.run_options import RunOptions
-from backfill.store import reads, status
+from backfill.planning.run_options import FailurePolicy, RunOptions
+from backfill.store import pass_reads, reads, status
 from backfill.store.clear import CLEARABLE, Cleared, Selected
 from backfill.store.errors import BackfillNotFound
 
@@ -104,3 +104,20 @@ def clear(
         return engine_clear.clear(
             conn, backfill_id, dag, targets, actor=actor, now=pendulum.now("UTC")
         )
+
+
+def stalled_warning(engine: Engine, backfill_id: int, options: RunOptions) -> str | None:
+    """Why a clear will not run, if it will not: a backfill that stops on failure starts
+    no run, the reopened ones included, while a failed TI is left."""
+    if options.on_failure is not FailurePolicy.STOP:
+        return None
+    with reads.reading(engine) as conn:
+        failures_left = pass_reads.has_failures(conn, backfill_id)
+    if not failures_left:
+        return None
+    return (
+        f"backfill {backfill_id} stops on failure (it was created without "
+        "--continue-on-failures) and still has failed task instances: no run starts while "
+        "one is left, the reopened runs included; clear those too "
+        f"(`backfill clear {backfill_id} --state failed --state upstream_failed`) to run them"
+    )

@@ -290,7 +290,7 @@ def clear(
     engine = store.engine(create=False)
     if engine is None:
         raise BackfillNotFound(backfill_id)
-    dag, _options = clearing.backfill_dag(engine, store.settings, backfill_id)
+    dag, options = clearing.backfill_dag(engine, store.settings, backfill_id)
     asked = clearing.selection(
         dag,
         task_regex=body.task_regex,
@@ -303,4 +303,5 @@ def clear(
     if body.dry_run:
         return cleared_json(backfill_id, found, None)
     cleared = clearing.clear(engine, backfill_id, dag, found, actor=_actor(request))
-    return cleared_json(backfill_id, found, cleared)
+    warning = clearing.stalled_warning(engine, backfill_id, options)
+    return {**cleared_json(backfill_id, found, cleared), "warning": warning}

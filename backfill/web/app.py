@@ -66,7 +66,8 @@ def make_app(settings: Settings) -> FastAPI:
 
 
 def _wants_page(request: Request) -> bool:
-    return not request.url.path.startswith("/api/") and request.method == "GET"
+    """A browser asking for a page (not a script, a scraper or an API client)."""
+    return request.method == "GET" and "text/html" in request.headers.get("accept", "")
 
 
 async def _backfill_error(request: Request, exc: Exception) -> Response:

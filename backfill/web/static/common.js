@@ -60,5 +60,8 @@ const Backfill = (() => {
 
   const escape = (text) => String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
-  return { api, colour, duration, when, toast, every, escape };
+  // A path segment: ":" and "+" are plain in a path (a logical date reads as itself).
+  const segment = (text) => encodeURIComponent(text).replace(/%3A/g, ":").replace(/%2B/g, "+");
+
+  return { api, colour, duration, when, toast, every, escape, segment };
 })();

@@ -11,6 +11,7 @@
   const spacer = document.getElementById("grid-spacer");
   const tip = document.getElementById("tip");
   const ROW = 16, MIN_CELL = 6, MAX_CELL = 22, POLL_MS = 2000;
+  const FINISHED = ["success", "skipped", "upstream_failed", "failed", "removed"];
   let data = null, layout = null, scrolledToFrontier = false;
   window.backfillGrid = { loads: 0, lastLoadMs: null, lastDrawMs: null };  // for tests and curious eyes
 
@@ -63,14 +64,17 @@
     const started = performance.now();
     const { labelW, cell, width } = layout;
     const rows = data.dates.length;
-    const view = Math.max(ROW, Math.min(rows * ROW, scroller.clientHeight - layout.headH));
-    const ctx = size(canvas, width, view);
+    const view = Math.max(ROW, Math.min(rows * ROW, scroller.clientHeight));
     const first = Math.min(Math.floor(scroller.scrollTop / ROW), Math.max(0, rows - Math.floor(view / ROW)));
     const last = Math.min(rows, first + Math.ceil(view / ROW) + 1);
+    // The canvas covers the rows in view (and the one partly in view below them), no more.
+    const height = (last - first) * ROW;
+    const ctx = size(canvas, width, height);
+    canvas.style.top = first * ROW + "px";
     const colours = {};  // char code -> colour
     data.states.forEach((s, i) => { colours[data.codes.charCodeAt(i)] = Backfill.colour(s); });
     const runColours = data.run_states.map(Backfill.colour);
-    ctx.clearRect(0, 0, width, view);
+    ctx.clearRect(0, 0, width, height);
     ctx.font = "11px ui-monospace, monospace";
     ctx.textBaseline = "middle";
     const gap = cell >= 10 ? 2 : 1;
@@ -94,8 +98,11 @@
 
   function render() {
     layout = computeLayout();
-    spacer.style.height = (layout.headH + data.dates.length * ROW) + "px";
-    scroller.style.width = (layout.width + layout.headH + 18) + "px";
+    const rows = data.dates.length * ROW;
+    spacer.style.height = rows + "px";
+    // The rows in view fill the window's height at most; the canvas draws only those.
+    scroller.style.height = Math.min(rows, Math.max(8 * ROW, Math.floor(window.innerHeight * 0.68))) + "px";
+    scroller.style.width = (layout.width + 18) + "px";
     drawHead();
     draw();
     document.getElementById("grid-size").textContent =
@@ -135,8 +142,28 @@
   scroller.addEventListener("scroll", () => { if (data) requestAnimationFrame(draw); });
   window.addEventListener("resize", () => { if (data) render(); });
 
+  // What a cell shows, read back from the canvas's pixels: how a test (or a curious
+  // operator, in the console) sees the colour an operator sees. Null: not drawn now.
+  window.backfillGrid.pixel = (task, date) => {
+    const row = data.dates.indexOf(date), col = data.tasks.indexOf(task);
+    const first = window.backfillGrid.first || 0;
+    const y = (row - first) * ROW + ROW / 2, x = layout.labelW + col * layout.cell + 2;
+    if (row < 0 || col < 0 || y < 0 || y >= canvas.clientHeight) return null;
+    const ratio = window.devicePixelRatio || 1;
+    const [r, g, b] = canvas.getContext("2d").getImageData(x * ratio, y * ratio, 1, 1).data;
+    return "#" + [r, g, b].map((v) => v.toString(16).padStart(2, "0")).join("");
+  };
+  window.backfillGrid.colour = (state) => Backfill.colour(state);
+  // Where a cell is on the screen (its centre, in client coordinates); null: not drawn now.
+  window.backfillGrid.where = (task, date) => {
+    const row = data.dates.indexOf(date) - (window.backfillGrid.first || 0), col = data.tasks.indexOf(task);
+    if (row < 0 || col < 0 || (row + 1) * ROW > canvas.clientHeight) return null;
+    const box = canvas.getBoundingClientRect();
+    return { x: box.left + layout.labelW + col * layout.cell + layout.cell / 2 - 1, y: box.top + row * ROW + ROW / 2 };
+  };
+
   const tiUrl = (task, date) =>
-    `/backfills/${id}/tasks/${encodeURIComponent(task)}/${encodeURIComponent(date)}`;
+    `/backfills/${id}/tasks/${Backfill.segment(task)}/${Backfill.segment(date)}`;
 
   function showStatus(status) {
     const state = document.getElementById("state");
@@ -144,8 +171,12 @@
     state.className = "state s-" + status.state;
     const tis = status.task_instances;
     const total = Object.values(tis).reduce((a, b) => a + b, 0);
-    const done = ["success", "failed", "skipped", "upstream_failed", "removed"].reduce((a, s) => a + (tis[s] || 0), 0);
-    document.getElementById("progress-fill").style.width = (total ? 100 * done / total : 0) + "%";
+    const done = FINISHED.reduce((a, s) => a + (tis[s] || 0), 0);
+    // The finished TIs by outcome, in their colours: green, red, orange, pink at a glance.
+    document.getElementById("progress-bar").innerHTML = FINISHED
+      .filter((s) => tis[s])
+      .map((s) => `<div style="width:${100 * tis[s] / total}%;background:${Backfill.colour(s)}" title="${s} ${tis[s]}"></div>`)
+      .join("");
     document.getElementById("progress-text").textContent =
       `${done} of ${total} task instances finished · ${status.progress.runs_finished} of ${status.progress.runs_total} runs`;
     document.getElementById("legend").innerHTML = data.states
@@ -241,6 +272,7 @@
       if (!confirm(`Clear ${n} task instance(s) and reopen backfill ${id}?`)) return;
       const done = await Backfill.api("POST", `/backfills/${id}/clear`, clearBody(false));
       Backfill.toast(`cleared ${done.cleared} task instance(s)`);
+      if (done.warning) Backfill.toast(done.warning, true);
       document.getElementById("clear-dialog").close();
       await load();
     } catch (e) { preview.textContent = e.message; preview.className = "small error"; }

@@ -3,7 +3,7 @@
 (() => {
   const root = document.getElementById("ti");
   const backfill = root.dataset.backfill, task = root.dataset.task, date = root.dataset.date;
-  const base = `/backfills/${backfill}/task_instances/${encodeURIComponent(task)}/${encodeURIComponent(date)}`;
+  const base = `/backfills/${backfill}/task_instances/${Backfill.segment(task)}/${Backfill.segment(date)}`;
   const ACTIVE = ["queued", "running", "scheduled", "up_for_retry", "up_for_reschedule", "none"];
   let chosen = null;  // the try whose log is shown; null: the latest
   let ti = null;
@@ -69,6 +69,7 @@
       try {
         const done = await Backfill.api("POST", `/backfills/${backfill}/clear`, body);
         Backfill.toast(`cleared ${done.cleared} task instance(s); a coordinator runs them again`);
+        if (done.warning) Backfill.toast(done.warning, true);
         chosen = null;
       } catch (e) { Backfill.toast(e.message, true); }
       await refresh();
