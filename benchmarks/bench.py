@@ -1,6 +1,6 @@
 """`make bench`: what users run, measured against raw Celery on the same broker and workers.
 
-    python -m benchmarks.bench [--quick] [--only a,b,c,d,e,embedded]    (from the project root)
+    python -m benchmarks.bench [--quick] [--only a,b,c,d,e,embedded,w]    (from the project root)
 
 Every scenario is driven by the command a user types (`backfill run`, or
 `backfill create` then `backfill coordinator`), in a process of its own
@@ -12,7 +12,8 @@ for (e)), a private Redis DB index, and the bench's own `celery worker`s:
 - the embedded default, SQLite + `filesystem://` (`benchmarks.embedded`);
 - (e) the 439,200-TI scale scenario (`benchmarks.scale`), and the coordinator's
   pass time at 1k and 10k active TIs (`benchmarks.passtime`);
-- py-spy profiles of the slowest scenario (`benchmarks.profiles`).
+- py-spy profiles of the slowest scenario (`benchmarks.profiles`);
+- (w) the web page's grid at 1,000 dates x 50 tasks (`benchmarks.web`).
 `--quick` (`make bench-quick`): (a), (b), (d) at smaller sizes, one shape.
 Prints every figure with its target and writes them to `.backfill/bench.json`;
 the logs of the last run are in `.backfill/bench/logs/`, the profiles in
@@ -35,7 +36,7 @@ import redis
 
 from backfill.cli.errors import LocalWorkersError
 from backfill.store.db import create_engine_for
-from benchmarks import embedded, environment, passtime, profiles, report, scale, shapes, stack
+from benchmarks import embedded, environment, passtime, profiles, report, scale, shapes, stack, web
 from benchmarks.commands import Commands
 from benchmarks.fleet import Shape
 from benchmarks.phases import BenchError, Calendar, Stage
@@ -44,7 +45,7 @@ from workers.app import make_app
 ROOT = Path(".backfill")
 HOME = ROOT / "bench"
 SHAPES = (Shape(count=1, concurrency=2), Shape(count=2, concurrency=1))
-ALL = frozenset({"a", "b", "c", "d", "e", "embedded"})
+ALL = frozenset({"a", "b", "c", "d", "e", "embedded", "w"})
 QUICK = frozenset({"a", "b", "d"})
 
 
@@ -82,6 +83,8 @@ def measure(only: frozenset[str], *, quick: bool) -> dict[str, Any]:
             with server_stage(redis_url, client) as stage:
                 results["scale"] = scale.measure(stage, SHAPES[0])
                 results["pass_time"] = passtime.measure(stage)
+    if "w" in only:
+        results["web"] = web.measure(HOME)
     results["environment"]["load_average_at_end"] = os.getloadavg()
     return results
 

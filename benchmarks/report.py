@@ -24,6 +24,8 @@ EMBEDDED_RATIO = 0.3  # (a) on the embedded default
 CHAIN_MEAN_MS, CHAIN_P99_MS = 15.0, 40.0  # with one worker -c 2
 CHAIN_SHAPE = "1x2"
 STATEMENTS_PER_TRY = 3.0
+# (w): an operator's page is usable at once, and a scroll never stutters (one frame).
+WEB_GRID_SECONDS, WEB_FIRST_GRID_SECONDS, WEB_REDRAW_MS = 0.5, 2.0, 16.0
 NAMES = {"a": "(a) wide", "b": "(b) fan-out/in", "c": "(c) layered"}
 
 
@@ -35,7 +37,42 @@ def figures(results: dict[str, Any]) -> list[Figure]:
         rows += _embedded(results["embedded"])
     if "scale" in results:
         rows += report_scale.figures(results["scale"], results.get("pass_time", {}))
+    if "web" in results:
+        rows += _web(results["web"])
     return rows
+
+
+def _web(w: dict[str, Any]) -> list[Figure]:
+    size = f"{w['dates']:,} dates x {w['tasks']} tasks"
+    baseline = f"`backfill status -o json` {w['cli_status_seconds']:.2f}s"
+    every = f"`backfill tasks --limit 0 -o json` {w['cli_tasks_seconds']:.2f}s"
+    kb = f"{w['grid_json_bytes'] / 1e3:.0f} kB, gzip {w['grid_json_gzip_bytes'] / 1e3:.0f} kB"
+    return [
+        figure(
+            "w.grid_api",
+            f"(w) grid JSON, {size}: median of 10",
+            w["grid_api_median_seconds"],
+            "s",
+            at_most=WEB_GRID_SECONDS,
+            detail=f"max {w['grid_api_max_seconds']:.3f}s; {kb}; {baseline}, {every}",
+        ),
+        figure(
+            "w.first_grid",
+            f"(w) page open to grid drawn, {size} (Chromium)",
+            w["page_first_grid_ms"] / 1e3,
+            "s",
+            at_most=WEB_FIRST_GRID_SECONDS,
+            detail=f"poll fetch+parse {w['poll_fetch_parse_ms']:.0f}ms",
+        ),
+        figure(
+            "w.redraw",
+            "(w) grid redraw of the rows in view, after a scroll",
+            w["scrolled_redraw_ms"],
+            "ms",
+            at_most=WEB_REDRAW_MS,
+            detail=f"in place {w['redraw_ms']:.1f}ms",
+        ),
+    ]
 
 
 def _shape(s: dict[str, Any]) -> list[Figure]:

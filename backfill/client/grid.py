@@ -24,7 +24,7 @@ from backfill.store.status import Summary
 
 STATES = tuple(TIState)
 CODES = "0123456789abcdefghijklmnopqrstuvwxyz"[: len(STATES)]
-_CODE = {state: CODES[i] for i, state in enumerate(STATES)}
+_CODE = {state.value: CODES[i] for i, state in enumerate(STATES)}
 _RUN_CODE = {state: i for i, state in enumerate(RunState)}
 MISSING = "."
 
@@ -33,17 +33,10 @@ def grid_json(conn: Connection, found: Summary) -> dict[str, Any]:
     """The grid of backfill `found`: its tasks, dates, run states and cells."""
     tasks = grid.task_ids(conn, found.id)
     column = {task_id: i for i, task_id in enumerate(tasks)}
-    dates: list[str | None] = []
-    runs: list[int] = []
-    rows: list[list[str]] = []
-    last = None
-    for cell in grid.every_cell(conn, found.id):
-        if cell.logical_date != last:
-            last = cell.logical_date
-            dates.append(iso(cell.logical_date))
-            runs.append(_RUN_CODE[cell.run_state])
-            rows.append([MISSING] * len(tasks))
-        rows[-1][column[cell.task_id]] = _CODE[cell.state]
+    runs = grid.runs_of(conn, found.id)
+    rows = {r.id: [MISSING] * len(tasks) for r in runs}
+    for dag_run_id, task_id, state in grid.every_cell(conn, found.id):
+        rows[dag_run_id][column[task_id]] = _CODE[state]
     return {
         "id": found.id,
         "dag_id": found.dag_id,
@@ -52,7 +45,7 @@ def grid_json(conn: Connection, found: Summary) -> dict[str, Any]:
         "codes": CODES,  # cell character i is state i
         "run_states": [s.value for s in RunState],
         "tasks": list(tasks),
-        "dates": dates,
-        "runs": runs,
-        "cells": ["".join(row) for row in rows],
+        "dates": [iso(r.logical_date) for r in runs],
+        "runs": [_RUN_CODE[r.state] for r in runs],
+        "cells": ["".join(rows[r.id]) for r in runs],
     }

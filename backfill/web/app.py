@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -58,6 +59,8 @@ def make_app(settings: Settings) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(metrics.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # A grid of 1,000 dates x 50 tasks is ~60 kB of JSON every poll; gzip makes it ~8.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_exception_handler(BackfillError, _backfill_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)

@@ -45,17 +45,19 @@ const Backfill = (() => {
     setTimeout(() => item.remove(), bad ? 9000 : 5000);
   }
 
-  // Calls `tick` now and every `ms` while the tab is visible, never two at once.
+  // Calls `tick` now and again `ms` after each call ends (or 3 times as long as the
+  // call took, if longer: a slow server is polled less), while the tab is visible.
   function every(ms, tick) {
-    let busy = false;
+    let timer = null;
     const run = async () => {
-      if (busy || document.hidden) return;
-      busy = true;
-      try { await tick(); } catch (e) { console.error(e); } finally { busy = false; }
+      clearTimeout(timer);
+      if (document.hidden) return;
+      const started = performance.now();
+      try { await tick(); } catch (e) { console.error(e); }
+      timer = setTimeout(run, Math.max(ms, 3 * (performance.now() - started)));
     };
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) run(); });
     run();
-    document.addEventListener("visibilitychange", run);
-    return setInterval(run, ms);
   }
 
   const escape = (text) => String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));

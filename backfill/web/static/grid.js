@@ -233,6 +233,7 @@
     render();
     showStatus(data.status);
     window.backfillGrid.loads += 1;
+    if (window.backfillGrid.firstDrawAt === undefined) window.backfillGrid.firstDrawAt = performance.now();
     window.backfillGrid.state = data.status.state;
   }
 
