@@ -9,8 +9,8 @@ Invariants:
 - a body is validated by pydantic for its types (422, naming the field),
   then by the client for its meaning (400, the CLI's own message): nothing
   is written before both pass;
-- reads are one snapshot each; every write is one transaction and needs a
-  writer (`auth.Auth.check_write`).
+- reads are one snapshot each (`router`); every write is one transaction and
+  needs a writer (`writes`: `auth.Auth.check_write`, which checks the reader too).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def writer(request: Request) -> None:
 
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(reader)], tags=["backfills"])
+writes = APIRouter(prefix="/api/v1", dependencies=[Depends(writer)], tags=["backfills"])
 Store = Annotated[WebStore, Depends(_store)]
 
 
@@ -126,10 +127,9 @@ def list_backfills(
         return [] if conn is None else listing(conn, state, limit=limit or None, offset=offset)
 
 
-@router.post(
+@writes.post(
     "/backfills",
     status_code=201,
-    dependencies=[Depends(writer)],
     summary="Create a backfill for a `backfill coordinator` (as `backfill create -o json`)",
 )
 def create(body: CreateBody, store: Store, response: Response) -> dict[str, Any]:
@@ -243,29 +243,20 @@ def get_logs(
         return logs_json(conn, backfill_id, target, pick_try(target, try_number, follow=False))
 
 
-@router.post(
-    "/backfills/{backfill_id}/pause",
-    dependencies=[Depends(writer)],
-    summary="Stop dispatching (as `backfill pause ID`)",
-)
+@writes.post("/backfills/{backfill_id}/pause", summary="Stop dispatching (as `backfill pause ID`)")
 def pause(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
     with store.writing() as conn:
         return control.pause(conn, backfill_id)
 
 
-@router.post(
-    "/backfills/{backfill_id}/resume",
-    dependencies=[Depends(writer)],
-    summary="Dispatch again; a `backfill coordinator` drives it",
-)
+@writes.post("/backfills/{backfill_id}/resume", summary="Dispatch again: a coordinator drives it")
 def resume(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
     with store.writing() as conn:
         return control.unpause(conn, backfill_id)
 
 
-@router.post(
+@writes.post(
     "/backfills/{backfill_id}/cancel",
-    dependencies=[Depends(writer)],
     summary="Cancel for good: drain, or with `abort` stop running tries (as `backfill cancel`)",
 )
 def cancel(
@@ -279,9 +270,8 @@ def cancel(
     return done
 
 
-@router.post(
+@writes.post(
     "/backfills/{backfill_id}/clear",
-    dependencies=[Depends(writer)],
     summary="Make matching TIs run again (as `backfill clear ID --yes -o json`)",
 )
 def clear(

@@ -56,6 +56,7 @@ def make_app(settings: Settings) -> FastAPI:
     app.state.store = store
     app.state.auth = Auth(settings.api_token)
     app.include_router(api.router)
+    app.include_router(api.writes)
     app.include_router(pages.router)
     app.include_router(metrics.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

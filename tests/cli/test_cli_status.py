@@ -300,6 +300,7 @@ def test_list_json_newest_first_with_totals(home: Path, db_url: str, seeded: See
             "created_at": iso(T0 + timedelta(hours=2)), "updated_at": iso(T0 + timedelta(hours=2)),
             "runs_total": 0, "runs_finished": 0,
             "task_instances_total": 0, "task_instances_finished": 0,
+            "rate_per_minute": None, "eta_seconds": None,  # no driver's report yet
         },
         {
             "id": seeded.other, "dag_id": "other", "state": "queued",
@@ -307,6 +308,7 @@ def test_list_json_newest_first_with_totals(home: Path, db_url: str, seeded: See
             "created_at": iso(T0 + timedelta(hours=1)), "updated_at": iso(T0 + timedelta(hours=1)),
             "runs_total": 1, "runs_finished": 0,
             "task_instances_total": 3, "task_instances_finished": 0,
+            "rate_per_minute": None, "eta_seconds": None,  # no driver's report yet
         },
         {
             "id": seeded.etl, "dag_id": "etl", "state": "running",
@@ -314,6 +316,7 @@ def test_list_json_newest_first_with_totals(home: Path, db_url: str, seeded: See
             "created_at": iso(T0), "updated_at": iso(T0),
             "runs_total": 3, "runs_finished": 1,
             "task_instances_total": 9, "task_instances_finished": 4,
+            "rate_per_minute": None, "eta_seconds": None,  # no driver's report yet
         },
     ]  # fmt: skip
 

@@ -53,6 +53,7 @@ def wait_for_cell(page: Page, task: str, day: str, state: str) -> None:
 def test_an_operator_watches_a_backfill_clears_a_failed_ti_and_sees_it_run_again(
     pg_url: str,
     broker: PrivateRedis,
+    *,
     tmp_path: Path,
     workers: WorkerPool,
     coordinators: Coordinators,
