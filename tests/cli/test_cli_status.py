@@ -243,6 +243,9 @@ def test_status_of_a_running_backfill_shows_its_drivers_waiting_reasons_and_pace
     assert "host-a:42:c0ffee (lease until" in out
     assert "unreachable since 2024-01-01T00:00:30+00:00; the driver retries" in out
     assert "held back at the driver's last pass, by reason:" in out
+    listed = as_json(invoke(home, "list", "-o", "json", db_url=db_url))
+    etl = next(row for row in listed if row["id"] == seeded.etl)
+    assert (etl["rate_per_minute"], etl["eta_seconds"]) == (4.0, 75.0)  # as status tells it
     assert "  pool 'db' is full (4/4 slots) (3):" in out
     assert "    etl/load/2024-01-03T00:00:00+00:00 (never ran)" in out
     assert "    ... and 2 more (see `backfill tasks`)" in out
