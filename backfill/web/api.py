@@ -25,6 +25,7 @@ import pendulum
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from sqlalchemy.engine import Connection
 
 from backfill.client import clear as clearing
 from backfill.client import control
@@ -41,6 +42,7 @@ from backfill.engine.create import create_backfill
 from backfill.model.states import BackfillState, TIState
 from backfill.store import status
 from backfill.store.errors import BackfillNotFound
+from backfill.store.status import Summary
 from backfill.web.auth import Auth
 from backfill.web.store import WebStore
 
@@ -66,6 +68,13 @@ def writer(request: Request) -> None:
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(reader)], tags=["backfills"])
 writes = APIRouter(prefix="/api/v1", dependencies=[Depends(writer)], tags=["backfills"])
 Store = Annotated[WebStore, Depends(_store)]
+
+
+def _summary(conn: Connection, backfill_id: int) -> Summary:
+    found = status.summary(conn, backfill_id)
+    if found is None:
+        raise BackfillNotFound(backfill_id)
+    return found
 
 
 def _actor(request: Request) -> str:
@@ -149,11 +158,8 @@ def create(body: CreateBody, store: Store, response: Response) -> dict[str, Any]
 
 @router.get("/backfills/{backfill_id}", summary="One backfill (as `backfill status ID -o json`)")
 def get_backfill(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.reading() as conn:
-        found = None if conn is None else status.summary(conn, backfill_id)
-        if found is None:
-            raise BackfillNotFound(backfill_id)
-        assert conn is not None
+    with store.reading_about(backfill_id) as conn:
+        found = _summary(conn, backfill_id)
         return status_json(found, read_story(conn, found, now=pendulum.now("UTC")))
 
 
@@ -162,11 +168,8 @@ def get_backfill(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
     summary="The grid: dates x tasks, a state a cell, with the backfill's status",
 )
 def get_grid(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.reading() as conn:
-        found = None if conn is None else status.summary(conn, backfill_id)
-        if found is None:
-            raise BackfillNotFound(backfill_id)
-        assert conn is not None
+    with store.reading_about(backfill_id) as conn:
+        found = _summary(conn, backfill_id)
         story = read_story(conn, found, now=pendulum.now("UTC"))
         return {**grid_json(conn, found), "status": status_json(found, story)}
 
@@ -195,8 +198,8 @@ def list_task_instances(
         limit=limit or None,
         offset=offset,
     )
-    with store.reading() as conn:
-        if conn is None or not status.exists(conn, backfill_id):
+    with store.reading_about(backfill_id) as conn:
+        if not status.exists(conn, backfill_id):
             raise BackfillNotFound(backfill_id)
 
     def stream() -> Iterator[str]:  # in a snapshot of its own, row by row
@@ -219,9 +222,7 @@ def list_task_instances(
 def get_task_instance(
     backfill_id: BackfillId, task_id: str, logical_date: str, store: Store
 ) -> dict[str, Any]:
-    with store.reading() as conn:
-        if conn is None:
-            raise BackfillNotFound(backfill_id)
+    with store.reading_about(backfill_id) as conn:
         return ti_json(conn, backfill_id, task_id, logical_date)
 
 
@@ -236,9 +237,7 @@ def get_logs(
     store: Store,
     try_number: Annotated[int | None, Query(ge=1, description="Default: the latest.")] = None,
 ) -> dict[str, Any]:
-    with store.reading() as conn:
-        if conn is None:
-            raise BackfillNotFound(backfill_id)
+    with store.reading_about(backfill_id) as conn:
         target = find_ti(conn, backfill_id, task_id, logical_date)
         return logs_json(conn, backfill_id, target, pick_try(target, try_number, follow=False))
 
@@ -277,9 +276,7 @@ def cancel(
 def clear(
     backfill_id: BackfillId, body: ClearBody, store: Store, request: Request
 ) -> dict[str, Any]:
-    engine = store.engine(create=False)
-    if engine is None:
-        raise BackfillNotFound(backfill_id)
+    engine = store.engine_about(backfill_id)
     dag, options = clearing.backfill_dag(engine, store.settings, backfill_id)
     asked = clearing.selection(
         dag,

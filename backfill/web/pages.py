@@ -106,8 +106,8 @@ def ti_page(
     access: Viewer,
     store: Store,
 ) -> Response:
-    with store.reading() as conn:
-        if conn is None or not status.exists(conn, backfill_id):
+    with store.reading_about(backfill_id) as conn:
+        if not status.exists(conn, backfill_id):
             raise BackfillNotFound(backfill_id)
     return _render(
         request,

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from backfill.config import Settings
 from backfill.store import db, reads
+from backfill.store.errors import BackfillNotFound
 
 
 class WebStore:
@@ -42,6 +43,22 @@ class WebStore:
             return
         with reads.reading(engine) as conn:
             yield conn
+
+    @contextmanager
+    def reading_about(self, backfill_id: int) -> Iterator[Connection]:
+        """A read-only snapshot, to read of backfill `backfill_id`: without a database
+        there is no such backfill (`BackfillNotFound`)."""
+        with self.reading() as conn:
+            if conn is None:
+                raise BackfillNotFound(backfill_id)
+            yield conn
+
+    def engine_about(self, backfill_id: int) -> Engine:
+        """The engine, to act on backfill `backfill_id`; `BackfillNotFound` without one."""
+        engine = self.engine(create=False)
+        if engine is None:
+            raise BackfillNotFound(backfill_id)
+        return engine
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
