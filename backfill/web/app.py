@@ -33,6 +33,7 @@ from backfill.web.store import WebStore
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+_FOR_PROGRAMS = ("/api/", "/metrics")  # paths read by programs, not browsers
 
 
 def make_app(settings: Settings) -> FastAPI:
@@ -66,7 +67,9 @@ def make_app(settings: Settings) -> FastAPI:
 
 
 def _wants_page(request: Request) -> bool:
-    return not request.url.path.startswith("/api/") and request.method == "GET"
+    """Whether a browser asked: programs (API clients, Prometheus) get a 401 to act on,
+    never a redirect to a login form they cannot fill in."""
+    return request.method == "GET" and not request.url.path.startswith(_FOR_PROGRAMS)
 
 
 async def _backfill_error(request: Request, exc: Exception) -> Response:
