@@ -32,6 +32,7 @@ from backfill.store.db import create_engine_for
 
 TOKEN = "s3cret-web-token"
 COMMAND_TIMEOUT = 60.0  # seconds a `backfill` command run to its end may take
+ENDED = ("success", "failed", "cancelled")
 DRIVE_TIMEOUT = 90.0  # seconds a backfill of these tests may take to end; they take a few
 
 
@@ -81,6 +82,24 @@ class LiveSite:
                 reached,
                 timeout=timeout,
                 what=f"backfill {backfill_id} to be {' or '.join(states)}",
+                interval=0.2,
+                explain=lambda: "\n".join(c.tails() for c in self.coordinators.processes),
+            )
+
+    def wait_settled(self, backfill_id: int) -> None:
+        """Until backfill `backfill_id` has ended, no coordinator holds it and none of its
+        TIs is queued or running: nothing will write to it any more."""
+        with self.api() as api:
+
+            def settled() -> bool:
+                told = api.get(f"/api/v1/backfills/{backfill_id}").json()
+                active = sum(told["task_instances"][s] for s in ("queued", "running"))
+                return told["state"] in ENDED and told["driver"] is None and active == 0
+
+            wait_until(
+                settled,
+                timeout=DRIVE_TIMEOUT,
+                what=f"backfill {backfill_id} to settle",
                 interval=0.2,
                 explain=lambda: "\n".join(c.tails() for c in self.coordinators.processes),
             )

@@ -14,22 +14,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
+from support.rows import every_row
+from support.stack import utc
 
-from .conftest import LiveSite
+from .conftest import ENDED, LiveSite
 
 BACKENDS = ("sqlite", "postgresql")
 DAG_ID, START, END = "flower_small", "2016-01-01", "2016-01-02"
 TASKS = ("extract", "transform_0", "transform_1", "broken")
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def ended(live: LiveSite) -> int:
     """The id of the module's backfill, driven to its end (failed: `broken` fails)."""
     backfill_id = live.create(DAG_ID, START, END)
-    assert live.wait_state(backfill_id, "success", "failed", "cancelled") == "failed"
+    assert live.wait_state(backfill_id, *ENDED) == "failed"
     return backfill_id
 
 
@@ -44,8 +48,7 @@ def get(live: LiveSite, path: str, **params: Any) -> Any:
 def test_the_backfills_are_listed_as_backfill_list_lists_them(live: LiveSite, ended: int) -> None:
     listed = get(live, "/backfills")
     assert listed == live.cli_json("list")
-    assert [b["id"] for b in listed] == [ended]
-    assert listed[0]["state"] == "failed"
+    assert {"id": ended, "dag_id": DAG_ID, "state": "failed"}.items() <= listed[-1].items()
     assert get(live, "/backfills", state="failed") == live.cli_json("list", "--state", "failed")
     assert get(live, "/backfills", state="running") == []
 
@@ -127,3 +130,106 @@ def test_metrics_count_the_task_instances_of_the_backfill(live: LiveSite, ended:
     }
     assert counts["success"] == 6
     assert counts["failed"] == 2
+
+
+# --- bad input: a 4xx naming the problem, and nothing written ---------------------------
+
+
+def refused(
+    api: httpx.Client, method: str, path: str, status: int, *fragments: str, **kw: Any
+) -> None:
+    """`method path` answers `status` with a JSON error naming every fragment."""
+    answer = api.request(method, f"/api/v1{path}", **kw)
+    assert answer.status_code == status, f"{method} {path}: {answer.status_code} {answer.text}"
+    error = answer.json()["error"]
+    for fragment in fragments:
+        assert fragment in error, f"{method} {path}: {error}"
+    assert "Traceback" not in answer.text
+
+
+def test_bad_reads_are_refused_naming_the_problem(live: LiveSite, ended: int) -> None:
+    ti = f"/backfills/{ended}/task_instances"
+    with live.api() as api:
+        refused(api, "GET", "/backfills/424242", 404, "424242")
+        refused(api, "GET", "/backfills/abc", 422, "backfill_id")
+        refused(api, "GET", "/backfills/424242/task_instances", 404, "424242")
+        refused(api, "GET", ti, 400, "notadate", params={"start": "notadate"})
+        refused(api, "GET", ti, 400, "after", params={"start": END, "end": START})
+        refused(api, "GET", ti, 422, "limit", params={"limit": -1})
+        refused(api, "GET", ti, 422, "state", params={"state": "exploded"})
+        refused(api, "GET", "/backfills", 422, "state", params={"state": "exploded"})
+        refused(api, "GET", f"{ti}/nosuchtask/{START}", 404, "nosuchtask")
+        refused(api, "GET", f"{ti}/nosuchtask/{START}/logs", 404, "nosuchtask")
+        refused(api, "GET", f"{ti}/broken/2015-06-01/logs", 404, "2015-06-01")
+        refused(api, "GET", f"{ti}/broken/{START}/logs", 400, "no try 5", params={"try_number": 5})
+        refused(
+            api, "GET", f"{ti}/broken/{START}/logs", 422, "try_number", params={"try_number": 0}
+        )
+        refused(api, "GET", "/nothing/here", 404, "no such")
+
+
+def test_a_bad_create_is_refused_and_writes_nothing(live: LiveSite, ended: int) -> None:
+    ok = {"dag_id": DAG_ID, "start": "2016-02-01", "end": "2016-02-02"}
+    bad: list[tuple[dict[str, Any], int, tuple[str, ...]]] = [
+        ({**ok, "dag_id": "no_such_dag"}, 400, ("no_such_dag",)),
+        ({**ok, "start": "2016-02-03"}, 400, ("2016-02-03", "after")),
+        ({**ok, "start": "someday"}, 400, ("someday",)),
+        ({**ok, "conf": {"blob": "x" * 70_000}}, 400, ("conf",)),
+        ({**ok, "conf": [1, 2]}, 422, ("conf",)),
+        ({**ok, "conf": "{}"}, 422, ("conf",)),
+        ({**ok, "surprise": 1}, 422, ("surprise",)),
+        ({**ok, "mark_success": "yes"}, 422, ("mark_success",)),
+        ({**ok, "max_active_runs": "3"}, 422, ("max_active_runs",)),
+        ({"start": ok["start"], "end": ok["end"]}, 422, ("dag_id",)),
+        ({**ok, "reprocess": "sometimes"}, 400, ("sometimes",)),
+        ({**ok, "task_regex": "^zzz"}, 400, ("^zzz",)),
+        ({**ok, "task_regex": "("}, 400, ("(",)),
+        ({**ok, "pool": "no_such_pool"}, 400, ("no_such_pool",)),
+    ]
+    before = every_row(live.db)
+    with live.api() as api:
+        for body, status, fragments in bad:
+            refused(api, "POST", "/backfills", status, *fragments, json=body)
+        refused(api, "POST", "/backfills", 422, content=b"{not json", headers=JSON)
+    assert every_row(live.db) == before
+
+
+def test_a_bad_change_of_state_or_clear_is_refused_and_writes_nothing(
+    live: LiveSite, ended: int
+) -> None:
+    cancelled = live.create("ha_gate", "2016-03-01", "2016-03-01")
+    with live.api() as api:
+        assert api.post(f"/api/v1/backfills/{cancelled}/cancel").status_code == 200
+        live.stack.open_gate(("ha_gate", "held", utc("2016-03-01"), 1))  # if its try started
+        live.wait_settled(cancelled)
+        before = every_row(live.db)
+        refused(api, "POST", f"/backfills/{ended}/pause", 409, "failed")
+        refused(api, "POST", f"/backfills/{ended}/resume", 409, "failed")
+        refused(api, "POST", f"/backfills/{ended}/cancel", 409, "failed")
+        for action in ("pause", "resume", "cancel"):
+            refused(api, "POST", f"/backfills/{cancelled}/{action}", 409, "cancelled")
+            refused(api, "POST", f"/backfills/424242/{action}", 404, "424242")
+        refused(api, "POST", f"/backfills/{ended}/cancel", 422, "abort", json={"abort": "yes"})
+        refused(api, "POST", "/backfills/424242/clear", 404, "424242", json={})
+        clear = f"/backfills/{ended}/clear"
+        refused(api, "POST", clear, 400, "no task instance", json={"states": ["up_for_retry"]})
+        refused(api, "POST", clear, 400, "exploded", json={"states": ["exploded"]})
+        refused(api, "POST", clear, 400, "^zzz", json={"task_regex": "^zzz"})
+        refused(api, "POST", clear, 400, "someday", json={"start": "someday"})
+        refused(api, "POST", clear, 422, "surprise", json={"surprise": True})
+        refused(api, "POST", clear, 422, "downstream", json={"downstream": "yes"})
+    assert every_row(live.db) == before
+
+
+def test_resuming_a_running_backfill_is_refused(live: LiveSite) -> None:
+    running = live.create("ha_gate", "2016-04-01", "2016-04-01")
+    live.wait_state(running, "running")
+    tis = f"/api/v1/backfills/{running}/task_instances"
+    with live.api() as api:
+        states = [t["state"] for t in api.get(tis).json()]
+        refused(api, "POST", f"/backfills/{running}/resume", 409, "running", "paused")
+        assert api.get(f"/api/v1/backfills/{running}").json()["state"] == "running"
+        assert [t["state"] for t in api.get(tis).json()] == states
+        assert api.post(f"/api/v1/backfills/{running}/cancel").status_code == 200
+    live.stack.open_gate(("ha_gate", "held", utc("2016-04-01"), 1))  # its try may be running
+    live.wait_settled(running)  # leaves nothing running for the module's next test
