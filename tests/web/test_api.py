@@ -20,6 +20,7 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 from support.rows import every_row
 from support.stack import utc
+from support.waiting import wait_until
 
 from .conftest import ENDED, LiveSite
 
@@ -233,3 +234,125 @@ def test_resuming_a_running_backfill_is_refused(live: LiveSite) -> None:
         assert api.post(f"/api/v1/backfills/{running}/cancel").status_code == 200
     live.stack.open_gate(("ha_gate", "held", utc("2016-04-01"), 1))  # its try may be running
     live.wait_settled(running)  # leaves nothing running for the module's next test
+
+
+# --- writes --------------------------------------------------------------------------
+
+
+def test_create_makes_the_backfill_its_dry_run_plans(live: LiveSite) -> None:
+    days = ("2016-05-01", "2016-05-02")
+    body = {
+        "dag_id": DAG_ID,
+        "start": days[0],
+        "end": days[1],
+        "task_regex": "^(extract|transform)",
+        "conf": {"table": "events"},
+        "max_active_runs": 1,
+    }
+    flags = ("--task-regex", "^(extract|transform)", "--conf", '{"table": "events"}')
+    planned = live.cli_json(
+        "create", DAG_ID, "-s", days[0], "-e", days[1], *flags,
+        "--max-active-runs", "1", "--dry-run",
+    )  # fmt: skip
+    before = every_row(live.db)
+    with live.api() as api:
+        dry = api.post("/api/v1/backfills", json={**body, "dry_run": True})
+        assert dry.status_code == 200, dry.text
+        assert dry.json() == planned
+        assert every_row(live.db) == before
+        assert [r["action"] for r in planned["runs"]] == ["run", "run"]
+
+        made = api.post("/api/v1/backfills", json=body)
+        assert made.status_code == 201, made.text
+        backfill_id = made.json()["id"]
+        assert made.headers["location"] == f"/api/v1/backfills/{backfill_id}"
+        told = api.get(made.headers["location"]).json()
+    assert (told["dag_id"], told["start"][:10], told["end"][:10]) == (DAG_ID, *days)
+    assert told["conf"] == {"table": "events"}
+    assert told["options"]["task_regex"] == "^(extract|transform)"
+    assert live.wait_state(backfill_id, *ENDED) == "success"
+    live.wait_settled(backfill_id)
+    assert get(live, f"/backfills/{backfill_id}") == live.cli_json("status", str(backfill_id))
+
+
+def held(day: str) -> tuple[str, str, Any, int]:
+    """The first try of `ha_gate`'s gated task on `day`: a ledger key, for `open_gate`."""
+    return ("ha_gate", "held", utc(day), 1)
+
+
+def wait_counts(live: LiveSite, backfill_id: int, **wanted: int) -> None:
+    """Until backfill `backfill_id` has these many TIs in these states."""
+
+    def reached() -> bool:
+        counts = get(live, f"/backfills/{backfill_id}")["task_instances"]
+        return all(counts[state] == n for state, n in wanted.items())
+
+    wait_until(reached, timeout=60, what=f"backfill {backfill_id} to have TIs {wanted}")
+
+
+def test_pause_resume_and_cancel_change_the_state(live: LiveSite) -> None:
+    days = ("2016-06-01", "2016-06-02", "2016-06-03")
+    drained = live.create("ha_gate", days[0], days[-1])
+    wait_counts(live, drained, running=2, queued=1)  # the worker has 2 slots
+    each = f"/api/v1/backfills/{drained}"
+    with live.api() as api:
+        for action, state in (("pause", "paused"), ("resume", "running")):
+            done = api.post(f"{each}/{action}")
+            assert done.status_code == 200, done.text
+            assert done.json() == {"id": drained, "state": state}
+            assert api.get(each).json()["state"] == state
+        cancel = api.post(f"{each}/cancel")
+        assert cancel.status_code == 200, cancel.text
+        assert cancel.json() == {
+            "id": drained, "state": "cancelled", "abort": False, "withdrawn": 1, "stopped": 0,
+        }  # fmt: skip
+        assert api.get(each).json()["state"] == "cancelled"
+        for day in days:
+            live.stack.open_gate(held(day))  # the running tries finish and are recorded
+        live.wait_settled(drained)
+        counts = api.get(each).json()["task_instances"]
+        assert (counts["success"], counts["scheduled"] + counts["none"]) == (2, 4)
+
+        aborted = live.create("ha_gate", "2016-06-04", "2016-06-04")
+        wait_counts(live, aborted, running=1)
+        stop = api.post(f"/api/v1/backfills/{aborted}/cancel", json={"abort": True})
+        assert stop.status_code == 200, stop.text
+        assert {k: stop.json()[k] for k in ("state", "abort", "withdrawn", "stopped")} == {
+            "state": "cancelled", "abort": True, "withdrawn": 0, "stopped": 1,
+        }  # fmt: skip
+        live.wait_settled(aborted)
+        (ti,) = get(live, f"/backfills/{aborted}/task_instances", task_regex="^held$")
+    assert ti["state"] == "failed"
+    assert "cancelled" in ti["last_error"].lower()
+
+
+def test_clear_of_a_failed_task_instance_runs_it_again(live: LiveSite) -> None:
+    day = "2016-07-01"
+    backfill_id = live.create(DAG_ID, day, day)
+    assert live.wait_state(backfill_id, *ENDED) == "failed"
+    live.wait_settled(backfill_id)
+    asked = {"task_regex": "^broken$", "states": ["failed"]}
+    each = f"/api/v1/backfills/{backfill_id}"
+    before = every_row(live.db)
+    with live.api() as api:
+        dry = api.post(f"{each}/clear", json={**asked, "dry_run": True})
+        assert dry.status_code == 200, dry.text
+        shown = live.cli_json(
+            "clear", str(backfill_id), "--task-regex", "^broken$", "--state", "failed", "--dry-run"
+        )
+        assert dry.json() == shown
+        assert every_row(live.db) == before
+        done = api.post(f"{each}/clear", json=asked)
+    assert done.status_code == 200, done.text
+    cleared = done.json()
+    assert [(t["task_id"], t["state"]) for t in cleared["selected"]] == [("broken", "failed")]
+    assert (cleared["cleared"], cleared["backfill_reopened"]) == (1, True)
+    assert live.wait_state(backfill_id, *ENDED) == "failed"  # broken fails again
+    live.wait_settled(backfill_id)
+    ti = get(live, f"/backfills/{backfill_id}/task_instances/broken/{day}")
+    assert [(t["try_number"], t["state"]) for t in ti["tries"]] == [(1, "failed"), (2, "failed")]
+    starts = [(e.task_id, e.try_number) for e in live.stack.ledger.entries("start") if e.ds == day]
+    assert sorted(starts) == [("broken", 1), ("broken", 2), *((t, 1) for t in TASKS[:3])]
+    log = get(live, f"/backfills/{backfill_id}/task_instances/broken/{day}/logs")
+    assert log["try_number"] == 2
+    assert log == live.cli_json("logs", str(backfill_id), "broken", "-d", day)
