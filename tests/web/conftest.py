@@ -88,12 +88,17 @@ class LiveSite:
 
     def wait_settled(self, backfill_id: int) -> None:
         """Until backfill `backfill_id` has ended, no coordinator holds it and none of its
-        TIs is queued or running: nothing will write to it any more."""
+        runs or TIs is queued or running (a cancelled backfill's runs are wound down by a
+        coordinator): nothing will write to it any more."""
         with self.api() as api:
 
             def settled() -> bool:
                 told = api.get(f"/api/v1/backfills/{backfill_id}").json()
-                active = sum(told["task_instances"][s] for s in ("queued", "running"))
+                active = sum(
+                    told[kind][state]
+                    for kind in ("runs", "task_instances")
+                    for state in ("queued", "running")
+                )
                 return told["state"] in ENDED and told["driver"] is None and active == 0
 
             wait_until(
