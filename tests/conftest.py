@@ -6,8 +6,9 @@
 - `engine`: `backfill.store.db.create_engine_for(db_url)`, disposed after the test.
 - `empty_db_url`: a database of its own with no schema at all.
 - `pg_url`: like `db_url`, always PostgreSQL (for PostgreSQL-only tests).
-- `module_db_url`: like `db_url`, shared by a module's tests; the module
-  parametrizes it with its backends (tests/parity/conftest.py).
+- `module_db_url`: like `db_url`, shared by a module's tests, on each backend
+  the module lists in `BACKENDS` (default: PostgreSQL only); the PostgreSQL
+  one is marked `postgres`.
 - `pg_engine`: `create_engine_for(pg_url)`, disposed after the test.
 
 Each database is migrated once per session into a template (a file copied per
@@ -49,10 +50,19 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A module lists the backends of its `module_db_url` in BACKENDS.
+    if "module_db_url" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "BACKENDS", ("postgresql",))
+        metafunc.parametrize("module_db_url", backends, indirect=True, scope="module")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # `-m "not postgres"` must deselect every test that needs the server.
     for item in items:
-        if "pg_url" in getattr(item, "fixturenames", ()):
+        callspec = getattr(item, "callspec", None)
+        module_pg = callspec is not None and callspec.params.get("module_db_url") == "postgresql"
+        if module_pg or "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
 
 
@@ -122,8 +132,8 @@ def module_db_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A freshly migrated database shared by the tests of one module, on the backend of
-    its parameter: a module parametrizes it (see tests/parity/conftest.py). Its journals
-    are checked, as a test's are, when the module is done with it."""
+    its parameter (`pytest_generate_tests`: the module's BACKENDS). Its journals are
+    checked, as a test's are, when the module is done with it."""
     made = MadeDatabases()
     yield _fresh_database(request.param, request, tmp_path_factory.mktemp("db"), made)
     made.check_and_drop()

@@ -34,6 +34,7 @@ from backfill.web.store import WebStore
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+_FOR_PROGRAMS = ("/api/", "/metrics")  # paths read by programs, not browsers
 
 
 def make_app(settings: Settings) -> FastAPI:
@@ -70,8 +71,12 @@ def make_app(settings: Settings) -> FastAPI:
 
 
 def _wants_page(request: Request) -> bool:
-    """A browser asking for a page (not a script, a scraper or an API client)."""
-    return request.method == "GET" and "text/html" in request.headers.get("accept", "")
+    """A browser asking for a page: the API and `/metrics` answer their programs (API
+    clients, Prometheus) a 401 to act on, never a redirect to a login form."""
+    accepts_html = "text/html" in request.headers.get("accept", "")
+    return (
+        request.method == "GET" and accepts_html and not request.url.path.startswith(_FOR_PROGRAMS)
+    )
 
 
 async def _backfill_error(request: Request, exc: Exception) -> Response:

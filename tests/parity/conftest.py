@@ -50,9 +50,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(item.path).parents:
             item.add_marker(pytest.mark.slow)  # starts real processes
-            callspec = getattr(item, "callspec", None)
-            if callspec is not None and callspec.params.get("module_db_url") == "postgresql":
-                item.add_marker(pytest.mark.postgres)  # `-m "not postgres"` deselects it
 
 
 @dataclass(frozen=True)
@@ -70,13 +67,6 @@ class ParityStack(Stack):
 
 
 # --- database and broker, one per module -------------------------------------------------
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # A module lists the backends it runs on in BACKENDS (default: PostgreSQL only).
-    if "module_db_url" in metafunc.fixturenames:
-        backends = getattr(metafunc.module, "BACKENDS", ("postgresql",))
-        metafunc.parametrize("module_db_url", backends, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module")
