@@ -1,9 +1,10 @@
-"""The web process's one engine on the metadata DB, opened on first use.
+"""One engine on the metadata DB, opened on first use: a `Client`'s, and the web
+process's (shared by its requests' threads).
 
 Invariants:
 - reads never create the embedded database: without one, there are no
   backfills yet (as for `backfill list`); the first write creates it, as
-  `backfill create` does, and every later request shares that engine;
+  `backfill create` does, and every later call shares that engine;
 - reads are one consistent snapshot each (`store.reads.reading`); writes are
   one transaction each.
 """
@@ -21,7 +22,7 @@ from backfill.store import db, reads
 from backfill.store.errors import BackfillNotFound
 
 
-class WebStore:
+class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._engine: Engine | None = None
