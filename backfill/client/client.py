@@ -236,18 +236,18 @@ class Client:
 
     def pause(self, backfill_id: int) -> dict[str, Any]:
         """Stop dispatching (`backfill pause ID`)."""
-        with self._db.writing() as conn:
+        with self._db.writing_about(backfill_id) as conn:
             return control.pause(conn, backfill_id)
 
     def resume(self, backfill_id: int) -> dict[str, Any]:
         """Dispatch again: a `backfill coordinator` drives it (`backfill resume ID` also
         drives it in the foreground; this never does)."""
-        with self._db.writing() as conn:
+        with self._db.writing_about(backfill_id) as conn:
             return control.unpause(conn, backfill_id)
 
     def cancel(self, backfill_id: int, *, abort: bool = False) -> dict[str, Any]:
         """Cancel for good: drain, or with `abort` stop running tries (`backfill cancel`)."""
-        with self._db.writing() as conn:
+        with self._db.writing_about(backfill_id) as conn:
             done = control.cancel(conn, backfill_id, abort=abort, actor=self._actor)
         if abort:
             done["revoke_warning"] = control.revoke(self.settings, backfill_id)

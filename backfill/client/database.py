@@ -62,6 +62,13 @@ class Database:
         return engine
 
     @contextmanager
+    def writing_about(self, backfill_id: int) -> Iterator[Connection]:
+        """One transaction, to act on backfill `backfill_id`: without a database there is
+        no such backfill (`BackfillNotFound`), and none is created."""
+        with self.engine_about(backfill_id).begin() as conn:
+            yield conn
+
+    @contextmanager
     def writing(self) -> Iterator[Connection]:
         """One transaction, committed if the block succeeds."""
         engine = self.engine(create=True)

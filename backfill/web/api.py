@@ -244,13 +244,13 @@ def get_logs(
 
 @writes.post("/backfills/{backfill_id}/pause", summary="Stop dispatching (as `backfill pause ID`)")
 def pause(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.writing() as conn:
+    with store.writing_about(backfill_id) as conn:
         return control.pause(conn, backfill_id)
 
 
 @writes.post("/backfills/{backfill_id}/resume", summary="Dispatch again: a coordinator drives it")
 def resume(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.writing() as conn:
+    with store.writing_about(backfill_id) as conn:
         return control.unpause(conn, backfill_id)
 
 
@@ -262,7 +262,7 @@ def cancel(
     backfill_id: BackfillId, store: Store, request: Request, body: CancelBody | None = None
 ) -> dict[str, Any]:
     abort = body is not None and body.abort
-    with store.writing() as conn:
+    with store.writing_about(backfill_id) as conn:
         done = control.cancel(conn, backfill_id, abort=abort, actor=_actor(request))
     if abort:
         done["revoke_warning"] = control.revoke(store.settings, backfill_id)
