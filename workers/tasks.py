@@ -4,7 +4,8 @@ Flow, each step logged with the TI key (`dag/task/date try n`): parse the
 message -> claim the try (one conditional UPDATE; a loser acks as a no-op)
 -> load the DAG and check its fingerprint -> run the callable with a
 heartbeat and its timeout (`workers.execute`) -> write the outcome, fenced on
-the claim (a worker that lost its claim discards its outcome). A backfill
+the claim (a worker that lost its claim discards its outcome) -> only then,
+if it was written, run the task's callbacks (`workers.callbacks`). A backfill
 created with `--mark-success` still queues, limits and claims each try; the
 worker then finishes it `success` without calling the task, and logs so.
 
@@ -45,7 +46,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -58,12 +59,14 @@ from backfill.errors import BadMessage, Unreachable, UserError
 from backfill.messages import TASK_NAME, TaskMessage
 from backfill.model.context import Context
 from backfill.model.dag import DAG
+from backfill.model.dag import Task as DagTask
 from backfill.model.states import TIState
 from backfill.planning.retry import retry_delay, should_retry
 from backfill.planning.run_options import Execution
 from backfill.signing import verified
 from backfill.store import claims, clock
 from backfill.store.schema import RefusalKind
+from workers import callbacks
 from workers.capture import capturing, error_text, try_log_of
 from workers.execute import Ending, Result, execute, one_line
 from workers.process import PerProcess, Process
@@ -158,6 +161,9 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
         _refused(proc, claim.ti_id, claim.try_number, RefusalKind.FINISH, claimant)
         return Report(Verdict.NOOP, f"{key}: claim lost; outcome {outcome.state} discarded")
     log.info("%s: %s", key, outcome.state)
+    if outcome.task is not None:  # recorded: only now may its callbacks run (fenced)
+        ctx = _context(outcome.task.dag, claim)
+        callbacks.after_outcome(outcome.task, ctx, outcome.state, error=outcome.error, key=key)
     if outcome.state in (TIState.FAILED, TIState.UP_FOR_RETRY):
         return Report(Verdict.FAILED, f"{key}: {outcome.state}: {outcome.error}")
     return Report(Verdict.DONE, f"{key}: {outcome.state}")
@@ -177,6 +183,7 @@ class _Outcome:
     state: TIState
     error: str | None = None
     next_try_at: datetime | None = None
+    task: DagTask | None = None  # the task that ran (or was marked success): its callbacks
 
 
 def _attempt(
@@ -205,7 +212,7 @@ def _attempt(
         )
     if claim.execution is Execution.MARK_SUCCESS:
         log.info("%s: --mark-success: marked success without running the task", key)
-        return _Outcome(state=TIState.SUCCESS)
+        return _Outcome(state=TIState.SUCCESS, task=task)
     timeout = task.options.execution_timeout
     with capturing(try_log_of(proc.engine, claim, settings.log_max_bytes)) as try_log:
         result = execute(
@@ -221,7 +228,7 @@ def _attempt(
             try_log.write("error", error_text(result))
     if result.error is not None:
         log.error("%s: %s", key, result.error, exc_info=result.exception)
-    return _outcome(result, dag, claim, db_clock.now())
+    return replace(_outcome(result, dag, claim, db_clock.now()), task=task)
 
 
 def _outcome(result: Result, dag: DAG, claim: claims.Claim, now: datetime) -> _Outcome:
