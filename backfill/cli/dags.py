@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ def show_command(dag_id: str, output: OutputFormat) -> None:
 
 
 def _facts(dag: DAG, file: str) -> list[tuple[str, str]]:
+    """The DAG's settings, then one `params.KEY` row per param (as JSON), if it has any."""
     return [
         ("description", dag.description or "-"),
         ("file", file),
@@ -98,6 +100,7 @@ def _facts(dag: DAG, file: str) -> list[tuple[str, str]]:
         ("max_active_runs", str(dag.max_active_runs)),
         ("max_active_tasks", str(dag.max_active_tasks)),
         ("tasks", str(len(dag.tasks))),
+        *((f"params.{name}", json.dumps(value)) for name, value in dag.params.items()),
     ]
 
 
