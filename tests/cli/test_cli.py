@@ -204,8 +204,8 @@ def test_dags_show_lists_params_when_the_dag_has_some(home: Path, tmp_path: Path
     facts = {r[0]: r[1] for r in map(cells, out[: out.index("Tasks")].splitlines()) if len(r) == 2}
     assert facts["params.table"] == '"events"'
     assert facts["params.options"] == '{"dry": true}'
-    shown = json.loads(invoke(home, "dags", "show", "with_params", "-o", "json", dags=folder).stdout)
-    assert shown["params"] == {"table": "events", "options": {"dry": True}}
+    as_json = invoke(home, "dags", "show", "with_params", "-o", "json", dags=folder).stdout
+    assert json.loads(as_json)["params"] == {"table": "events", "options": {"dry": True}}
     # Without params, neither output mentions them.
     bare = invoke(home, "dags", "show", "example_bash_operator").stdout
     assert "params" not in bare
