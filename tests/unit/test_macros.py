@@ -264,7 +264,9 @@ def test_params_that_are_not_a_json_object_are_refused_when_declared(
 
 def test_params_are_part_of_the_dags_description_and_fingerprint() -> None:
     bare = make_dag("@daily")
-    assert "params" not in bare.describe()  # a DAG without params hashes as it always did
+    assert "params" not in bare.describe()
+    # A DAG without params hashes as before params existed: its backfills still run.
+    assert bare.fingerprint == "d05f1a8786d85794"
     assert make_dag("@daily", params={}).fingerprint == bare.fingerprint
     with_params = make_dag("@daily", params={"a": 1, "b": 2})
     assert with_params.describe()["params"] == {"a": 1, "b": 2}
