@@ -3,7 +3,7 @@
 This module holds the roots and the errors every layer shares (configuration,
 outages, malformed messages); each layer keeps its own in its `errors`
 module: `model.errors`, `planning.errors`, `store.errors`, `engine.errors`,
-`client.errors`, `web.errors`, `cli.errors`.
+`client.errors`, `web.errors`.
 
 `UserError` and its subclasses are mistakes of the person at the keyboard or
 the author of a DAG file: the CLI prints their message on one line and exits

@@ -34,7 +34,7 @@ from typing import Any
 
 import redis
 
-from backfill.cli.errors import LocalWorkersError
+from backfill.client.errors import LocalWorkersError
 from backfill.store.db import create_engine_for
 from benchmarks import embedded, environment, passtime, profiles, report, scale, shapes, stack, web
 from benchmarks.commands import Commands

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from backfill.cli.local_workers import LocalWorkers
+from backfill.client.local_workers import LocalWorkers
 from backfill.config import Settings
 
 WORKER_APP = "benchmarks.worker_app"

@@ -30,8 +30,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 
-from backfill.cli.errors import LocalWorkersError
-from backfill.cli.local_workers import LocalWorkers, dag_queues
 from backfill.cli.output import (
     EXIT_INTERRUPTED,
     OutputFormat,
@@ -39,7 +37,10 @@ from backfill.cli.output import (
     emit_json,
 )
 from backfill.cli.progress import Display, make_display
-from backfill.cli.report import outcome_json, print_report
+from backfill.cli.report import print_report
+from backfill.client.errors import LocalWorkersError
+from backfill.client.local_workers import LocalWorkers, dag_queues
+from backfill.client.story import outcome_json
 from backfill.config import Settings, redact
 from backfill.engine.coordinator import Coordinator, Outcome, Progress
 from backfill.engine.metrics import NO_METRICS, Metrics

@@ -18,39 +18,15 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from rich.console import Console
 
 from backfill.cli.progress import format_counts, group_failed, print_groups
 from backfill.client.story import NO_ERROR, hints, log_command
 from backfill.engine.coordinator import Outcome, Progress, TIKey
-from backfill.model.states import BACKFILL_FINISHED, BackfillState, RunState, TIState
-from backfill.planning.story import key_json
+from backfill.model.states import BACKFILL_FINISHED, BackfillState
 
 LOG_COMMANDS = 50  # failed tries whose log command the table names
-
-
-def outcome_json(
-    backfill_id: int, dag_id: str, outcome: Outcome, final: Progress
-) -> dict[str, Any]:
-    return {
-        "id": backfill_id,
-        "dag_id": dag_id,
-        "state": outcome.state.value,
-        # Every state, zeros included (as `backfill status`): keys never depend on progress.
-        "runs": {s.value: final.runs.get(s.value, 0) for s in RunState},
-        "task_instances": {s.value: final.task_instances.get(s.value, 0) for s in TIState},
-        "failed": [
-            {**key_json(key), "last_error": error, "log_command": log_command(backfill_id, key)}
-            for key, error in outcome.failed
-        ],
-        "deadlock": {
-            reason: [key_json(key) for key in keys]
-            for reason, keys in (outcome.deadlock or {}).items()
-        },
-        "hints": hints(outcome.deadlock),
-    }
 
 
 def print_report(

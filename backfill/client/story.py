@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from backfill.client.shapes import iso, summary_json
+from backfill.engine.coordinator import Outcome, Progress
 from backfill.engine.telling import failed_key
-from backfill.model.states import FINISHED, BackfillState
+from backfill.model.states import FINISHED, BackfillState, RunState, TIState
 from backfill.planning.results import TIKey
 from backfill.planning.run_options import RunOptions
 from backfill.planning.story import key_json, pace
@@ -132,3 +133,26 @@ def hints(deadlock: Mapping[str, object] | None) -> list[str]:
     """What to do about a deadlock beyond its reasons: each piece of advice once."""
     reasons = deadlock or {}
     return [DEPENDS_ON_PAST_HINT] if any("depends_on_past" in r for r in reasons) else []
+
+
+def outcome_json(
+    backfill_id: int, dag_id: str, outcome: Outcome, final: Progress
+) -> dict[str, Any]:
+    """`backfill run -o json`: how a backfill driven in the foreground ended."""
+    return {
+        "id": backfill_id,
+        "dag_id": dag_id,
+        "state": outcome.state.value,
+        # Every state, zeros included (as `backfill status`): keys never depend on progress.
+        "runs": {s.value: final.runs.get(s.value, 0) for s in RunState},
+        "task_instances": {s.value: final.task_instances.get(s.value, 0) for s in TIState},
+        "failed": [
+            {**key_json(key), "last_error": error, "log_command": log_command(backfill_id, key)}
+            for key, error in outcome.failed
+        ],
+        "deadlock": {
+            reason: [key_json(key) for key in keys]
+            for reason, keys in (outcome.deadlock or {}).items()
+        },
+        "hints": hints(outcome.deadlock),
+    }

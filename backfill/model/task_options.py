@@ -21,8 +21,11 @@ class TriggerRule(enum.StrEnum):
     ALL_DONE = "all_done"
     ONE_SUCCESS = "one_success"
     ONE_FAILED = "one_failed"
+    ONE_DONE = "one_done"
     NONE_FAILED = "none_failed"
+    NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
     NONE_SKIPPED = "none_skipped"
+    ALL_SKIPPED = "all_skipped"
     ALWAYS = "always"
 
 

@@ -69,10 +69,24 @@ def evaluate(rule: TriggerRule, upstream_states: Iterable[TIState]) -> Verdict:
             if failed:
                 return _V.RUN
             return _V.SKIP if all_done else _V.WAIT
+        case _R.ONE_DONE:  # an upstream that ran: upstream_failed and skipped do not count
+            if success + n[TIState.FAILED]:
+                return _V.RUN
+            return _V.SKIP if all_done else _V.WAIT
         case _R.NONE_FAILED:
             if failed:
                 return _V.UPSTREAM_FAILED
             return _V.RUN if success + skipped == total else _V.WAIT
+        case _R.NONE_FAILED_MIN_ONE_SUCCESS:
+            if failed:
+                return _V.UPSTREAM_FAILED
+            if skipped == total:
+                return _V.SKIP
+            return _V.RUN if success + skipped == total else _V.WAIT
+        case _R.ALL_SKIPPED:
+            if success + failed:
+                return _V.SKIP
+            return _V.RUN if skipped == total else _V.WAIT
         case _R.NONE_SKIPPED:
             if skipped:
                 return _V.SKIP

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 from backfill.client import clear as clearing
 from backfill.client import control
 from backfill.client.create import planned
+from backfill.client.database import Database
 from backfill.client.grid import grid_json
 from backfill.client.listing import listing
 from backfill.client.logs import find_ti, logs_json, pick_try
@@ -44,14 +45,13 @@ from backfill.store import status
 from backfill.store.errors import BackfillNotFound
 from backfill.store.status import Summary
 from backfill.web.auth import Auth
-from backfill.web.store import WebStore
 
 BackfillId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The backfill's id.")]
 TASKS_PAGE = 100  # TIs a listing gives unless `limit` says otherwise (0: all), as the CLI
 
 
-def _store(request: Request) -> WebStore:
-    store: WebStore = request.app.state.store
+def _store(request: Request) -> Database:
+    store: Database = request.app.state.store
     return store
 
 
@@ -67,7 +67,7 @@ def writer(request: Request) -> None:
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(reader)], tags=["backfills"])
 writes = APIRouter(prefix="/api/v1", dependencies=[Depends(writer)], tags=["backfills"])
-Store = Annotated[WebStore, Depends(_store)]
+Store = Annotated[Database, Depends(_store)]
 
 
 def _summary(conn: Connection, backfill_id: int) -> Summary:
@@ -244,13 +244,13 @@ def get_logs(
 
 @writes.post("/backfills/{backfill_id}/pause", summary="Stop dispatching (as `backfill pause ID`)")
 def pause(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.writing() as conn:
+    with store.writing_about(backfill_id) as conn:
         return control.pause(conn, backfill_id)
 
 
 @writes.post("/backfills/{backfill_id}/resume", summary="Dispatch again: a coordinator drives it")
 def resume(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.writing() as conn:
+    with store.writing_about(backfill_id) as conn:
         return control.unpause(conn, backfill_id)
 
 
@@ -262,7 +262,7 @@ def cancel(
     backfill_id: BackfillId, store: Store, request: Request, body: CancelBody | None = None
 ) -> dict[str, Any]:
     abort = body is not None and body.abort
-    with store.writing() as conn:
+    with store.writing_about(backfill_id) as conn:
         done = control.cancel(conn, backfill_id, abort=abort, actor=_actor(request))
     if abort:
         done["revoke_warning"] = control.revoke(store.settings, backfill_id)

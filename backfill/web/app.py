@@ -1,7 +1,7 @@
 """The ASGI application of `backfill web`: the pages, the JSON API and `/metrics`.
 
 Invariants:
-- one engine for the process (`store.WebStore`), disposed at shutdown;
+- one engine for the process (`client.database.Database`), disposed at shutdown;
 - every error is answered as JSON `{"error": ...}` with the status of its
   class (`errors.status_of`), or, for a page that needs a login, a redirect
   to the login form; a bug is a 500 with a generic message, its traceback
@@ -25,12 +25,12 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from backfill.client.database import Database
 from backfill.config import Settings
 from backfill.errors import BackfillError
 from backfill.web import api, metrics, pages
 from backfill.web.auth import Auth
 from backfill.web.errors import Unauthorized, status_of
-from backfill.web.store import WebStore
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -38,7 +38,7 @@ _FOR_PROGRAMS = ("/api/", "/metrics")  # paths read by programs, not browsers
 
 
 def make_app(settings: Settings) -> FastAPI:
-    store = WebStore(settings)
+    store = Database(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from backfill.client.database import Database
 from backfill.engine.prometheus import DatabaseCollector
 from backfill.web.api import reader
-from backfill.web.store import WebStore
 
 router = APIRouter(dependencies=[Depends(reader)])
 _lock = threading.Lock()
@@ -30,7 +30,7 @@ def _registry(request: Request) -> CollectorRegistry | None:
     with _lock:
         registry: CollectorRegistry | None = getattr(request.app.state, "registry", None)
         if registry is None:
-            store: WebStore = request.app.state.store
+            store: Database = request.app.state.store
             engine = store.engine(create=False)
             if engine is None:
                 return None

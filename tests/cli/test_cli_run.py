@@ -38,8 +38,8 @@ from backfill.cli.progress import (
     group_failed,
     print_groups,
 )
-from backfill.cli.report import outcome_json, print_report
-from backfill.client.story import DEPENDS_ON_PAST_HINT
+from backfill.cli.report import print_report
+from backfill.client.story import DEPENDS_ON_PAST_HINT, outcome_json
 from backfill.engine.coordinator import Outcome, Progress, TIKey
 from backfill.model.states import ACTIVE, BackfillState, RunState, TIState
 from backfill.store import lease

@@ -1,4 +1,4 @@
-"""Local Celery workers (`backfill.cli.local_workers`): real `celery worker` processes.
+"""Local Celery workers (`backfill.client.local_workers`): real `celery worker` processes.
 
 Every test waits on conditions with deadlines, and whatever it started is
 stopped or killed in teardown, checked by process id and process group.
@@ -21,8 +21,8 @@ from support.processes import alive, group_members
 from support.waiting import wait_until
 
 from backfill import DAG, Context
-from backfill.cli.errors import LocalWorkersError
-from backfill.cli.local_workers import (
+from backfill.client.errors import LocalWorkersError
+from backfill.client.local_workers import (
     LocalWorkers,
     clear_stale_broker_files,
     dag_queues,
@@ -185,7 +185,7 @@ PARENT = textwrap.dedent(
     """
     import json, sys, time
     from backfill.config import Settings
-    from backfill.cli.local_workers import LocalWorkers
+    from backfill.client.local_workers import LocalWorkers
     workers = LocalWorkers(Settings.from_env(), 2)
     workers.start()
     print(json.dumps(workers.pids), flush=True)

@@ -34,8 +34,11 @@ EXPECTED = {
     "all_done": (RUN, RUN, RUN, RUN, RUN, RUN),
     "one_success": (RUN, RUN, UF, UF, SKIP, RUN),
     "one_failed": (RUN, SKIP, RUN, RUN, SKIP, SKIP),
+    "one_done": (RUN, RUN, RUN, RUN, SKIP, RUN),
     "none_failed": (UF, RUN, UF, UF, RUN, RUN),
+    "none_failed_min_one_success": (UF, RUN, UF, UF, SKIP, RUN),
     "none_skipped": (SKIP, SKIP, SKIP, RUN, SKIP, RUN),
+    "all_skipped": (SKIP, SKIP, SKIP, SKIP, RUN, SKIP),
     "always": (RUN, RUN, RUN, RUN, RUN, RUN),
 }
 GROUPS = ("osk", "os", "bs", "b", "s", "o")

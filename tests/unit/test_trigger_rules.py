@@ -45,18 +45,22 @@ COLUMNS = [
     R.ALL_DONE,
     R.ONE_SUCCESS,
     R.ONE_FAILED,
+    R.ONE_DONE,
     R.NONE_FAILED,
+    R.NONE_FAILED_MIN_ONE_SUCCESS,
     R.NONE_SKIPPED,
+    R.ALL_SKIPPED,
 ]
 TRUTH_TABLE = {
-    # S  K  F UF  P : all_succ all_fail all_done one_succ one_fail none_fail none_skip
-    (3, 0, 0, 0, 0): [RUN, SKIP, RUN, RUN, SKIP, RUN, RUN],
-    (2, 1, 0, 0, 0): [SKIP, SKIP, RUN, RUN, SKIP, RUN, SKIP],
-    (0, 3, 0, 0, 0): [SKIP, SKIP, RUN, SKIP, SKIP, RUN, SKIP],
-    (1, 0, 1, 0, 1): [UF, SKIP, WAIT, RUN, RUN, UF, WAIT],
-    (0, 0, 2, 1, 0): [UF, RUN, RUN, UF, RUN, UF, RUN],
-    (0, 1, 1, 0, 1): [UF, SKIP, WAIT, WAIT, RUN, UF, SKIP],
-    (0, 2, 0, 1, 0): [UF, SKIP, RUN, UF, RUN, UF, SKIP],
+    # S  K  F UF  P : all_succ all_fail all_done one_succ one_fail one_done none_fail nf_min1
+    #                 none_skip all_skip
+    (3, 0, 0, 0, 0): [RUN, SKIP, RUN, RUN, SKIP, RUN, RUN, RUN, RUN, SKIP],
+    (2, 1, 0, 0, 0): [SKIP, SKIP, RUN, RUN, SKIP, RUN, RUN, RUN, SKIP, SKIP],
+    (0, 3, 0, 0, 0): [SKIP, SKIP, RUN, SKIP, SKIP, SKIP, RUN, SKIP, SKIP, RUN],
+    (1, 0, 1, 0, 1): [UF, SKIP, WAIT, RUN, RUN, RUN, UF, UF, WAIT, SKIP],
+    (0, 0, 2, 1, 0): [UF, RUN, RUN, UF, RUN, RUN, UF, UF, RUN, SKIP],
+    (0, 1, 1, 0, 1): [UF, SKIP, WAIT, WAIT, RUN, RUN, UF, UF, SKIP, SKIP],
+    (0, 2, 0, 1, 0): [UF, SKIP, RUN, UF, RUN, SKIP, UF, UF, SKIP, SKIP],
 }
 CASES = [
     pytest.param(rule, counts, verdicts[i], id=f"{rule.value}-{'.'.join(map(str, counts))}")
@@ -105,6 +109,21 @@ RULE_CASES = [
     (R.NONE_SKIPPED, upstreams(k=1, p=2), SKIP),
     (R.NONE_SKIPPED, upstreams(s=1, p=2), WAIT),
     (R.NONE_SKIPPED, upstreams(f=2, uf=1), RUN),
+    # one_done: one upstream that ran (success or failed) runs it; upstream_failed and
+    # skipped do not count, so all done without one that ran skips it.
+    (R.ONE_DONE, upstreams(f=1, p=2), RUN),
+    (R.ONE_DONE, upstreams(uf=1, k=1, p=1), WAIT),
+    (R.ONE_DONE, upstreams(uf=2, k=1), SKIP),
+    # none_failed_min_one_success: none_failed, but all skipped is skipped.
+    (R.NONE_FAILED_MIN_ONE_SUCCESS, upstreams(s=1, k=1, p=1), WAIT),
+    (R.NONE_FAILED_MIN_ONE_SUCCESS, upstreams(uf=1, p=2), UF),
+    (R.NONE_FAILED_MIN_ONE_SUCCESS, upstreams(k=3), SKIP),
+    (R.NONE_FAILED_MIN_ONE_SUCCESS, upstreams(k=2, s=1), RUN),
+    # all_skipped: every upstream skipped runs it; anything else that ended skips it at once.
+    (R.ALL_SKIPPED, upstreams(k=2, p=1), WAIT),
+    (R.ALL_SKIPPED, upstreams(s=1, p=2), SKIP),
+    (R.ALL_SKIPPED, upstreams(uf=1, p=2), SKIP),
+    (R.ALL_SKIPPED, upstreams(k=3), RUN),
     (R.ALWAYS, upstreams(p=3), RUN),
 ]
 
@@ -132,6 +151,10 @@ def test_removed_upstream_follows_airflow() -> None:
     assert evaluate(R.ONE_SUCCESS, [_S.REMOVED, _S.SKIPPED]) is UF
     assert evaluate(R.ONE_FAILED, [_S.REMOVED]) is SKIP
     assert evaluate(R.ALL_SUCCESS, [_S.REMOVED, _S.SUCCESS]) is WAIT
+    # ... never satisfies all_skipped or none_failed_min_one_success either (they wait).
+    assert evaluate(R.ALL_SKIPPED, [_S.REMOVED, _S.SKIPPED]) is WAIT
+    assert evaluate(R.NONE_FAILED_MIN_ONE_SUCCESS, [_S.REMOVED, _S.SUCCESS]) is WAIT
+    assert evaluate(R.ONE_DONE, [_S.REMOVED, _S.SKIPPED]) is SKIP
 
 
 finished = st.lists(st.sampled_from(DONE), min_size=1, max_size=8)

@@ -1,9 +1,10 @@
-"""The web process's one engine on the metadata DB, opened on first use.
+"""One engine on the metadata DB, opened on first use: a `Client`'s, and the web
+process's (shared by its requests' threads).
 
 Invariants:
 - reads never create the embedded database: without one, there are no
   backfills yet (as for `backfill list`); the first write creates it, as
-  `backfill create` does, and every later request shares that engine;
+  `backfill create` does, and every later call shares that engine;
 - reads are one consistent snapshot each (`store.reads.reading`); writes are
   one transaction each.
 """
@@ -21,7 +22,7 @@ from backfill.store import db, reads
 from backfill.store.errors import BackfillNotFound
 
 
-class WebStore:
+class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._engine: Engine | None = None
@@ -59,6 +60,13 @@ class WebStore:
         if engine is None:
             raise BackfillNotFound(backfill_id)
         return engine
+
+    @contextmanager
+    def writing_about(self, backfill_id: int) -> Iterator[Connection]:
+        """One transaction, to act on backfill `backfill_id`: without a database there is
+        no such backfill (`BackfillNotFound`), and none is created."""
+        with self.engine_about(backfill_id).begin() as conn:
+            yield conn
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:

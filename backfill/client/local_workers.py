@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from backfill.cli.errors import LocalWorkersError
+from backfill.client.errors import LocalWorkersError
 from backfill.config import Settings
 from backfill.model.dag import DAG
 from backfill.model.task_options import DEFAULT_QUEUE
