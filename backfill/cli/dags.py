@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.table import Table
 
 from backfill.cli.output import OutputFormat, console, emit_json, output_option, table, warn
 from backfill.config import Settings
@@ -84,9 +85,24 @@ def show_command(dag_id: str, output: OutputFormat) -> None:
         upstream = ", ".join(sorted(task.upstream_ids)) or "-"
         tasks.add_row(str(i), task_id, upstream, _non_default(task.options) or "-")
     out.print(tasks)
+    if dag.groups:
+        out.print(_groups_table(dag))
     out.print("Edges:" if dag.edges() else "Edges: none")
     for upstream, downstream in dag.edges():
         out.print(f"  {upstream} -> {downstream}")
+
+
+def _groups_table(dag: DAG) -> Table:
+    """Each task group with its tasks, and the roots and leaves its edges link."""
+    groups = table("group", "tasks", "roots (after `x >> group`)", "leaves", title="Task groups")
+    for group in dag.groups.values():
+        groups.add_row(
+            group.group_id,
+            ", ".join(group.task_ids) or "-",
+            ", ".join(t.task_id for t in group.roots()) or "-",
+            ", ".join(t.task_id for t in group.leaves()) or "-",
+        )
+    return groups
 
 
 def _facts(dag: DAG, file: str) -> list[tuple[str, str]]:

@@ -24,25 +24,23 @@ import heapq
 import inspect
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 from zoneinfo import ZoneInfo
 
 import pendulum
 from pendulum.tz.timezone import FixedTimezone
 
-from backfill.model.context import Context
 from backfill.model.errors import DagDefinitionError
+from backfill.model.groups import TaskGroup
 from backfill.model.params import check_params
 from backfill.model.schedule import Schedule, parse_schedule
+from backfill.model.task import Task, TaskCallable
 from backfill.model.task_options import (
     MAX_ID_LENGTH,
     TaskOptions,
 )
-
-TaskCallable = Callable[[Context], object]
-_Linked = TypeVar("_Linked", "Task", Sequence["Task"])  # what `>>`/`<<` take and return
 
 # Airflow's KEY_REGEX and ID_LEN; ids end up in run ids, log lines and String(250) columns.
 _KEY = re.compile(r"[\w.-]+")
@@ -56,52 +54,6 @@ def _check_key(what: str, value: object, owner: str = "") -> str:
             f"got {value!r}"
         )
     return value
-
-
-class Task:
-    """One node of a DAG. `a >> b` makes b depend on a and returns b."""
-
-    def __init__(self, dag: DAG, task_id: str, fn: TaskCallable, options: TaskOptions) -> None:
-        self.dag = dag
-        self.task_id = task_id
-        self.fn = fn
-        self.options = options
-        self.upstream_ids: set[str] = set()
-        self.downstream_ids: set[str] = set()
-
-    def __repr__(self) -> str:
-        return f"<Task {self.dag.dag_id}.{self.task_id}>"
-
-    def __call__(self, ctx: Context) -> object:
-        return self.fn(ctx)
-
-    def __rshift__(self, other: _Linked) -> _Linked:
-        for downstream in _as_tasks(other):
-            self.dag.add_edge(self, downstream)
-        return other
-
-    def __lshift__(self, other: _Linked) -> _Linked:
-        for upstream in _as_tasks(other):
-            self.dag.add_edge(upstream, self)
-        return other
-
-    def __rrshift__(self, other: Sequence[Task]) -> Task:  # [a, b] >> self
-        self << other
-        return self
-
-    def __rlshift__(self, other: Sequence[Task]) -> Task:  # [a, b] << self
-        self >> other
-        return self
-
-
-def _as_tasks(other: object) -> list[Task]:
-    items = other if isinstance(other, list | tuple) else [other]
-    for item in items:
-        if not isinstance(item, Task):
-            raise DagDefinitionError(
-                f"dependencies link tasks, got {item!r}; decorate the function with @dag.task"
-            )
-    return list(items)
 
 
 class DAG:
@@ -146,6 +98,8 @@ class DAG:
         self.description = description
         self.params = check_params(owner, params)
         self.tasks: dict[str, Task] = {}  # in declaration order
+        self.groups: dict[str, TaskGroup] = {}  # in declaration order
+        self._open_groups: list[TaskGroup] = []  # the `with dag.task_group(...)` blocks we are in
 
     def __repr__(self) -> str:
         return f"<DAG {self.dag_id}: {len(self.tasks)} tasks>"
@@ -172,8 +126,46 @@ class DAG:
 
         return declare(fn) if fn is not None else declare
 
+    def task_group(
+        self,
+        group_id: str,
+        *,
+        prefix_group_id: bool = True,
+        tooltip: str = "",
+        default_args: Mapping[str, Any] | None = None,
+    ) -> TaskGroup:
+        """A task group, for `with dag.task_group("extract"):` (`backfill.model.groups`)."""
+        parent = self._open_groups[-1] if self._open_groups else None
+        group = TaskGroup(
+            self,
+            group_id,
+            parent=parent,
+            prefix_group_id=prefix_group_id,
+            tooltip=tooltip,
+            default_args=default_args,
+        )
+        if group.group_id in self.groups:
+            raise DagDefinitionError(
+                f"DAG {self.dag_id!r}: duplicate task group id {group.group_id!r}"
+            )
+        TaskOptions.build(f"task group {group.group_id!r} default_args", group.default_args)
+        self.groups[group.group_id] = group
+        return group
+
+    def enter_group(self, group: TaskGroup) -> None:
+        self._open_groups.append(group)
+
+    def leave_group(self, group: TaskGroup) -> None:
+        assert self._open_groups[-1] is group, "`with` blocks close in the order they opened"
+        self._open_groups.pop()
+
     def add_task(self, task_id: str, fn: TaskCallable, **options: Any) -> Task:
-        """Declare task `task_id` running `fn(ctx)`; `options` override `default_args`."""
+        """Declare task `task_id` running `fn(ctx)`; `options` override `default_args` (the
+        group's, then the DAG's). Inside a task group, the id is prefixed with the group's."""
+        group = self._open_groups[-1] if self._open_groups else None
+        if group is not None:
+            _check_key("task_id", task_id, owner=f"DAG {self.dag_id!r}")
+            task_id = group.child_id(task_id)
         _check_key("task_id", task_id, owner=f"DAG {self.dag_id!r}")
         if task_id in self.tasks:
             raise DagDefinitionError(
@@ -181,8 +173,13 @@ class DAG:
             )
         owner = f"task {task_id!r} of DAG {self.dag_id!r}"
         _check_callable(owner, fn)
-        task = Task(self, task_id, fn, TaskOptions.build(owner, {**self.default_args, **options}))
+        defaults = (
+            self.default_args if group is None else {**self.default_args, **group.default_args}
+        )
+        task = Task(self, task_id, fn, TaskOptions.build(owner, {**defaults, **options}))
         self.tasks[task_id] = task
+        for enclosing in self._open_groups:
+            enclosing.task_ids.append(task_id)
         return task
 
     def add_edge(self, upstream: Task, downstream: Task) -> None:
@@ -262,6 +259,7 @@ class DAG:
                 for tid in self.topological_order()
             ],
             "edges": [list(e) for e in self.edges()],
+            "groups": [group.describe() for group in self.groups.values()],
         }
 
     @property
@@ -271,7 +269,8 @@ class DAG:
         Reordering declarations changes no dependency, so tasks are hashed by id.
         """
         shape = self.describe()
-        del shape["description"], shape["edges"]  # edges are implied by the tasks' upstreams
+        # Edges are implied by the tasks' upstreams; groups change ids and edges only.
+        del shape["description"], shape["edges"], shape["groups"]
         shape["tasks"].sort(key=lambda t: t["task_id"])
         blob = json.dumps(shape, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

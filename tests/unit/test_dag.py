@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from backfill import DAG, Context, Skip
 from backfill.errors import UserError
-from backfill.model.dag import Task
+from backfill.model.task import Task
 from backfill.model.errors import DagDefinitionError, ScheduleError
 from backfill.model.task_options import OPTION_NAMES, TaskOptions, TriggerRule
 
