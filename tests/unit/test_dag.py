@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from backfill import DAG, Context, Skip
 from backfill.errors import UserError
-from backfill.model.task import Task
 from backfill.model.errors import DagDefinitionError, ScheduleError
+from backfill.model.task import Task
 from backfill.model.task_options import OPTION_NAMES, TaskOptions, TriggerRule
 
 START = pendulum.datetime(2016, 1, 1, tz="UTC")

@@ -80,10 +80,12 @@ def test_lists_and_groups_on_either_side() -> None:
 
 def test_options_come_from_the_task_then_the_group_then_the_dag() -> None:
     d = dag(default_args={"retries": 1, "pool": "dag_pool"})
-    with d.task_group("outer", default_args={"retries": 2}):
-        with d.task_group("inner", default_args={"priority_weight": 7}):
-            d.add_task("own", noop, retries=5)
-            d.add_task("inherits", noop)
+    with (
+        d.task_group("outer", default_args={"retries": 2}),
+        d.task_group("inner", default_args={"priority_weight": 7}),
+    ):
+        d.add_task("own", noop, retries=5)
+        d.add_task("inherits", noop)
     own, inherits = d.tasks["outer.inner.own"], d.tasks["outer.inner.inherits"]
     assert (own.options.retries, own.options.pool) == (5, "dag_pool")
     assert (inherits.options.retries, inherits.options.priority_weight) == (2, 7)
@@ -107,7 +109,7 @@ def test_a_bad_group_is_refused_when_declared(make: object, says: str) -> None:
 def test_a_group_and_a_task_id_clash_is_refused() -> None:
     d = dag()
     d.add_task("g.t", noop)
-    with d.task_group("g"), pytest.raises(DagDefinitionError, match="duplicate task id 'g.t'"):
+    with d.task_group("g"), pytest.raises(DagDefinitionError, match=r"duplicate task id 'g\.t'"):
         d.add_task("t", noop)
 
 
