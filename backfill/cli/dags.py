@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ def _groups_table(dag: DAG) -> Table:
 
 
 def _facts(dag: DAG, file: str) -> list[tuple[str, str]]:
+    """The DAG's settings, then one `params.KEY` row per param (as JSON), if it has any."""
     return [
         ("description", dag.description or "-"),
         ("file", file),
@@ -114,6 +116,7 @@ def _facts(dag: DAG, file: str) -> list[tuple[str, str]]:
         ("max_active_runs", str(dag.max_active_runs)),
         ("max_active_tasks", str(dag.max_active_tasks)),
         ("tasks", str(len(dag.tasks))),
+        *((f"params.{name}", json.dumps(value)) for name, value in dag.params.items()),
     ]
 
 

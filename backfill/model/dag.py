@@ -9,9 +9,12 @@ Invariants, enforced when declared rather than when first used:
 - the dependency graph is acyclic: an edge that would close a cycle is
   refused with the cycle's path, and only tasks of the same DAG are linked;
 - `start_date` is timezone-aware; its timezone is the DAG's timezone;
+- `params` is a JSON object (string keys, JSON values), kept as its own JSON
+  round trip: later changes to the dict the author passed do not reach it;
 - `topological_order` is deterministic: ties are broken by declaration order;
-- `fingerprint` depends on structure and options only: not on the
-  description, the callables' code, or the order tasks were declared in.
+- `fingerprint` depends on structure, options and params only: not on the
+  description, the callables' code, or the order tasks were declared in. A DAG
+  without params hashes as it did before params existed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pendulum.tz.timezone import FixedTimezone
 
 from backfill.model.errors import DagDefinitionError
 from backfill.model.groups import TaskGroup
+from backfill.model.params import check_params
 from backfill.model.schedule import Schedule, parse_schedule
 from backfill.model.task import Task, TaskCallable
 from backfill.model.task_options import (
@@ -65,6 +69,7 @@ class DAG:
         max_active_tasks: int = 16,
         default_args: Mapping[str, Any] | None = None,
         description: str = "",
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self.dag_id = _check_key("dag_id", dag_id)
         owner = f"DAG {dag_id!r}"
@@ -91,6 +96,7 @@ class DAG:
         self.default_args = dict(default_args or {})
         TaskOptions.build(f"{owner} default_args", self.default_args)
         self.description = description
+        self.params = check_params(owner, params)
         self.tasks: dict[str, Task] = {}  # in declaration order
         self.groups: dict[str, TaskGroup] = {}  # in declaration order
         self._open_groups: list[TaskGroup] = []  # the `with dag.task_group(...)` blocks we are in
@@ -241,6 +247,8 @@ class DAG:
             "start_date": self.start_date.isoformat(),
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
+            # Only when there are some: a DAG without params keeps its fingerprint.
+            **({"params": self.params} if self.params else {}),
             "tasks": [
                 {
                     "task_id": tid,
@@ -256,7 +264,7 @@ class DAG:
 
     @property
     def fingerprint(self) -> str:
-        """A stable hash of structure and options: differs iff the DAG's shape or options do.
+        """A stable hash of structure, options and params: differs iff one of them does.
 
         Reordering declarations changes no dependency, so tasks are hashed by id.
         """
