@@ -27,8 +27,8 @@ from __future__ import annotations
 from backfill.callbacks import invoke
 from backfill.model.callbacks import callback_context
 from backfill.model.context import Context
-from backfill.model.dag import Task
 from backfill.model.states import TIState
+from backfill.model.task import Task
 
 _EVENTS = {
     TIState.SUCCESS: "on_success_callback",

@@ -51,7 +51,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-import pendulum
 from celery import Celery, Task
 
 from backfill.config import Settings
@@ -59,8 +58,9 @@ from backfill.errors import BadMessage, Unreachable, UserError
 from backfill.messages import TASK_NAME, TaskMessage
 from backfill.model.context import Context
 from backfill.model.dag import DAG
-from backfill.model.dag import Task as DagTask
+from backfill.model.macros import context_for
 from backfill.model.states import TIState
+from backfill.model.task import Task as DagTask
 from backfill.planning.retry import retry_delay, should_retry
 from backfill.planning.run_options import Execution
 from backfill.signing import verified
@@ -254,17 +254,15 @@ def _outcome(result: Result, dag: DAG, claim: claims.Claim, now: datetime) -> _O
 
 
 def _context(dag: DAG, claim: claims.Claim) -> Context:
-    logical_date = pendulum.instance(claim.logical_date).in_timezone("UTC")
-    return Context(
-        dag_id=claim.dag_id,
+    return context_for(
+        dag,
         task_id=claim.task_id,
         run_id=claim.run_id,
-        logical_date=logical_date,
-        ds=logical_date.in_timezone(dag.timezone).to_date_string(),
-        data_interval_start=pendulum.instance(claim.data_interval_start).in_timezone("UTC"),
-        data_interval_end=pendulum.instance(claim.data_interval_end).in_timezone("UTC"),
+        logical_date=claim.logical_date,
+        data_interval_start=claim.data_interval_start,
+        data_interval_end=claim.data_interval_end,
         try_number=claim.try_number,
-        conf=dict(claim.conf or {}),
+        conf=claim.conf,
     )
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.table import Table
 
 from backfill.cli.output import OutputFormat, console, emit_json, output_option, table, warn
 from backfill.config import Settings
@@ -83,12 +85,28 @@ def show_command(dag_id: str, output: OutputFormat) -> None:
         upstream = ", ".join(sorted(task.upstream_ids)) or "-"
         tasks.add_row(str(i), task_id, upstream, _non_default(task.options) or "-")
     out.print(tasks)
+    if dag.groups:
+        out.print(_groups_table(dag))
     out.print("Edges:" if dag.edges() else "Edges: none")
     for upstream, downstream in dag.edges():
         out.print(f"  {upstream} -> {downstream}")
 
 
+def _groups_table(dag: DAG) -> Table:
+    """Each task group with its tasks, and the roots and leaves its edges link."""
+    groups = table("group", "tasks", "roots (after `x >> group`)", "leaves", title="Task groups")
+    for group in dag.groups.values():
+        groups.add_row(
+            group.group_id,
+            ", ".join(group.task_ids) or "-",
+            ", ".join(t.task_id for t in group.roots()) or "-",
+            ", ".join(t.task_id for t in group.leaves()) or "-",
+        )
+    return groups
+
+
 def _facts(dag: DAG, file: str) -> list[tuple[str, str]]:
+    """The DAG's settings, then one `params.KEY` row per param (as JSON), if it has any."""
     return [
         ("description", dag.description or "-"),
         ("file", file),
@@ -98,6 +116,7 @@ def _facts(dag: DAG, file: str) -> list[tuple[str, str]]:
         ("max_active_runs", str(dag.max_active_runs)),
         ("max_active_tasks", str(dag.max_active_tasks)),
         ("tasks", str(len(dag.tasks))),
+        *((f"params.{name}", json.dumps(value)) for name, value in dag.params.items()),
     ]
 
 

@@ -7,12 +7,14 @@ Invariants:
   (`.` where a date has no TI of that task), and a date is one string of
   cells in the order of `tasks`; 1,000 dates x 50 tasks is about 60 kB of
   JSON before compression;
-- `tasks` is the backfill's own tasks in creation (topological) order, and
-  `dates` ascend, whatever order the runs were made in.
+- `tasks` is the backfill's own tasks in creation (topological) order, each
+  task group's together (`grouped`), and `dates` ascend, whatever order the
+  runs were made in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -29,9 +31,33 @@ _RUN_CODE = {state: i for i, state in enumerate(RunState)}
 MISSING = "."
 
 
+def grouped(task_ids: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The tasks with each task group's together (in the order each group first comes),
+    and the groups as bands of columns `[start, end)`. A task's group is its id up to the
+    last `.` (`extract.load`: Airflow's prefixed ids); the web page reads no DAG file."""
+    first: dict[str | None, int] = {}
+    for i, task_id in enumerate(task_ids):
+        first.setdefault(_group(task_id) or task_id, i)
+    order = sorted(task_ids, key=lambda t: first[_group(t) or t])  # stable: in-group order kept
+    bands: list[dict[str, Any]] = []
+    for i, task_id in enumerate(order):
+        group = _group(task_id)
+        if group is None:
+            continue
+        if bands and bands[-1]["group"] == group and bands[-1]["end"] == i:
+            bands[-1]["end"] = i + 1
+        else:
+            bands.append({"group": group, "start": i, "end": i + 1})
+    return order, bands
+
+
+def _group(task_id: str) -> str | None:
+    return task_id.rpartition(".")[0] or None
+
+
 def grid_json(conn: Connection, found: Summary) -> dict[str, Any]:
-    """The grid of backfill `found`: its tasks, dates, run states and cells."""
-    tasks = grid.task_ids(conn, found.id)
+    """The grid of backfill `found`: its tasks (grouped), dates, run states and cells."""
+    tasks, groups = grouped(grid.task_ids(conn, found.id))
     column = {task_id: i for i, task_id in enumerate(tasks)}
     runs = grid.runs_of(conn, found.id)
     rows = {r.id: [MISSING] * len(tasks) for r in runs}
@@ -44,7 +70,8 @@ def grid_json(conn: Connection, found: Summary) -> dict[str, Any]:
         "states": [s.value for s in STATES],
         "codes": CODES,  # cell character i is state i
         "run_states": [s.value for s in RunState],
-        "tasks": list(tasks),
+        "tasks": tasks,
+        "groups": groups,  # task groups: bands of columns, [start, end)
         "dates": [iso(r.logical_date) for r in runs],
         "runs": [_RUN_CODE[r.state] for r in runs],
         "cells": ["".join(rows[r.id]) for r in runs],

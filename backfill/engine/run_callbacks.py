@@ -33,12 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pendulum
-
 from backfill.callbacks import invoke
 from backfill.engine.passes import RunEnd
-from backfill.model.callbacks import CallbackContext
+from backfill.model.callbacks import CallbackContext, callback_context
 from backfill.model.dag import DAG
+from backfill.model.macros import context_for
 from backfill.model.states import RunState
 from backfill.planning.snapshot import Snapshot
 
@@ -62,16 +61,14 @@ def _context(dag: DAG, end: RunEnd, snapshot: Snapshot | None) -> CallbackContex
         for t in (snapshot.tis if snapshot is not None else ())
         if t.dag_run_id == run.id and t.task_id == task_id
     ]
-    logical_date = pendulum.instance(run.logical_date).in_timezone("UTC")
-    return CallbackContext(
-        dag_id=dag.dag_id,
+    ctx = context_for(
+        dag,
         task_id=task_id,
         run_id=run.run_id,
-        logical_date=logical_date,
-        ds=logical_date.in_timezone(dag.timezone).to_date_string(),
-        data_interval_start=pendulum.instance(run.data_interval_start).in_timezone("UTC"),
-        data_interval_end=pendulum.instance(run.data_interval_end).in_timezone("UTC"),
+        logical_date=run.logical_date,
+        data_interval_start=run.data_interval_start,
+        data_interval_end=run.data_interval_end,
         try_number=tries[0] if tries else 0,
-        conf=dict(run.conf or {}),
-        reason=end.reason,
+        conf=run.conf,
     )
+    return callback_context(ctx, reason=end.reason)

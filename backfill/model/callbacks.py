@@ -51,7 +51,8 @@ def check_callbacks(owner: str, name: str, value: object) -> Callbacks:
     DagDefinitionError naming `owner` and the option `name`."""
     if value is None:
         return ()
-    items = list(value) if isinstance(value, list | tuple) else [value]
+    items: list[object] = list(value) if isinstance(value, list | tuple) else [value]
+    checked: list[Callback] = []
     for item in items:
         if not callable(item):
             raise DagDefinitionError(
@@ -65,4 +66,5 @@ def check_callbacks(owner: str, name: str, value: object) -> Callbacks:
             ) from None
         except ValueError:  # builtins without a signature: accept, they fail when called
             pass
-    return tuple(items)
+        checked.append(item)
+    return tuple(checked)

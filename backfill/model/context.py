@@ -13,17 +13,49 @@ from backfill.errors import BackfillError
 
 @dataclass(frozen=True, kw_only=True)
 class Context:
-    """The task instance a callable runs for. `try_number` is 1 for the first try."""
+    """The task instance a callable runs for. `try_number` is 1 for the first try.
+
+    The date strings are Airflow's template variables of the same names, read
+    on the DAG's timezone's wall clock (Airflow reads them in UTC; here `ds`
+    and `ts` agree with the dates typed on the command line). `logical_date`
+    stays in UTC, as in Airflow; the data interval is in the DAG's timezone.
+    Build one with `backfill.model.macros.context_for`, which keeps them
+    consistent: `ts[:10] == ds`, and `next_ds` is `data_interval_end`'s date.
+    """
 
     dag_id: str
     task_id: str
     run_id: str
-    logical_date: pendulum.DateTime
+    logical_date: pendulum.DateTime  # UTC
     ds: str  # YYYY-MM-DD of logical_date in the DAG's timezone
-    data_interval_start: pendulum.DateTime
-    data_interval_end: pendulum.DateTime
+    ts: str  # logical_date in the DAG's timezone, ISO 8601 with its offset
+    prev_ds: str | None  # YYYY-MM-DD of the schedule's logical date before this one
+    next_ds: str | None  # YYYY-MM-DD of the schedule's logical date after this one
+    data_interval_start: pendulum.DateTime  # in the DAG's timezone
+    data_interval_end: pendulum.DateTime  # in the DAG's timezone
     try_number: int
-    conf: dict[str, Any] = field(default_factory=dict)
+    conf: dict[str, Any] = field(default_factory=dict)  # the run's conf, `{}` when none
+    params: dict[str, Any] = field(default_factory=dict)  # the DAG's params, conf on top
+
+    @property
+    def ds_nodash(self) -> str:
+        """`ds` as YYYYMMDD."""
+        return self.ds.replace("-", "")
+
+    @property
+    def ts_nodash(self) -> str:
+        """`ts` as YYYYMMDDTHHMMSS: no separators, no fraction, no offset (Airflow's)."""
+        return self.ts[:19].replace("-", "").replace(":", "")
+
+    @property
+    def prev_ds_nodash(self) -> str | None:
+        """`prev_ds` as YYYYMMDD, or None."""
+        return None if self.prev_ds is None else self.prev_ds.replace("-", "")
+
+    @property
+    def next_ds_nodash(self) -> str | None:
+        """`next_ds` as YYYYMMDD, or None."""
+        return None if self.next_ds is None else self.next_ds.replace("-", "")
 
 
 class TaskSignal(BackfillError):

@@ -10,9 +10,12 @@ Invariants, enforced when declared rather than when first used:
 - the dependency graph is acyclic: an edge that would close a cycle is
   refused with the cycle's path, and only tasks of the same DAG are linked;
 - `start_date` is timezone-aware; its timezone is the DAG's timezone;
+- `params` is a JSON object (string keys, JSON values), kept as its own JSON
+  round trip: later changes to the dict the author passed do not reach it;
 - `topological_order` is deterministic: ties are broken by declaration order;
-- `fingerprint` depends on structure and options only: not on the
-  description, the callables' code, or the order tasks were declared in.
+- `fingerprint` depends on structure, options and params only: not on the
+  description, the callables' code, or the order tasks were declared in. A DAG
+  without params hashes as it did before params existed.
 """
 
 from __future__ import annotations
@@ -24,23 +27,22 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 from zoneinfo import ZoneInfo
 
 import pendulum
 from pendulum.tz.timezone import FixedTimezone
 
 from backfill.model.callbacks import Callback, check_callbacks
-from backfill.model.context import Context
 from backfill.model.errors import DagDefinitionError
+from backfill.model.groups import TaskGroup
+from backfill.model.params import check_params
 from backfill.model.schedule import Schedule, parse_schedule
+from backfill.model.task import Task, TaskCallable
 from backfill.model.task_options import (
     MAX_ID_LENGTH,
     TaskOptions,
 )
-
-TaskCallable = Callable[[Context], object]
-_Linked = TypeVar("_Linked", "Task", Sequence["Task"])  # what `>>`/`<<` take and return
 
 # Airflow's KEY_REGEX and ID_LEN; ids end up in run ids, log lines and String(250) columns.
 _KEY = re.compile(r"[\w.-]+")
@@ -56,52 +58,6 @@ def _check_key(what: str, value: object, owner: str = "") -> str:
     return value
 
 
-class Task:
-    """One node of a DAG. `a >> b` makes b depend on a and returns b."""
-
-    def __init__(self, dag: DAG, task_id: str, fn: TaskCallable, options: TaskOptions) -> None:
-        self.dag = dag
-        self.task_id = task_id
-        self.fn = fn
-        self.options = options
-        self.upstream_ids: set[str] = set()
-        self.downstream_ids: set[str] = set()
-
-    def __repr__(self) -> str:
-        return f"<Task {self.dag.dag_id}.{self.task_id}>"
-
-    def __call__(self, ctx: Context) -> object:
-        return self.fn(ctx)
-
-    def __rshift__(self, other: _Linked) -> _Linked:
-        for downstream in _as_tasks(other):
-            self.dag.add_edge(self, downstream)
-        return other
-
-    def __lshift__(self, other: _Linked) -> _Linked:
-        for upstream in _as_tasks(other):
-            self.dag.add_edge(upstream, self)
-        return other
-
-    def __rrshift__(self, other: Sequence[Task]) -> Task:  # [a, b] >> self
-        self << other
-        return self
-
-    def __rlshift__(self, other: Sequence[Task]) -> Task:  # [a, b] << self
-        self >> other
-        return self
-
-
-def _as_tasks(other: object) -> list[Task]:
-    items = other if isinstance(other, list | tuple) else [other]
-    for item in items:
-        if not isinstance(item, Task):
-            raise DagDefinitionError(
-                f"dependencies link tasks, got {item!r}; decorate the function with @dag.task"
-            )
-    return list(items)
-
-
 class DAG:
     """A workflow: tasks, dependencies, a schedule and run limits."""
 
@@ -115,6 +71,7 @@ class DAG:
         max_active_tasks: int = 16,
         default_args: Mapping[str, Any] | None = None,
         description: str = "",
+        params: Mapping[str, Any] | None = None,
         on_success_callback: Callback | Sequence[Callback] | None = None,
         on_failure_callback: Callback | Sequence[Callback] | None = None,
     ) -> None:
@@ -150,7 +107,10 @@ class DAG:
         self.default_args = dict(default_args or {})
         TaskOptions.build(f"{owner} default_args", self.default_args)
         self.description = description
+        self.params = check_params(owner, params)
         self.tasks: dict[str, Task] = {}  # in declaration order
+        self.groups: dict[str, TaskGroup] = {}  # in declaration order
+        self._open_groups: list[TaskGroup] = []  # the `with dag.task_group(...)` blocks we are in
 
     def __repr__(self) -> str:
         return f"<DAG {self.dag_id}: {len(self.tasks)} tasks>"
@@ -177,8 +137,46 @@ class DAG:
 
         return declare(fn) if fn is not None else declare
 
+    def task_group(
+        self,
+        group_id: str,
+        *,
+        prefix_group_id: bool = True,
+        tooltip: str = "",
+        default_args: Mapping[str, Any] | None = None,
+    ) -> TaskGroup:
+        """A task group, for `with dag.task_group("extract"):` (`backfill.model.groups`)."""
+        parent = self._open_groups[-1] if self._open_groups else None
+        group = TaskGroup(
+            self,
+            group_id,
+            parent=parent,
+            prefix_group_id=prefix_group_id,
+            tooltip=tooltip,
+            default_args=default_args,
+        )
+        if group.group_id in self.groups:
+            raise DagDefinitionError(
+                f"DAG {self.dag_id!r}: duplicate task group id {group.group_id!r}"
+            )
+        TaskOptions.build(f"task group {group.group_id!r} default_args", group.default_args)
+        self.groups[group.group_id] = group
+        return group
+
+    def enter_group(self, group: TaskGroup) -> None:
+        self._open_groups.append(group)
+
+    def leave_group(self, group: TaskGroup) -> None:
+        assert self._open_groups[-1] is group, "`with` blocks close in the order they opened"
+        self._open_groups.pop()
+
     def add_task(self, task_id: str, fn: TaskCallable, **options: Any) -> Task:
-        """Declare task `task_id` running `fn(ctx)`; `options` override `default_args`."""
+        """Declare task `task_id` running `fn(ctx)`; `options` override `default_args` (the
+        group's, then the DAG's). Inside a task group, the id is prefixed with the group's."""
+        group = self._open_groups[-1] if self._open_groups else None
+        if group is not None:
+            _check_key("task_id", task_id, owner=f"DAG {self.dag_id!r}")
+            task_id = group.child_id(task_id)
         _check_key("task_id", task_id, owner=f"DAG {self.dag_id!r}")
         if task_id in self.tasks:
             raise DagDefinitionError(
@@ -186,8 +184,13 @@ class DAG:
             )
         owner = f"task {task_id!r} of DAG {self.dag_id!r}"
         _check_callable(owner, fn)
-        task = Task(self, task_id, fn, TaskOptions.build(owner, {**self.default_args, **options}))
+        defaults = (
+            self.default_args if group is None else {**self.default_args, **group.default_args}
+        )
+        task = Task(self, task_id, fn, TaskOptions.build(owner, {**defaults, **options}))
         self.tasks[task_id] = task
+        for enclosing in self._open_groups:
+            enclosing.task_ids.append(task_id)
         return task
 
     def add_edge(self, upstream: Task, downstream: Task) -> None:
@@ -255,6 +258,8 @@ class DAG:
             "start_date": self.start_date.isoformat(),
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
+            # Only when there are some: a DAG without params keeps its fingerprint.
+            **({"params": self.params} if self.params else {}),
             "tasks": [
                 {
                     "task_id": tid,
@@ -265,16 +270,18 @@ class DAG:
                 for tid in self.topological_order()
             ],
             "edges": [list(e) for e in self.edges()],
+            "groups": [group.describe() for group in self.groups.values()],
         }
 
     @property
     def fingerprint(self) -> str:
-        """A stable hash of structure and options: differs iff the DAG's shape or options do.
+        """A stable hash of structure, options and params: differs iff one of them does.
 
         Reordering declarations changes no dependency, so tasks are hashed by id.
         """
         shape = self.describe()
-        del shape["description"], shape["edges"]  # edges are implied by the tasks' upstreams
+        # Edges are implied by the tasks' upstreams; groups change ids and edges only.
+        del shape["description"], shape["edges"], shape["groups"]
         shape["tasks"].sort(key=lambda t: t["task_id"])
         blob = json.dumps(shape, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -272,8 +272,10 @@ class EndedRun:
     state: RunState
 
 
-_ENDED = (run.c.id, run.c.run_id, run.c.logical_date, run.c.data_interval_start)
-_ENDED += (run.c.data_interval_end, run.c.conf, run.c.state)
+_ENDED = (
+    *(run.c.id, run.c.run_id, run.c.logical_date, run.c.data_interval_start),
+    *(run.c.data_interval_end, run.c.conf, run.c.state),
+)
 
 
 def finish_runs(

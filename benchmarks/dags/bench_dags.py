@@ -22,7 +22,7 @@ from __future__ import annotations
 import pendulum
 
 from backfill import DAG, Context
-from backfill.model.dag import Task
+from backfill.model.task import Task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 SCALE_START = pendulum.datetime(2016, 1, 1, tz="UTC")

@@ -182,6 +182,37 @@ def test_dags_show_json_is_describe(home: Path) -> None:
     assert json.loads(result.stdout) == load_dags(REPO_DAGS).get("example_bash_operator").describe()
 
 
+PARAMS_DAG = """
+import pendulum
+from backfill import DAG
+
+dag = DAG(
+    "with_params",
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    params={"table": "events", "options": {"dry": True}},
+)
+dag.add_task("t", lambda ctx: None)
+"""
+
+
+def test_dags_show_lists_params_when_the_dag_has_some(home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "with_params.py").write_text(PARAMS_DAG)
+    out = invoke(home, "dags", "show", "with_params", dags=folder).stdout
+    facts = {r[0]: r[1] for r in map(cells, out[: out.index("Tasks")].splitlines()) if len(r) == 2}
+    assert facts["params.table"] == '"events"'
+    assert facts["params.options"] == '{"dry": true}'
+    as_json = invoke(home, "dags", "show", "with_params", "-o", "json", dags=folder).stdout
+    assert json.loads(as_json)["params"] == {"table": "events", "options": {"dry": True}}
+    # Without params, neither output mentions them.
+    bare = invoke(home, "dags", "show", "example_bash_operator").stdout
+    assert "params" not in bare
+    bare_json = invoke(home, "dags", "show", "example_bash_operator", "-o", "json").stdout
+    assert "params" not in json.loads(bare_json)
+
+
 def test_dags_show_unknown_dag(home: Path) -> None:
     result = invoke(home, "dags", "show", "example_bash_operatr")
     assert_user_error(

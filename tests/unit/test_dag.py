@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from backfill import DAG, Context, Skip
 from backfill.errors import UserError
-from backfill.model.dag import Task
 from backfill.model.errors import DagDefinitionError, ScheduleError
+from backfill.model.task import Task
 from backfill.model.task_options import OPTION_NAMES, TaskOptions, TriggerRule
 
 START = pendulum.datetime(2016, 1, 1, tz="UTC")
@@ -55,6 +55,9 @@ def make_context(dag_id: str, task_id: str, ds: str, **overrides: Any) -> Contex
         "run_id": f"backfill__{logical_date.isoformat()}",
         "logical_date": logical_date,
         "ds": ds,
+        "ts": logical_date.isoformat(),
+        "prev_ds": logical_date.subtract(days=1).to_date_string(),
+        "next_ds": logical_date.add(days=1).to_date_string(),
         "data_interval_start": logical_date,
         "data_interval_end": logical_date.add(days=1),
         "try_number": 1,

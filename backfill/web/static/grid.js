@@ -10,7 +10,7 @@
   const scroller = document.getElementById("grid-scroll");
   const spacer = document.getElementById("grid-spacer");
   const tip = document.getElementById("tip");
-  const ROW = 16, MIN_CELL = 6, MAX_CELL = 22, POLL_MS = 2000;
+  const ROW = 16, MIN_CELL = 6, MAX_CELL = 22, POLL_MS = 2000, BAND = 18;
   const FINISHED = ["success", "skipped", "upstream_failed", "failed", "removed"];
   let data = null, layout = null, scrolledToFrontier = false;
   window.backfillGrid = { loads: 0, lastLoadMs: null, lastDrawMs: null };  // for tests and curious eyes
@@ -27,8 +27,9 @@
     const room = Math.max(300, document.querySelector("main").clientWidth - 40 - labelW);
     const cell = Math.max(MIN_CELL, Math.min(MAX_CELL, Math.floor(room / Math.max(1, data.tasks.length))));
     const longest = Math.max(30, ...data.tasks.map((t) => ctx.measureText(t).width));
-    const headH = Math.min(150, Math.ceil(longest * Math.sin(Math.PI / 4)) + 16);
-    return { short, labelW, cell, headH, width: labelW + cell * data.tasks.length + 8 };
+    const band = data.groups.length ? BAND : 0;  // a row of task-group bands on top
+    const headH = Math.min(150, Math.ceil(longest * Math.sin(Math.PI / 4)) + 16) + band;
+    return { short, labelW, cell, headH, band, width: labelW + cell * data.tasks.length + 8 };
   }
 
   function size(c, w, h) {
@@ -58,6 +59,18 @@
     });
     ctx.fillStyle = "#6b7280";
     ctx.fillText(layout.short ? "logical date" : "logical date (UTC)", 4, headH - 4);
+    for (const group of data.groups) {  // task groups: a labelled band over their columns
+      const x = labelW + group.start * cell, w = (group.end - group.start) * cell - 2;
+      ctx.fillStyle = "#e0e7ff";
+      ctx.fillRect(x, 1, w, BAND - 4);
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(x, 0, w, BAND);
+      ctx.clip();
+      ctx.fillStyle = "#3730a3";
+      ctx.fillText(group.group, x + 3, BAND - 7);
+      ctx.restore();
+    }
   }
 
   function draw() {

@@ -1,0 +1,78 @@
+"""A task of a DAG, and the dependency operators `>>` and `<<`. Pure: no I/O.
+
+Invariants:
+- `a >> b` makes b depend on a and returns b; either side may be a task, a task
+  group (`backfill.model.groups`: its roots on the right of `>>`, its leaves on
+  the left) or a list of them; the DAG (`DAG.add_edge`) refuses a cycle and a
+  task of another DAG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from backfill.model.context import Context
+from backfill.model.errors import DagDefinitionError
+from backfill.model.groups import TaskGroup
+from backfill.model.task_options import TaskOptions
+
+if TYPE_CHECKING:
+    from backfill.model.dag import DAG
+
+TaskCallable = Callable[[Context], object]
+# What `>>`/`<<` take and return: a task, a group, or a list of them.
+_Linked = TypeVar("_Linked", "Task", TaskGroup, Sequence["Task | TaskGroup"])
+
+
+class Task:
+    """One node of a DAG. `a >> b` makes b depend on a and returns b."""
+
+    def __init__(self, dag: DAG, task_id: str, fn: TaskCallable, options: TaskOptions) -> None:
+        self.dag = dag
+        self.task_id = task_id
+        self.fn = fn
+        self.options = options
+        self.upstream_ids: set[str] = set()
+        self.downstream_ids: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<Task {self.dag.dag_id}.{self.task_id}>"
+
+    def __call__(self, ctx: Context) -> object:
+        return self.fn(ctx)
+
+    def __rshift__(self, other: _Linked) -> _Linked:
+        for downstream in _as_tasks(other, ends="roots"):
+            self.dag.add_edge(self, downstream)
+        return other
+
+    def __lshift__(self, other: _Linked) -> _Linked:
+        for upstream in _as_tasks(other, ends="leaves"):
+            self.dag.add_edge(upstream, self)
+        return other
+
+    def __rrshift__(self, other: Sequence[Task]) -> Task:  # [a, b] >> self
+        self << other
+        return self
+
+    def __rlshift__(self, other: Sequence[Task]) -> Task:  # [a, b] << self
+        self >> other
+        return self
+
+
+def _as_tasks(other: object, *, ends: str) -> list[Task]:
+    """The tasks `other` (a task, a group, or a list of them) links: a group's `roots` or
+    `leaves`, as `ends` says (`groups`)."""
+    items = other if isinstance(other, list | tuple) else [other]
+    tasks: list[Task] = []
+    for item in items:
+        if isinstance(item, TaskGroup):
+            tasks += item.roots() if ends == "roots" else item.leaves()
+        elif isinstance(item, Task):
+            tasks.append(item)
+        else:
+            raise DagDefinitionError(
+                f"dependencies link tasks, got {item!r}; decorate the function with @dag.task"
+            )
+    return tasks
