@@ -1,0 +1,107 @@
+"""Task and run callbacks on real `celery worker` processes and a real `backfill run`.
+
+The DAGs are tests/dags_integration/callbacks.py; every callback records its event
+in the ledger. On each backend (SQLite, PostgreSQL), one worker:
+- each callback fires exactly once per event: a task's success, its retry, its
+  failure; a run's success and failure (with Airflow's `reason`), in the
+  coordinator; none for an upstream_failed TI (no worker ran it);
+- a callback that raises is logged with its key, the next one still runs, and the
+  outcome stands;
+- FENCED: a try whose claim is lost while it runs (`cancel --abort`) runs no
+  callback, and neither does its run, failed by the cancel.
+The unit tests are tests/unit/test_callbacks.py; the run callbacks' passes (deadlock,
+runs that never started, a second coordinator) are in tests/store/test_passes.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from support.processes import Coordinators, WorkerPool
+from support.stack import Stack
+from support.waiting import wait_until
+
+DAY = "2024-01-01"
+
+
+def callbacks(stack: Stack, dag_id: str) -> Counter[tuple[str, str, str, int]]:
+    """(event, task_id, ds, try_number) -> how many times, of `dag_id`'s callbacks."""
+    return Counter(
+        (e.event, e.task_id, e.ds, e.try_number)
+        for e in stack.ledger.entries()
+        if e.dag_id == dag_id and e.event.startswith("cb:")
+    )
+
+
+def logs(workers: WorkerPool) -> str:
+    """Everything the workers logged."""
+    return "\n".join(w.output() for w in workers.started)
+
+
+def test_each_callback_fires_once_per_event_and_one_that_raises_changes_nothing(
+    stack: Stack, workers: WorkerPool, coordinators: Coordinators
+) -> None:
+    workers.start(stack, 1)
+    ok = coordinators.cli(stack, "run", "callbacks_ok", "-s", DAY, "-e", "2024-01-02")
+    finished = ok.finish(timeout=90)
+    assert finished.code == 0, finished.output  # second's broken callback failed nothing
+    days = ("2024-01-01", "2024-01-02")
+    assert callbacks(stack, "callbacks_ok") == Counter(
+        {
+            **{("cb:task_success", task, ds, 1): 1 for task in ("first", "second") for ds in days},
+            # the run's: the context of its last task, as Airflow's
+            **{("cb:run_success", "second", ds, 1): 1 for ds in days},
+        }
+    )
+    run_success = stack.ledger.entries("cb:run_success")
+    assert {e.extra["reason"] for e in run_success} == {"success"}
+
+    fail = coordinators.cli(stack, "run", "callbacks_fail", "-s", DAY, "-e", DAY)
+    finished = fail.finish(timeout=90)
+    assert finished.code == 1, finished.output
+    assert callbacks(stack, "callbacks_fail") == Counter(
+        {
+            ("cb:task_retry", "flaky", DAY, 1): 1,
+            ("cb:task_failure", "flaky", DAY, 2): 1,
+            # downstream ended upstream_failed without running: no callback (as Airflow)
+            ("cb:run_failure", "downstream", DAY, 0): 1,  # after `broken` raised
+        }
+    )
+    (retry,) = stack.ledger.entries("cb:task_retry")
+    assert retry.extra["exception"] == "ValueError: try 1 fails"
+    (run_failure,) = stack.ledger.entries("cb:run_failure")
+    assert run_failure.extra["reason"] == "task_failure"
+    # The raising callbacks were logged with their key, by the worker and the coordinator.
+    wait_until(
+        lambda: "callbacks_ok/second/" in logs(workers),
+        timeout=10,
+        what="the worker to log the raising callback",
+    )
+    assert "on_success_callback" in logs(workers)
+    assert "raised; the outcome stands" in logs(workers)
+    assert "RuntimeError: the pager is down" in logs(workers)
+    assert "raised; the outcome stands" in finished.output
+
+
+def test_a_try_that_lost_its_claim_runs_no_callback(
+    stack: Stack, workers: WorkerPool, coordinators: Coordinators
+) -> None:
+    workers.start(stack, 1)
+    run = coordinators.cli(stack, "run", "callbacks_fenced", "-s", DAY, "-e", DAY)
+    wait_until(
+        lambda: stack.ledger.events("held", "start"),
+        timeout=60,
+        what="the held try to start",
+    )
+    cancel = coordinators.cli(stack, "cancel", "1", "--abort").finish(timeout=60)
+    assert cancel.code == 0, cancel.output
+    finished = run.finish(timeout=90)
+    assert finished.code == 1, finished.output  # cancelled
+    wait_until(
+        lambda: "claim lost; outcome" in logs(workers),
+        timeout=30,
+        what="the worker to finish the stopped try and be refused",
+        explain=workers.logs_tail,
+    )
+    assert not stack.ledger.events("held", "end")  # stopped inside the callable
+    assert callbacks(stack, "callbacks_fenced") == Counter()  # neither the try's nor the run's
