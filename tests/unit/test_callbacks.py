@@ -6,7 +6,7 @@ its key and changes nothing. End to end on real workers: tests/cli/test_callback
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -75,7 +75,8 @@ def test_a_bad_callback_is_refused_when_declared_naming_the_task_and_option(
     dag = make_dag()
     with pytest.raises(DagDefinitionError, match="task 'a' of DAG 'cb'") as err:
         dag.add_task("a", noop, on_retry_callback=value)
-    assert "on_retry_callback" in str(err.value) and wrong in str(err.value)
+    assert "on_retry_callback" in str(err.value)
+    assert wrong in str(err.value)
 
 
 def test_bad_callbacks_in_default_args_or_on_the_dag_are_refused_when_declared() -> None:
@@ -118,7 +119,8 @@ def test_callbacks_are_not_part_of_the_dags_shape() -> None:
     assert called.fingerprint == plain.fingerprint  # like the callables' code
     assert called.describe() == plain.describe()
     assert "on_retry_callback" not in called.tasks["a"].options.as_json()
-    assert called.on_success_callback == (noop,) and called.on_failure_callback == ()
+    assert called.on_success_callback == (noop,)
+    assert called.on_failure_callback == ()
 
 
 # --- calling --------------------------------------------------------------------------------
@@ -154,7 +156,8 @@ def test_a_callback_that_raises_is_logged_with_its_key_and_the_next_still_runs(
     (error,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert error.getMessage().startswith("cb/a try 1: on_failure_callback ")
     assert "raised; the outcome stands" in error.getMessage()
-    assert error.exc_info is not None and "pager down" in str(error.exc_info[1])
+    assert error.exc_info is not None
+    assert "pager down" in str(error.exc_info[1])
 
 
 @pytest.mark.parametrize(
@@ -183,12 +186,15 @@ def test_the_worker_runs_the_one_callback_of_the_recorded_outcome(
     after_outcome(task, ctx_of(dag), state, error=error, key="cb/a try 1")
     assert [name for name, _ in seen.calls] == called
     for _, ctx in seen.calls:
-        assert ctx.exception == exception and ctx.task_id == "a" and ctx.try_number == 1
-        assert ctx.conf == {"k": 1} and ctx.ds == "2024-01-02"
+        assert ctx.exception == exception
+        assert ctx.task_id == "a"
+        assert ctx.try_number == 1
+        assert ctx.conf == {"k": 1}
+        assert ctx.ds == "2024-01-02"
 
 
 def ended(run_id: int, state: RunState) -> EndedRun:
-    at = datetime(2024, 1, run_id, tzinfo=timezone.utc)
+    at = datetime(2024, 1, run_id, tzinfo=UTC)
     return EndedRun(
         id=run_id,
         run_id=f"backfill__{at.isoformat()}",
