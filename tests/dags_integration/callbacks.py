@@ -20,8 +20,7 @@ from typing import Any
 import pendulum
 from _support import gated, record
 
-from backfill import DAG, Context
-from backfill.model.callbacks import CallbackContext
+from backfill import DAG, CallbackContext, Context
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
