@@ -55,7 +55,8 @@ def fire(dag: DAG, ended: Sequence[RunEnd], snapshot: Snapshot | None) -> None:
 
 def _context(dag: DAG, end: RunEnd, snapshot: Snapshot | None) -> CallbackContext:
     run = end.run
-    task_id = dag.topological_order()[-1]
+    order = dag.topological_order()
+    task_id = order[-1] if order else ""  # a DAG without tasks: its runs end at once
     tries = [
         t.try_number
         for t in (snapshot.tis if snapshot is not None else ())

@@ -230,3 +230,10 @@ def test_a_dag_without_run_callbacks_calls_nothing() -> None:
     dag = make_dag()
     dag.add_task("a", noop)
     run_callbacks.fire(dag, [RunEnd(run=ended(1, RunState.FAILED), reason="task_failure")], None)
+
+
+def test_a_dag_without_tasks_still_gets_its_run_callback() -> None:
+    seen = Seen()
+    dag = make_dag(on_success_callback=seen("success"))
+    run_callbacks.fire(dag, [RunEnd(run=ended(1, RunState.SUCCESS), reason="success")], None)
+    assert [(name, ctx.task_id, ctx.try_number) for name, ctx in seen.calls] == [("success", "", 0)]
