@@ -10,6 +10,8 @@ that raises changes no outcome and stops no other callback.
   (upstream_failed: no callback). The run's on_failure_callback is [broken,
   recorder].
 - `callbacks_fenced`: one task blocked on its gate until the test aborts it.
+- `callbacks_ha`: one task blocked on its gate until the test opens it, for
+  two coordinator daemons, the driver killed between two runs' ends.
 """
 
 from __future__ import annotations
@@ -90,3 +92,14 @@ callbacks_fenced = DAG(
     on_failure_callback=called("run_failure"),
 )
 callbacks_fenced.add_task("held", gated)
+
+
+callbacks_ha = DAG(
+    "callbacks_ha",
+    schedule="@daily",
+    start_date=START,
+    default_args=TASK_CALLBACKS,
+    on_success_callback=called("run_success"),
+    on_failure_callback=called("run_failure"),
+)
+callbacks_ha.add_task("held", gated)

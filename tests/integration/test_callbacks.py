@@ -8,18 +8,27 @@ in the ledger. On each backend (SQLite, PostgreSQL), one worker:
 - a callback that raises is logged with its key, the next one still runs, and the
   outcome stands;
 - FENCED: a try whose claim is lost while it runs (`cancel --abort`) runs no
-  callback, and neither does its run, failed by the cancel.
+  callback, and neither does its run, failed by the cancel;
+- HA (PostgreSQL): two `backfill coordinator` daemons, the driver SIGKILLed
+  after one run ended: each run's callback fired exactly once, the first by the
+  killed daemon, the others by the one that took over.
 The unit tests are tests/unit/test_callbacks.py; the run callbacks' passes (deadlock,
 runs that never started, a second coordinator) are in tests/store/test_passes.py.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
+from collections.abc import Callable
 
+from sqlalchemy.engine import Engine
 from support.processes import Coordinators, WorkerPool
-from support.stack import Stack
+from support.stack import Stack, utc
 from support.waiting import wait_until
+
+from .checks import backfill_row
 
 DAY = "2024-01-01"
 
@@ -105,3 +114,57 @@ def test_a_try_that_lost_its_claim_runs_no_callback(
     )
     assert not stack.ledger.events("held", "end")  # stopped inside the callable
     assert callbacks(stack, "callbacks_fenced") == Counter()  # neither the try's nor the run's
+
+
+HA_TIMEOUTS = {"heartbeat_interval": 1.0, "heartbeat_timeout": 6.0, "queued_timeout": 5.0}
+HA_DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
+
+
+def test_run_callbacks_fire_once_each_across_daemons_and_a_killed_driver(
+    pg_stack: Stack,
+    engine_of: Callable[[Stack], Engine],
+    workers: WorkerPool,
+    coordinators: Coordinators,
+) -> None:
+    stack = pg_stack.with_timeouts(**HA_TIMEOUTS)
+    engine = engine_of(stack)
+    workers.start(stack, 1, concurrency=3)
+    daemons = [coordinators.cli(stack, "coordinator") for _ in range(2)]
+    args = ["create", "callbacks_ha", "-s", HA_DAYS[0], "-e", HA_DAYS[-1]]
+    created = coordinators.cli(stack, *args).finish(60)
+    assert created.code == 0, created.output
+    backfill_id = int(created.stdout)
+    wait_until(
+        lambda: len(stack.ledger.events("held", "start")) == len(HA_DAYS),
+        timeout=90,
+        what="every run's held try to start",
+        explain=lambda: "\n".join(d.tails() for d in daemons),
+    )
+    stack.open_gate(("callbacks_ha", "held", utc(HA_DAYS[0]), 1))
+    wait_until(
+        lambda: stack.ledger.entries("cb:run_success"),
+        timeout=60,
+        what="the first run to end and its callback to fire",
+    )
+    owner = backfill_row(engine, backfill_id).lease_owner
+    [driver] = [d for d in daemons if d.process.pid == int(owner.split(":")[1])]
+    [survivor] = [d for d in daemons if d is not driver]
+    os.killpg(driver.process.pid, signal.SIGKILL)
+    for day in HA_DAYS[1:]:
+        stack.open_gate(("callbacks_ha", "held", utc(day), 1))
+    wait_until(
+        lambda: backfill_row(engine, backfill_id).state == "success",
+        timeout=stack.heartbeat_timeout + 90,
+        what="the surviving daemon to take over and end the backfill",
+        explain=survivor.tails,
+    )
+    run_callbacks = stack.ledger.entries("cb:run_success")
+    assert Counter(e.ds for e in run_callbacks) == Counter(HA_DAYS)  # once each, none lost
+    by = {e.ds: e.pid for e in run_callbacks}
+    assert by == {
+        HA_DAYS[0]: driver.process.pid,
+        HA_DAYS[1]: survivor.process.pid,
+        HA_DAYS[2]: survivor.process.pid,
+    }
+    tries = Counter((e.ds, e.try_number) for e in stack.ledger.entries("cb:task_success"))
+    assert tries == Counter((day, 1) for day in HA_DAYS)
