@@ -40,6 +40,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -64,6 +65,7 @@ from backfill.planning.run_options import Execution
 from backfill.signing import verified
 from backfill.store import claims, clock
 from backfill.store.schema import RefusalKind
+from workers import results
 from workers.capture import capturing, error_text, try_log_of
 from workers.execute import Ending, Result, execute, one_line
 from workers.process import PerProcess, Process
@@ -140,6 +142,11 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
     outcome = _attempt(proc, settings, claim, db_clock, key)
     ended = db_clock.now()  # one instant for every attempt: a retry finds its landed one by it
 
+    if outcome.result is not None and not results.record(proc, claim, outcome.result, now=ended):
+        log.warning("%s: claim lost; result and outcome %s discarded", key, outcome.state)
+        _refused(proc, claim.ti_id, claim.try_number, RefusalKind.FINISH, claimant)
+        return Report(Verdict.NOOP, f"{key}: claim lost; outcome {outcome.state} discarded")
+
     def finish_try() -> bool:
         with proc.engine.connect() as conn:
             return claims.finish(
@@ -177,6 +184,7 @@ class _Outcome:
     state: TIState
     error: str | None = None
     next_try_at: datetime | None = None
+    result: str | None = None  # the return value as JSON, stored before a success
 
 
 def _attempt(
@@ -209,8 +217,8 @@ def _attempt(
     timeout = task.options.execution_timeout
     with capturing(try_log_of(proc.engine, claim, settings.log_max_bytes)) as try_log:
         result = execute(
-            task.fn,
-            _context(dag, claim),
+            task.run,
+            dataclasses.replace(_context(dag, claim), results=results.reader(proc, claim)),
             timeout=None if timeout is None else timeout.total_seconds(),
             beat=partial(_beat, proc, claim, db_clock),
             interval=settings.heartbeat_interval,
@@ -221,13 +229,19 @@ def _attempt(
             try_log.write("error", error_text(result))
     if result.error is not None:
         log.error("%s: %s", key, result.error, exc_info=result.exception)
-    return _outcome(result, dag, claim, db_clock.now())
+    return _outcome(result, dag, claim, db_clock.now(), settings.result_max_bytes)
 
 
-def _outcome(result: Result, dag: DAG, claim: claims.Claim, now: datetime) -> _Outcome:
+def _outcome(
+    result: Result, dag: DAG, claim: claims.Claim, now: datetime, max_bytes: int
+) -> _Outcome:
     match result.ending:
         case Ending.RETURNED:
-            return _Outcome(state=TIState.SUCCESS)
+            text, error = results.encoded(result.value, task_id=claim.task_id, max_bytes=max_bytes)
+            if error is None:
+                return _Outcome(state=TIState.SUCCESS, result=text)
+            log.error("%s/%s: %s", claim.dag_id, claim.task_id, error)
+            result = dataclasses.replace(result, ending=Ending.RAISED, error=error)
         case Ending.SKIPPED:
             return _Outcome(state=TIState.SKIPPED)
         case Ending.RESCHEDULED:
