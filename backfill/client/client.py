@@ -72,9 +72,11 @@ class Client:
         broker_url: str | None = None,
         dags_folder: str | Path | None = None,
         home: str | Path | None = None,
+        who: str = "client",
     ) -> None:
         """What is not given comes from the environment (DESIGN section 4), as for the CLI;
-        the embedded database and broker are under `home`, as `BACKFILL_HOME` says."""
+        the embedded database and broker are under `home`, as `BACKFILL_HOME` says. `who`
+        names the writer in the journals (`who:host:pid`; the CLI's is `cli`)."""
         given = {
             "BACKFILL_HOME": home,
             "BACKFILL_DATABASE_URL": database_url,
@@ -84,7 +86,7 @@ class Client:
         env = {**os.environ, **{k: str(v) for k, v in given.items() if v is not None}}
         self.settings = Settings.from_env(env)
         self._db = Database(self.settings)
-        self._actor = f"client:{socket.gethostname()}:{os.getpid()}"  # the journal's who
+        self._actor = f"{who}:{socket.gethostname()}:{os.getpid()}"  # the journals' who
 
     def close(self) -> None:
         self._db.close()
