@@ -121,29 +121,11 @@ class Client:
             return status_json(found, read_story(conn, found, now=pendulum.now("UTC")))
 
     def tasks(
-        self,
-        backfill_id: int,
-        *,
-        states: Sequence[str] = (),
-        task_regex: str | None = None,
-        start: str | None = None,
-        end: str | None = None,
-        limit: int | None = TASKS_PAGE,
-        offset: int = 0,
+        self, backfill_id: int, *, limit: int | None = TASKS_PAGE, **filters: Any
     ) -> list[dict[str, Any]]:
-        """The backfill's TIs by date then task (`backfill tasks ID -o json`); `limit`
-        None: every one (`iter_tasks` streams them instead)."""
-        return list(
-            self.iter_tasks(
-                backfill_id,
-                states=states,
-                task_regex=task_regex,
-                start=start,
-                end=end,
-                limit=limit,
-                offset=offset,
-            )
-        )
+        """The backfill's TIs by date then task (`backfill tasks ID -o json`): at most
+        `limit` (None: every one), filtered as `iter_tasks` says, which streams them."""
+        return list(self.iter_tasks(backfill_id, limit=limit, **filters))
 
     def iter_tasks(
         self,
