@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError
 from backfill.errors import ConfigError
 
 LOG_MAX_BYTES = 1024 * 1024
+RESULT_MAX_BYTES = 64 * 1024  # of a try's return value, as JSON
 MIN_LOG_BYTES = 1024  # room for a traceback's last lines
 
 
@@ -31,6 +32,7 @@ class Settings:
     heartbeat_timeout: float = 60.0
     queued_timeout: float = 120.0
     log_max_bytes: int = LOG_MAX_BYTES  # of each try's log kept (its tail)
+    result_max_bytes: int = RESULT_MAX_BYTES  # a larger return value fails its try
     # Signs task messages; a worker holding it refuses unsigned ones (`backfill.signing`).
     message_key: str | None = field(default=None, repr=False)
     # Guards `backfill web`: every request needs it, and no write is taken without it.
@@ -49,6 +51,7 @@ class Settings:
             heartbeat_timeout=_seconds(env, "BACKFILL_HEARTBEAT_TIMEOUT", 60.0),
             queued_timeout=_seconds(env, "BACKFILL_QUEUED_TIMEOUT", 120.0),
             log_max_bytes=_bytes(env, "BACKFILL_LOG_MAX_BYTES", LOG_MAX_BYTES),
+            result_max_bytes=_bytes(env, "BACKFILL_RESULT_MAX_BYTES", RESULT_MAX_BYTES),
             message_key=env.get("BACKFILL_MESSAGE_KEY") or None,
             api_token=env.get("BACKFILL_API_TOKEN") or None,
         )

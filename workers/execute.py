@@ -68,6 +68,7 @@ class Result:
     error: str | None = None
     reschedule_in: float | None = None  # seconds, for RESCHEDULED
     exception: BaseException | None = None  # for the log's traceback
+    value: object = None  # what the callable returned, for RETURNED
 
 
 class Interrupted(BaseException):
@@ -126,7 +127,7 @@ def execute(
 
 def _call(fn: Callable[[Context], object], ctx: Context) -> Result:
     try:
-        fn(ctx)
+        value = fn(ctx)
     except Skip:
         return Result(ending=Ending.SKIPPED)
     except Reschedule as exc:
@@ -136,7 +137,7 @@ def _call(fn: Callable[[Context], object], ctx: Context) -> Result:
     # SystemExit and KeyboardInterrupt propagate: the process is on its way out
     # (billiard's terminate handler raises SystemExit), and the silent try
     # will be reaped and retried by the coordinator.
-    return Result(ending=Ending.RETURNED)
+    return Result(ending=Ending.RETURNED, value=value)
 
 
 def _run_interruptible(fn: Callable[[Context], object], ctx: Context, stopper: _Stopper) -> Result:

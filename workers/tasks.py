@@ -41,6 +41,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -66,7 +67,7 @@ from backfill.planning.run_options import Execution
 from backfill.signing import verified
 from backfill.store import claims, clock
 from backfill.store.schema import RefusalKind
-from workers import callbacks
+from workers import callbacks, results
 from workers.capture import capturing, error_text, try_log_of
 from workers.execute import Ending, Result, execute, one_line
 from workers.process import PerProcess, Process
@@ -143,6 +144,11 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
     outcome = _attempt(proc, settings, claim, db_clock, key)
     ended = db_clock.now()  # one instant for every attempt: a retry finds its landed one by it
 
+    if outcome.result is not None and not results.record(proc, claim, outcome.result, now=ended):
+        log.warning("%s: claim lost; result and outcome %s discarded", key, outcome.state)
+        _refused(proc, claim.ti_id, claim.try_number, RefusalKind.FINISH, claimant)
+        return Report(Verdict.NOOP, f"{key}: claim lost; outcome {outcome.state} discarded")
+
     def finish_try() -> bool:
         with proc.engine.connect() as conn:
             return claims.finish(
@@ -162,7 +168,7 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
         return Report(Verdict.NOOP, f"{key}: claim lost; outcome {outcome.state} discarded")
     log.info("%s: %s", key, outcome.state)
     if outcome.task is not None:  # recorded: only now may its callbacks run (fenced)
-        ctx = _context(outcome.task.dag, claim)
+        ctx = replace(_context(outcome.task.dag, claim), results=results.reader(proc, claim))
         callbacks.after_outcome(outcome.task, ctx, outcome.state, error=outcome.error, key=key)
     if outcome.state in (TIState.FAILED, TIState.UP_FOR_RETRY):
         return Report(Verdict.FAILED, f"{key}: {outcome.state}: {outcome.error}")
@@ -183,6 +189,7 @@ class _Outcome:
     state: TIState
     error: str | None = None
     next_try_at: datetime | None = None
+    result: str | None = None  # the return value as JSON, stored before a success
     task: DagTask | None = None  # the task that ran (or was marked success): its callbacks
 
 
@@ -216,8 +223,8 @@ def _attempt(
     timeout = task.options.execution_timeout
     with capturing(try_log_of(proc.engine, claim, settings.log_max_bytes)) as try_log:
         result = execute(
-            task.fn,
-            _context(dag, claim),
+            task.run,
+            dataclasses.replace(_context(dag, claim), results=results.reader(proc, claim)),
             timeout=None if timeout is None else timeout.total_seconds(),
             beat=partial(_beat, proc, claim, db_clock),
             interval=settings.heartbeat_interval,
@@ -228,13 +235,20 @@ def _attempt(
             try_log.write("error", error_text(result))
     if result.error is not None:
         log.error("%s: %s", key, result.error, exc_info=result.exception)
-    return replace(_outcome(result, dag, claim, db_clock.now()), task=task)
+    outcome = _outcome(result, dag, claim, db_clock.now(), settings.result_max_bytes)
+    return replace(outcome, task=task)
 
 
-def _outcome(result: Result, dag: DAG, claim: claims.Claim, now: datetime) -> _Outcome:
+def _outcome(
+    result: Result, dag: DAG, claim: claims.Claim, now: datetime, max_bytes: int
+) -> _Outcome:
     match result.ending:
         case Ending.RETURNED:
-            return _Outcome(state=TIState.SUCCESS)
+            text, error = results.encoded(result.value, task_id=claim.task_id, max_bytes=max_bytes)
+            if error is None:
+                return _Outcome(state=TIState.SUCCESS, result=text)
+            log.error("%s/%s: %s", claim.dag_id, claim.task_id, error)
+            result = dataclasses.replace(result, ending=Ending.RAISED, error=error)
         case Ending.SKIPPED:
             return _Outcome(state=TIState.SKIPPED)
         case Ending.RESCHEDULED:

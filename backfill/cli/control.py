@@ -16,26 +16,18 @@ Invariants:
 
 from __future__ import annotations
 
-import os
-import socket
-
 import click
 
 from backfill.cli.output import BACKFILL_ID, warn
-from backfill.client.control import cancel, pause, revoke
-from backfill.config import Settings
-from backfill.store import control
-from backfill.store.errors import BackfillNotFound
+from backfill.client.client import Client
 
 
 @click.command("pause")
 @click.argument("backfill_id", metavar="ID", type=BACKFILL_ID)
 def pause_command(backfill_id: int) -> None:
     """Pause running backfill ID: no new TI is dispatched until `backfill resume ID`."""
-    with control.writing(Settings.from_env(), create=False) as conn:
-        if conn is None:
-            raise BackfillNotFound(backfill_id)
-        pause(conn, backfill_id)
+    with Client(who="cli") as client:
+        client.pause(backfill_id)
     click.echo(
         f"backfill {backfill_id} paused: queued and running task instances finish, no new one "
         f"is dispatched; `backfill resume {backfill_id}` continues it"
@@ -52,12 +44,8 @@ def pause_command(backfill_id: int) -> None:
 def cancel_command(backfill_id: int, abort: bool) -> None:
     """Cancel backfill ID for good: queued TIs are withdrawn, running ones finish
     (or, with --abort, are stopped and fail)."""
-    actor = f"cli:{socket.gethostname()}:{os.getpid()}"  # the journal's record of who
-    settings = Settings.from_env()
-    with control.writing(settings, create=False) as conn:
-        if conn is None:
-            raise BackfillNotFound(backfill_id)
-        done = cancel(conn, backfill_id, abort=abort, actor=actor)
+    with Client(who="cli") as client:
+        done = client.cancel(backfill_id, abort=abort)
     withdrawn, stopped = done["withdrawn"], done["stopped"]
     noun = "task instance" if withdrawn == 1 else "task instances"
     if not abort:
@@ -66,9 +54,8 @@ def cancel_command(backfill_id: int, abort: bool) -> None:
             "running ones finish normally"
         )
         return
-    failed_to_revoke = revoke(settings, backfill_id)
-    if failed_to_revoke:
-        warn(failed_to_revoke)
+    if done["revoke_warning"]:
+        warn(done["revoke_warning"])
     click.echo(
         f"backfill {backfill_id} cancelled (abort): {withdrawn} queued {noun} withdrawn "
         f"and revoked, {stopped} running tr{'y' if stopped == 1 else 'ies'} stopped "

@@ -53,6 +53,7 @@ from backfill.store.errors import BackfillNotFound
 from backfill.store.status import TaskRow
 
 TASKS_PAGE = 100  # TIs `tasks` shows (table or JSON) unless --limit says otherwise
+_RESULT_SHOWN = 60  # characters of a TI's result in the table
 _TABLE_CHUNK = 1000  # TI rows per rendered table: rich lays a whole table out in memory
 
 
@@ -179,12 +180,21 @@ def _count_cells(by_state: Mapping[TIState, int], present: list[TIState]) -> lis
     return [str(by_state.get(s) or "-") for s in present] + [str(sum(by_state.values()))]
 
 
+def _shown(result: str | None) -> str:
+    """A result in a table cell: its JSON, cut to `_RESULT_SHOWN` characters (JSON has all)."""
+    if result is None:
+        return ""
+    return result if len(result) <= _RESULT_SHOWN else result[: _RESULT_SHOWN - 3] + "..."
+
+
 def _print_tis(rows: Iterator[TaskRow]) -> int:
     """Print `rows` as tables of `_TABLE_CHUNK` rows (rich lays out a whole table in
     memory); how many were printed."""
     shown = 0
     while chunk := list(itertools.islice(rows, _TABLE_CHUNK)):
-        tbl = table("logical date", "task_id", "state", "try", "hostname", "start", "end", "error")
+        tbl = table(
+            "logical date", "task_id", "state", "try", "hostname", "start", "end", "result / error"
+        )
         for row in chunk:
             tbl.add_row(
                 when(row.logical_date),
@@ -194,7 +204,7 @@ def _print_tis(rows: Iterator[TaskRow]) -> int:
                 row.hostname or "-",
                 when(row.start_date),
                 when(row.end_date),
-                row.last_error or "",
+                row.last_error or _shown(row.result),
             )
         console().print(tbl)
         shown += len(chunk)

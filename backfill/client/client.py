@@ -72,9 +72,11 @@ class Client:
         broker_url: str | None = None,
         dags_folder: str | Path | None = None,
         home: str | Path | None = None,
+        who: str = "client",
     ) -> None:
         """What is not given comes from the environment (DESIGN section 4), as for the CLI;
-        the embedded database and broker are under `home`, as `BACKFILL_HOME` says."""
+        the embedded database and broker are under `home`, as `BACKFILL_HOME` says. `who`
+        names the writer in the journals (`who:host:pid`; the CLI's is `cli`)."""
         given = {
             "BACKFILL_HOME": home,
             "BACKFILL_DATABASE_URL": database_url,
@@ -84,7 +86,7 @@ class Client:
         env = {**os.environ, **{k: str(v) for k, v in given.items() if v is not None}}
         self.settings = Settings.from_env(env)
         self._db = Database(self.settings)
-        self._actor = f"client:{socket.gethostname()}:{os.getpid()}"  # the journal's who
+        self._actor = f"{who}:{socket.gethostname()}:{os.getpid()}"  # the journals' who
 
     def close(self) -> None:
         self._db.close()
@@ -119,29 +121,11 @@ class Client:
             return status_json(found, read_story(conn, found, now=pendulum.now("UTC")))
 
     def tasks(
-        self,
-        backfill_id: int,
-        *,
-        states: Sequence[str] = (),
-        task_regex: str | None = None,
-        start: str | None = None,
-        end: str | None = None,
-        limit: int | None = TASKS_PAGE,
-        offset: int = 0,
+        self, backfill_id: int, *, limit: int | None = TASKS_PAGE, **filters: Any
     ) -> list[dict[str, Any]]:
-        """The backfill's TIs by date then task (`backfill tasks ID -o json`); `limit`
-        None: every one (`iter_tasks` streams them instead)."""
-        return list(
-            self.iter_tasks(
-                backfill_id,
-                states=states,
-                task_regex=task_regex,
-                start=start,
-                end=end,
-                limit=limit,
-                offset=offset,
-            )
-        )
+        """The backfill's TIs by date then task (`backfill tasks ID -o json`): at most
+        `limit` (None: every one), filtered as `iter_tasks` says, which streams them."""
+        return list(self.iter_tasks(backfill_id, limit=limit, **filters))
 
     def iter_tasks(
         self,

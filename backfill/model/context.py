@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -36,6 +37,19 @@ class Context:
     try_number: int
     conf: dict[str, Any] = field(default_factory=dict)  # the run's conf, `{}` when none
     params: dict[str, Any] = field(default_factory=dict)  # the DAG's params, conf on top
+    # Reads a task's result in this run (given by the worker: the model does no I/O).
+    results: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
+
+    def result(self, task_id: str) -> Any:
+        """The return value of task `task_id` in this run (None if it returned nothing);
+        `ResultMissing` while that task has not succeeded (a cleared one has not, until
+        its new try succeeds)."""
+        if self.results is None:
+            raise ResultMissing(
+                f"{task_id!r}: results are read by a worker running the task; this Context "
+                "has no reader"
+            )
+        return self.results(task_id)
 
     @property
     def ds_nodash(self) -> str:
@@ -56,6 +70,10 @@ class Context:
     def next_ds_nodash(self) -> str | None:
         """`next_ds` as YYYYMMDD, or None."""
         return None if self.next_ds is None else self.next_ds.replace("-", "")
+
+
+class ResultMissing(BackfillError):
+    """A task asked for the result of a task that has not succeeded in its run."""
 
 
 class TaskSignal(BackfillError):

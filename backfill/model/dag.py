@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import inspect
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ from backfill.model.task_options import (
     MAX_ID_LENGTH,
     TaskOptions,
 )
+from backfill.model.taskflow import check_bound, takes_a_context
 
 # Airflow's KEY_REGEX and ID_LEN; ids end up in run ids, log lines and String(250) columns.
 _KEY = re.compile(r"[\w.-]+")
@@ -260,18 +260,28 @@ class DAG:
             "max_active_tasks": self.max_active_tasks,
             # Only when there are some: a DAG without params keeps its fingerprint.
             **({"params": self.params} if self.params else {}),
-            "tasks": [
-                {
-                    "task_id": tid,
-                    "upstream": sorted(self.tasks[tid].upstream_ids),
-                    "downstream": sorted(self.tasks[tid].downstream_ids),
-                    "options": self.tasks[tid].options.as_json(),
-                }
-                for tid in self.topological_order()
-            ],
+            "tasks": [self._task_json(tid) for tid in self.topological_order()],
             "edges": [list(e) for e in self.edges()],
             "groups": [group.describe() for group in self.groups.values()],
         }
+
+    def _task_json(self, task_id: str) -> dict[str, Any]:
+        task = self.tasks[task_id]
+        described = {
+            "task_id": task_id,
+            "upstream": sorted(task.upstream_ids),
+            "downstream": sorted(task.downstream_ids),
+            "options": task.options.as_json(),
+        }
+        if task.arguments is not None:  # only then: a DAG without TaskFlow keeps its hash
+            described["arguments"] = task.arguments.describe()
+        return described
+
+    def check_bound(self) -> None:
+        """Refuse a task whose parameters after the Context nothing passes (TaskFlow);
+        called once the DAG file has declared everything (`discovery`)."""
+        for task in self.tasks.values():
+            check_bound(task, task.arguments)
 
     @property
     def fingerprint(self) -> str:
@@ -290,11 +300,7 @@ class DAG:
 def _check_callable(owner: str, fn: object) -> None:
     if not callable(fn):
         raise DagDefinitionError(f"{owner}: expected a function, got {fn!r}")
-    try:
-        inspect.signature(fn).bind(None)
-    except TypeError:
+    if not takes_a_context(fn):
         raise DagDefinitionError(
-            f"{owner}: the function must take exactly one argument, the task's Context"
-        ) from None
-    except ValueError:  # builtins without a signature: accept, they fail at run time
-        pass
+            f"{owner}: the function must take the task's Context as its first argument"
+        )

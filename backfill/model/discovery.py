@@ -144,6 +144,7 @@ def _dags_of(module: ModuleType, path: Path) -> dict[str, DAG]:
     for value in vars(module).values():
         if not isinstance(value, DAG):
             continue
+        value.check_bound()
         other = found.get(value.dag_id)
         if other is not None and other is not value:
             raise DagDefinitionError(

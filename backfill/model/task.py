@@ -10,17 +10,18 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from backfill.model.context import Context
 from backfill.model.errors import DagDefinitionError
 from backfill.model.groups import TaskGroup
 from backfill.model.task_options import TaskOptions
+from backfill.model.taskflow import Arguments, Output, bind
 
 if TYPE_CHECKING:
     from backfill.model.dag import DAG
 
-TaskCallable = Callable[[Context], object]
+TaskCallable = Callable[..., object]  # (ctx, *what TaskFlow binds) -> its result
 # What `>>`/`<<` take and return: a task, a group, or a list of them.
 _Linked = TypeVar("_Linked", "Task", TaskGroup, Sequence["Task | TaskGroup"])
 
@@ -35,12 +36,33 @@ class Task:
         self.options = options
         self.upstream_ids: set[str] = set()
         self.downstream_ids: set[str] = set()
+        self.arguments: Arguments | None = None  # TaskFlow: what its parameters get
 
     def __repr__(self) -> str:
         return f"<Task {self.dag.dag_id}.{self.task_id}>"
 
-    def __call__(self, ctx: Context) -> object:
-        return self.fn(ctx)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """`task(ctx)` runs it (`run`); any other call declares (TaskFlow, in the DAG
+        file): `b(a())` binds a's result to b's parameter and makes b depend on a; the
+        answer is this task's `Output` (`backfill.model.taskflow`)."""
+        if len(args) == 1 and not kwargs and isinstance(args[0], Context):
+            return self.run(args[0])
+        if self.arguments is not None:
+            raise DagDefinitionError(
+                f"task {self.task_id!r} of DAG {self.dag.dag_id!r} is called twice in the "
+                "DAG file; each call would be a task of its own: declare another task"
+            )
+        self.arguments = bind(self, args, kwargs)
+        for output in self.arguments.outputs():
+            self.dag.add_edge(output.task, self)
+        return Output(self)
+
+    def run(self, ctx: Context) -> object:
+        """Run the task's function for `ctx`, its bound arguments read in `ctx`'s run."""
+        if self.arguments is None:
+            return self.fn(ctx)
+        args, kwargs = self.arguments.resolve(ctx)
+        return self.fn(ctx, *args, **kwargs)
 
     def __rshift__(self, other: _Linked) -> _Linked:
         for downstream in _as_tasks(other, ends="roots"):
@@ -67,7 +89,9 @@ def _as_tasks(other: object, *, ends: str) -> list[Task]:
     items = other if isinstance(other, list | tuple) else [other]
     tasks: list[Task] = []
     for item in items:
-        if isinstance(item, TaskGroup):
+        if isinstance(item, Output):
+            tasks.append(item.task)
+        elif isinstance(item, TaskGroup):
             tasks += item.roots() if ends == "roots" else item.leaves()
         elif isinstance(item, Task):
             tasks.append(item)

@@ -34,6 +34,7 @@ from backfill.store.schema import (
     run_transitions,
     task_instances,
     ti_logs,
+    ti_results,
     ti_transitions,
 )
 
@@ -128,7 +129,7 @@ def delete_some(
         .all()
     )
     if ti_ids:
-        for child in (ti_transitions, ti_logs, refused_writes):
+        for child in (ti_transitions, ti_logs, ti_results, refused_writes):
             conn.execute(sa.delete(child).where(child.c.task_instance_id.in_(ti_ids)))
         conn.execute(sa.delete(ti).where(ti.c.id.in_(ti_ids)))
         return Deleted(task_instances=len(ti_ids))

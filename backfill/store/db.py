@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # Alembic is imported where it is used: every command checks 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration's revision: what `require_current_schema` expects, read without
 # Alembic. A test holds it equal to the head of `migrations/`.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 VERSION_TABLE = "alembic_version"
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for the lock before failing
 PG_CONNECT_TIMEOUT = 10  # seconds

@@ -215,6 +215,19 @@ ti_logs = sa.Table(
     sa.Index(None, "task_instance_id", "try_number", "start_byte"),
 )
 
+# A try's return value, as JSON text (migration 0005): written by the try's worker,
+# fenced on its claim, before its `success` outcome; visible to downstreams only while
+# the TI is `success` at that try (`store.results`).
+ti_results = sa.Table(
+    "ti_results",
+    metadata,
+    *_ti_try(),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("task_instance_id", "try_number"),
+)
+
 refused_writes = sa.Table(
     "refused_writes",
     metadata,

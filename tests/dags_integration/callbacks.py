@@ -5,7 +5,8 @@ context's `exception` and `reason`); `broken` raises, to show that a callback
 that raises changes no outcome and stops no other callback.
 
 - `callbacks_ok`: first >> second, both succeed; second's on_success_callback
-  is [broken, recorder]. Run callbacks on success and failure.
+  is [broken, recorder, a reader of first's result]. Run callbacks on success
+  and failure.
 - `callbacks_fail`: flaky (retries=1, no delay, always raises) >> downstream
   (upstream_failed: no callback). The run's on_failure_callback is [broken,
   recorder].
@@ -57,9 +58,20 @@ callbacks_ok = DAG(
     on_success_callback=called("run_success"),
     on_failure_callback=called("run_failure"),
 )
-first = callbacks_ok.add_task("first", started)
+
+
+def first_result(ctx: Context) -> str:
+    record("start", ctx)
+    return f"first of {ctx.ds}"
+
+
+def read_first(ctx: CallbackContext) -> None:  # a callback reads results as its task does
+    record("cb:read", ctx, first=ctx.result("first"))
+
+
+first = callbacks_ok.add_task("first", first_result)
 second = callbacks_ok.add_task(
-    "second", started, on_success_callback=[broken, called("task_success")]
+    "second", started, on_success_callback=[broken, called("task_success"), read_first]
 )
 first >> second
 

@@ -58,10 +58,13 @@ def test_each_callback_fires_once_per_event_and_one_that_raises_changes_nothing(
     assert callbacks(stack, "callbacks_ok") == Counter(
         {
             **{("cb:task_success", task, ds, 1): 1 for task in ("first", "second") for ds in days},
+            **{("cb:read", "second", ds, 1): 1 for ds in days},
             # the run's: the context of its last task, as Airflow's
             **{("cb:run_success", "second", ds, 1): 1 for ds in days},
         }
     )
+    reads = {e.ds: e.extra["first"] for e in stack.ledger.entries("cb:read")}
+    assert reads == {ds: f"first of {ds}" for ds in days}  # ctx.result works in a callback
     run_success = stack.ledger.entries("cb:run_success")
     assert {e.extra["reason"] for e in run_success} == {"success"}
 

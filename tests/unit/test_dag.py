@@ -425,12 +425,19 @@ def two_args(ctx: Context, other: int) -> None: ...
 def keyword_only(*, ctx: Context) -> None: ...
 
 
-@pytest.mark.parametrize("fn", [no_args, two_args, keyword_only])
-def test_callable_must_take_exactly_one_argument(fn: Callable[..., None]) -> None:
+@pytest.mark.parametrize("fn", [no_args, keyword_only])
+def test_callable_must_take_the_context_first(fn: Callable[..., None]) -> None:
     dag = make_dag("sig")
-    with pytest.raises(DagDefinitionError, match="must take exactly one argument") as err:
+    with pytest.raises(DagDefinitionError, match="take the task's Context as its first") as err:
         dag.add_task("t", fn)
     assert "task 't' of DAG 'sig'" in str(err.value)
+
+
+def test_a_parameter_after_the_context_must_be_bound_by_taskflow() -> None:
+    dag = make_dag("sig")
+    dag.add_task("t", two_args)  # declared: TaskFlow may bind `other` later in the file
+    with pytest.raises(DagDefinitionError, match="takes parameters after its Context"):
+        dag.check_bound()
 
 
 def test_not_callable_is_refused() -> None:

@@ -23,6 +23,8 @@
     const error = document.getElementById("ti-error");
     error.hidden = !ti.last_error;
     error.textContent = ti.last_error || "";
+    document.getElementById("result-section").hidden = ti.result === null;
+    document.getElementById("ti-result").textContent = JSON.stringify(ti.result, null, 2);
     const latest = chosen || ti.try_number;
     document.getElementById("tries").innerHTML = ti.tries.map((t) =>
       `<tr class="${t.try_number === latest ? "selected" : ""}"><td>${t.try_number}</td>` +
