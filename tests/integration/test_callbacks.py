@@ -8,7 +8,8 @@ in the ledger. On each backend (SQLite, PostgreSQL), one worker:
 - a callback that raises is logged with its key, the next one still runs, and the
   outcome stands;
 - FENCED: a try whose claim is lost while it runs (`cancel --abort`) runs no
-  callback, and neither does its run, failed by the cancel;
+  callback, and neither does its run, failed by the cancel; cleared while it
+  runs, it runs none, and the try that runs again does;
 - HA (PostgreSQL): two `backfill coordinator` daemons, the driver SIGKILLed
   after one run ended: each run's callback fired exactly once, the later ones
   by the daemon that took over.
@@ -117,6 +118,28 @@ def test_a_try_that_lost_its_claim_runs_no_callback(
     )
     assert not stack.ledger.events("held", "end")  # stopped inside the callable
     assert callbacks(stack, "callbacks_fenced") == Counter()  # neither the try's nor the run's
+
+
+def test_a_try_cleared_while_running_runs_no_callback_and_its_rerun_does(
+    stack: Stack, workers: WorkerPool, coordinators: Coordinators
+) -> None:
+    workers.start(stack, 1)
+    run = coordinators.cli(stack, "run", "callbacks_fenced", "-s", DAY, "-e", DAY)
+    wait_until(lambda: stack.ledger.events("held", "start"), timeout=60, what="try 1 to start")
+    stack.open_gate(("callbacks_fenced", "held", utc(DAY), 2))  # the rerun goes through
+    cleared = coordinators.cli(stack, "clear", "1", "--yes").finish(timeout=60)
+    assert cleared.code == 0, cleared.output
+    finished = run.finish(timeout=90)
+    assert finished.code == 0, finished.output  # the same drive ran try 2 to success
+    assert [e.try_number for e in stack.ledger.events("held", "end")] == [2]
+    wait_until(  # try 1 ended, and its finish was refused
+        lambda: "claim lost; outcome" in logs(workers),
+        timeout=30,
+        what="the worker to finish the stopped try 1 and be refused",
+    )
+    assert callbacks(stack, "callbacks_fenced") == Counter(
+        {("cb:task_success", "held", DAY, 2): 1, ("cb:run_success", "held", DAY, 2): 1}
+    )
 
 
 HA_TIMEOUTS = {"heartbeat_interval": 1.0, "heartbeat_timeout": 6.0, "queued_timeout": 5.0}
