@@ -4,7 +4,8 @@ Flow, each step logged with the TI key (`dag/task/date try n`): parse the
 message -> claim the try (one conditional UPDATE; a loser acks as a no-op)
 -> load the DAG and check its fingerprint -> run the callable with a
 heartbeat and its timeout (`workers.execute`) -> write the outcome, fenced on
-the claim (a worker that lost its claim discards its outcome). A backfill
+the claim (a worker that lost its claim discards its outcome) -> only then,
+if it was written, run the task's callbacks (`workers.callbacks`). A backfill
 created with `--mark-success` still queues, limits and claims each try; the
 worker then finishes it `success` without calling the task, and logs so.
 
@@ -46,7 +47,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -60,12 +61,13 @@ from backfill.model.context import Context
 from backfill.model.dag import DAG
 from backfill.model.macros import context_for
 from backfill.model.states import TIState
+from backfill.model.task import Task as DagTask
 from backfill.planning.retry import retry_delay, should_retry
 from backfill.planning.run_options import Execution
 from backfill.signing import verified
 from backfill.store import claims, clock
 from backfill.store.schema import RefusalKind
-from workers import results
+from workers import callbacks, results
 from workers.capture import capturing, error_text, try_log_of
 from workers.execute import Ending, Result, execute, one_line
 from workers.process import PerProcess, Process
@@ -165,6 +167,9 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
         _refused(proc, claim.ti_id, claim.try_number, RefusalKind.FINISH, claimant)
         return Report(Verdict.NOOP, f"{key}: claim lost; outcome {outcome.state} discarded")
     log.info("%s: %s", key, outcome.state)
+    if outcome.task is not None:  # recorded: only now may its callbacks run (fenced)
+        ctx = replace(_context(outcome.task.dag, claim), results=results.reader(proc, claim))
+        callbacks.after_outcome(outcome.task, ctx, outcome.state, error=outcome.error, key=key)
     if outcome.state in (TIState.FAILED, TIState.UP_FOR_RETRY):
         return Report(Verdict.FAILED, f"{key}: {outcome.state}: {outcome.error}")
     return Report(Verdict.DONE, f"{key}: {outcome.state}")
@@ -185,6 +190,7 @@ class _Outcome:
     error: str | None = None
     next_try_at: datetime | None = None
     result: str | None = None  # the return value as JSON, stored before a success
+    task: DagTask | None = None  # the task that ran (or was marked success): its callbacks
 
 
 def _attempt(
@@ -213,7 +219,7 @@ def _attempt(
         )
     if claim.execution is Execution.MARK_SUCCESS:
         log.info("%s: --mark-success: marked success without running the task", key)
-        return _Outcome(state=TIState.SUCCESS)
+        return _Outcome(state=TIState.SUCCESS, task=task)
     timeout = task.options.execution_timeout
     with capturing(try_log_of(proc.engine, claim, settings.log_max_bytes)) as try_log:
         result = execute(
@@ -229,7 +235,8 @@ def _attempt(
             try_log.write("error", error_text(result))
     if result.error is not None:
         log.error("%s: %s", key, result.error, exc_info=result.exception)
-    return _outcome(result, dag, claim, db_clock.now(), settings.result_max_bytes)
+    outcome = _outcome(result, dag, claim, db_clock.now(), settings.result_max_bytes)
+    return replace(outcome, task=task)
 
 
 def _outcome(

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, TypeVar
 import pendulum
 
 from backfill.config import Settings
-from backfill.engine import telling
+from backfill.engine import run_callbacks, telling
 from backfill.engine.dispatch import Dispatcher, Publisher
 from backfill.engine.dispatch_lag import LagWatch
 from backfill.engine.errors import DispatchError
@@ -170,6 +170,8 @@ class Coordinator:
         if due:
             self._housekept[backfill_id] = at
         dispatched = self._publish(applied)  # only now is the commit known to have landed
+        # The runs this pass's UPDATEs won, and only those: exactly one pass ends a run.
+        run_callbacks.fire(self._dag, applied.ended_runs, applied.snapshot)
         self._record(applied, dispatched, time.monotonic() - started)
         return result_of(applied, dispatched, at, dag_id=self._dag.dag_id)
 

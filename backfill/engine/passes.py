@@ -23,6 +23,11 @@ Invariants:
   (the planner sees failures of finished runs in `Snapshot.earlier_failures`);
   the runs already running are driven to their end, then the backfill ends
   `failed` and the runs that never started are marked failed too;
+- a run ends (success, failed, or failed in a deadlock) by ONE conditional
+  UPDATE from `running` that returns the rows it changed: `Applied.ended_runs`
+  holds exactly the runs this pass ended, for their callbacks after the commit
+  (`engine.run_callbacks`); runs failed by the backfill's end or a cancel (which
+  never ran, or were stopped from outside) are not among them;
 - a backfill ends exactly once, by the pass that sees its last run finish
   (or a deadlock): `success` only if no TI failed;
 - a `cancelled` backfill is wound down: queued TIs back to `scheduled`
@@ -43,7 +48,7 @@ from backfill.engine.errors import DagChanged
 from backfill.errors import UserError
 from backfill.messages import TaskMessage
 from backfill.model.dag import DAG
-from backfill.model.states import BackfillState, TIState
+from backfill.model.states import BackfillState, RunState, TIState
 from backfill.planning import pass_planner
 from backfill.planning.depends import wanted_past
 from backfill.planning.pass_planner import Decisions, Policy
@@ -100,6 +105,20 @@ class Applied:
     decisions: Decisions | None = None
     # Cancelled, with tries still running: the drive goes on until they have ended.
     winding_down: bool = False
+    # Runs this pass finished: their callbacks are due once it has committed.
+    ended_runs: tuple[RunEnd, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEnd:
+    """A run the pass finished, and why (Airflow's callback `reason`)."""
+
+    run: runs.EndedRun
+    reason: str
+
+
+DEADLOCKED = "all_tasks_deadlocked"
+_REASONS = {RunState.SUCCESS: "success", RunState.FAILED: "task_failure"}
 
 
 def execute(
@@ -203,6 +222,7 @@ def _run(
     queued = tis.queue(conn, decisions.to_queue, actor=cfg.actor, now=now)
     outcomes = [(run.id, state) for run, state in decisions.finished_runs]
     finished = runs.finish_runs(conn, outcomes, now=now)
+    deadlocked = _fail_deadlocked(conn, snapshot, decisions, finished, now=now)
     started = runs.start_runs(
         conn,
         row.id,
@@ -212,7 +232,7 @@ def _run(
         backwards=policy.order is Order.BACKWARD,
         now=now,
     )
-    running_left = len(snapshot.runs) - finished + started
+    running_left = len(snapshot.runs) - len(finished) + started
     state = _conclude(
         conn, row, snapshot, decisions, running_left=running_left, policy=policy, now=now
     )
@@ -226,7 +246,29 @@ def _run(
         lease_epoch=epoch,
         snapshot=snapshot,
         decisions=decisions,
+        ended_runs=(
+            *(RunEnd(run=r, reason=_REASONS[r.state]) for r in finished),
+            *(RunEnd(run=r, reason=DEADLOCKED) for r in deadlocked),
+        ),
     )
+
+
+def _fail_deadlocked(
+    conn: Connection,
+    snapshot: Snapshot,
+    decisions: Decisions,
+    finished: Sequence[runs.EndedRun],
+    *,
+    now: datetime,
+) -> list[runs.EndedRun]:
+    """On a deadlock, its running runs end `failed` here, by the conditional statement
+    that finishes runs, so their callbacks fire as any run's (the backfill's end then
+    fails the runs that never started, which get none: no run of them ever ran)."""
+    if decisions.deadlock is None:
+        return []
+    done = {r.id for r in finished}
+    stuck = [(r.id, RunState.FAILED) for r in snapshot.runs if r.id not in done]
+    return runs.finish_runs(conn, stuck, now=now)
 
 
 def _recover(

@@ -5,7 +5,8 @@ Invariants, enforced when declared rather than when first used:
   at most 250 characters, the width of the id columns) and task ids are
   unique within a DAG;
 - every option is known and well-typed, whether given per task or in
-  `default_args` (per-task values override `default_args`);
+  `default_args` (per-task values override `default_args`), callbacks included
+  (`model.callbacks`);
 - the dependency graph is acyclic: an edge that would close a cycle is
   refused with the cycle's path, and only tasks of the same DAG are linked;
 - `start_date` is timezone-aware; its timezone is the DAG's timezone;
@@ -23,7 +24,7 @@ import hashlib
 import heapq
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, overload
 from zoneinfo import ZoneInfo
@@ -31,6 +32,7 @@ from zoneinfo import ZoneInfo
 import pendulum
 from pendulum.tz.timezone import FixedTimezone
 
+from backfill.model.callbacks import Callback, check_callbacks
 from backfill.model.errors import DagDefinitionError
 from backfill.model.groups import TaskGroup
 from backfill.model.params import check_params
@@ -70,9 +72,18 @@ class DAG:
         default_args: Mapping[str, Any] | None = None,
         description: str = "",
         params: Mapping[str, Any] | None = None,
+        on_success_callback: Callback | Sequence[Callback] | None = None,
+        on_failure_callback: Callback | Sequence[Callback] | None = None,
     ) -> None:
         self.dag_id = _check_key("dag_id", dag_id)
         owner = f"DAG {dag_id!r}"
+        # A run's callbacks: the coordinator runs them once its outcome is recorded.
+        self.on_success_callback = check_callbacks(
+            owner, "on_success_callback", on_success_callback
+        )
+        self.on_failure_callback = check_callbacks(
+            owner, "on_failure_callback", on_failure_callback
+        )
         if not isinstance(start_date, datetime) or start_date.utcoffset() is None:
             raise DagDefinitionError(
                 f"{owner}: start_date must be timezone-aware, "

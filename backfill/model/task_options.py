@@ -1,14 +1,20 @@
-"""Task options: Airflow's names and defaults, validated when declared. Pure."""
+"""Task options: Airflow's names and defaults, validated when declared. Pure.
+
+The callback options (`model.callbacks`) are options like the others, but not
+part of a task's shape: `as_json` (hence `dags show` and the DAG's fingerprint)
+leaves them out, as it leaves out the task's own callable.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from backfill.model.callbacks import TASK_CALLBACKS, Callbacks, check_callbacks
 from backfill.model.errors import DagDefinitionError
 
 # Ids and names end up in run ids, log lines and String(250) columns.
@@ -31,6 +37,7 @@ class TriggerRule(enum.StrEnum):
 
 DEFAULT_POOL = "default_pool"
 DEFAULT_QUEUE = "default"
+_CALLBACK = {"callback": True}  # a field's metadata: left out of `as_json`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +56,10 @@ class TaskOptions:
     max_active_tis_per_dag: int | None = None
     queue: str = DEFAULT_QUEUE
     execution_timeout: timedelta | None = None
+    # Run by the worker after the try's outcome is recorded (`workers.callbacks`).
+    on_success_callback: Callbacks = field(default=(), metadata=_CALLBACK)
+    on_failure_callback: Callbacks = field(default=(), metadata=_CALLBACK)
+    on_retry_callback: Callbacks = field(default=(), metadata=_CALLBACK)
 
     @classmethod
     def build(cls, owner: str, values: Mapping[str, Any]) -> TaskOptions:
@@ -63,9 +74,11 @@ class TaskOptions:
         return cls(**checked)
 
     def as_json(self) -> dict[str, Any]:
-        """A JSON-ready form: durations in seconds, enums as their values."""
+        """A JSON-ready form: durations in seconds, enums as their values; no callbacks."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if f.metadata.get("callback"):
+                continue
             value = getattr(self, f.name)
             if isinstance(value, timedelta):
                 value = value.total_seconds()
@@ -85,6 +98,8 @@ def _check_option(owner: str, name: str, value: Any) -> Any:
     def is_int(v: Any) -> bool:  # bool is an int subclass; `retries=True` is a mistake
         return isinstance(v, int) and not isinstance(v, bool)
 
+    if name in TASK_CALLBACKS:
+        return check_callbacks(owner, name, value)
     match name:
         case "trigger_rule":
             try:

@@ -259,11 +259,35 @@ def start_runs(
     return conn.execute(stmt).rowcount
 
 
+@dataclass(frozen=True, kw_only=True)
+class EndedRun:
+    """A run this transaction finished: what its callbacks' context needs."""
+
+    id: int
+    run_id: str
+    logical_date: datetime
+    data_interval_start: datetime
+    data_interval_end: datetime
+    conf: dict[str, Any]
+    state: RunState
+
+
+_ENDED = (
+    *(run.c.id, run.c.run_id, run.c.logical_date, run.c.data_interval_start),
+    *(run.c.data_interval_end, run.c.conf, run.c.state),
+)
+
+
 def finish_runs(
     conn: Connection, outcomes: Sequence[tuple[int, RunState]], *, now: datetime
-) -> int:
-    """Finish running runs: one statement per outcome state."""
-    changed = 0
+) -> list[EndedRun]:
+    """Finish running runs: one statement per outcome state; the runs it finished.
+
+    Each statement is conditional on the run still running and returns the rows
+    it changed: of two transactions finishing the same run, only the one whose
+    UPDATE wins gets the run back (the run's callbacks fire there, exactly once).
+    """
+    ended: list[EndedRun] = []
     for state in (RunState.SUCCESS, RunState.FAILED):
         ids = [dag_run_id for dag_run_id, outcome in outcomes if outcome is state]
         if ids:
@@ -271,9 +295,13 @@ def finish_runs(
                 sa.update(run)
                 .where(run.c.id.in_(ids), run.c.state == _FINISHABLE)
                 .values(state=state.value, end_date=now, updated_at=now)
+                .returning(*_ENDED)
             )
-            changed += conn.execute(stmt).rowcount
-    return changed
+            ended.extend(
+                EndedRun(**{**row._asdict(), "state": RunState(row.state)})
+                for row in conn.execute(stmt)
+            )
+    return ended
 
 
 def set_backfill_state(

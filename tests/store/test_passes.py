@@ -151,7 +151,11 @@ def test_runs_start_in_a_rolling_window(engine: Engine, db_url: str, tmp_path: P
 def test_a_failure_stops_new_runs_and_fails_the_backfill(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    dag = diamond()
+    ended: list[tuple[str, str | None, str]] = []
+    dag = diamond(
+        on_success_callback=lambda ctx: ended.append(("success", ctx.reason, ctx.ds)),
+        on_failure_callback=lambda ctx: ended.append(("failure", ctx.reason, ctx.ds)),
+    )
     backfill_id = new_backfill(engine, dag, 4, max_active_runs=2)
     recorder = Recorder()
     coordinator = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=recorder)
@@ -161,6 +165,12 @@ def test_a_failure_stops_new_runs_and_fails_the_backfill(
         return TIState.FAILED if failing else TIState.SUCCESS
 
     drive_by_hand(engine, coordinator, recorder, backfill_id, Clock(), outcome=outcome)
+    # One callback per run that ran, once; the two that never started get none (Airflow
+    # runs none for a state set from outside the run).
+    assert sorted(ended) == [
+        ("failure", "task_failure", D1.date().isoformat()),
+        ("success", "success", (D1 + timedelta(days=1)).date().isoformat()),
+    ]
 
     assert backfill_state(engine, backfill_id) is BackfillState.FAILED
     states = ti_states(engine)
@@ -181,7 +191,13 @@ def test_a_failure_stops_new_runs_and_fails_the_backfill(
 def test_a_deadlock_fails_the_backfill_with_the_reason(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    dag = DAG("stuck", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1))
+    reasons: list[str | None] = []
+    dag = DAG(
+        "stuck",
+        schedule="@daily",
+        start_date=pendulum.datetime(2024, 1, 1),
+        on_failure_callback=lambda ctx: reasons.append(ctx.reason),
+    )
     first = dag.add_task("first", noop)
     first >> dag.add_task("needs_pool", noop, pool="nowhere")
     backfill_id = new_backfill(engine, dag, 1)
@@ -203,8 +219,13 @@ def test_a_deadlock_fails_the_backfill_with_the_reason(
         ("needs_pool", D1, f"backfill__{D1.isoformat()}")
     ]
     assert [r.state for r in run_rows(engine)] == ["failed"]  # not left "in flight"
-    # drive() on the ended backfill returns at once with its outcome.
+    assert reasons == ["all_tasks_deadlocked"]  # Airflow's reason for a deadlocked run
+    # drive() on the ended backfill returns at once with its outcome; another
+    # coordinator (a restart, HA) finds the run ended: its callback does not fire again.
     assert coordinator.drive(backfill_id).state is BackfillState.FAILED
+    other = Coordinator(engine, settings_for(db_url, tmp_path), dag, publisher=Recorder())
+    assert other.drive(backfill_id).state is BackfillState.FAILED
+    assert reasons == ["all_tasks_deadlocked"]
 
 
 def test_a_stale_running_try_is_reaped_and_retried(

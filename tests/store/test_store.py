@@ -492,6 +492,27 @@ def test_past_states_reads_every_run_of_the_dag_in_one_statement(engine: Engine)
         assert sql == []
 
 
+def test_finish_runs_has_one_winner_across_transactions(engine: Engine) -> None:
+    """Two coordinators finishing the same run: exactly one UPDATE gets it back (where the
+    run's callbacks fire), whatever the interleaving."""
+    with engine.begin() as conn:
+        _, (dag_run_id,) = make_backfill(conn, n_runs=1, start=1)
+    barrier = threading.Barrier(2)
+    won: list[int] = []
+
+    def finish() -> None:
+        barrier.wait()
+        with engine.begin() as conn:
+            won.append(len(runs.finish_runs(conn, [(dag_run_id, RunState.SUCCESS)], now=NOW)))
+
+    threads = [threading.Thread(target=finish) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(won) == [0, 1]
+
+
 def test_finish_runs_only_from_running(engine: Engine) -> None:
     with engine.begin() as conn:
         _, dag_run_ids = make_backfill(conn, n_runs=3, start=2)
@@ -500,10 +521,12 @@ def test_finish_runs_only_from_running(engine: Engine) -> None:
             (dag_run_ids[1], RunState.FAILED),
             (dag_run_ids[2], RunState.SUCCESS),  # still queued: not finished
         ]
-        assert runs.finish_runs(conn, outcomes, now=NOW) == 2
+        ended = runs.finish_runs(conn, outcomes, now=NOW)
+        assert sorted((r.id, r.state) for r in ended) == outcomes[:2]  # what the callbacks get
+        assert all(r.conf == {"k": 1} and r.data_interval_end > r.logical_date for r in ended)
         assert run_states(conn, dag_run_ids) == [RunState.SUCCESS, RunState.FAILED, RunState.QUEUED]
-        assert runs.finish_runs(conn, outcomes, now=NOW) == 0  # already finished
-        assert runs.finish_runs(conn, [], now=NOW) == 0
+        assert runs.finish_runs(conn, outcomes, now=NOW) == []  # already finished
+        assert runs.finish_runs(conn, [], now=NOW) == []
         end = conn.execute(
             sa.select(schema.dag_runs.c.end_date).where(schema.dag_runs.c.id == dag_run_ids[1])
         ).scalar_one()

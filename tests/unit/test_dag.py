@@ -101,6 +101,9 @@ def test_decorator_with_task_id_and_every_option() -> None:
         "max_active_tis_per_dag": 4,
         "queue": "heavy",
         "execution_timeout": timedelta(hours=1),
+        "on_success_callback": print,
+        "on_failure_callback": [print, repr],
+        "on_retry_callback": (print,),
     }
     assert set(options) == OPTION_NAMES  # this test covers every option DESIGN lists
 
@@ -109,7 +112,8 @@ def test_decorator_with_task_id_and_every_option() -> None:
 
     assert list(dag.tasks) == ["also_run_this"]
     got = also.options
-    assert got == TaskOptions(**{**options, "trigger_rule": TriggerRule.ONE_FAILED})
+    normalised = {"on_success_callback": (print,), "on_failure_callback": (print, repr)}
+    assert got == TaskOptions(**{**options, **normalised, "trigger_rule": TriggerRule.ONE_FAILED})
     assert got.trigger_rule is TriggerRule.ONE_FAILED
     assert got.as_json()["trigger_rule"] == "one_failed"
     assert got.as_json()["retry_delay"] == 30.0
