@@ -26,6 +26,7 @@ Airflow 2.10's definitions (`airflow/models/taskinstance.py`,
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ import pendulum
 from backfill.model.context import Context
 from backfill.model.dag import DAG
 from backfill.model.params import merge
+from backfill.model.schedule import DataInterval, Schedule
 
 
 def context_for(
@@ -51,7 +53,7 @@ def context_for(
     utc = pendulum.instance(logical_date).in_timezone("UTC")
     local = utc.in_timezone(dag.timezone)
     end = pendulum.instance(data_interval_end).in_timezone(dag.timezone)
-    previous = dag.schedule.previous(utc)  # not bounded by start_date, as in Airflow
+    previous = _previous(dag.schedule, utc)  # not bounded by start_date, as in Airflow
     return Context(
         dag_id=dag.dag_id,
         task_id=task_id,
@@ -71,3 +73,10 @@ def context_for(
 
 def _ds(value: pendulum.DateTime, dag: DAG) -> str:
     return value.in_timezone(dag.timezone).to_date_string()
+
+
+@functools.lru_cache(maxsize=256)
+def _previous(schedule: Schedule, logical_date: pendulum.DateTime) -> DataInterval | None:
+    """`schedule.previous`, remembered: the tries of one run (a worker runs many of the
+    same date) ask for the same one, and a cron schedule walks back to find it (~0.3 ms)."""
+    return schedule.previous(logical_date)
