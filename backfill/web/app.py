@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -82,7 +83,8 @@ def _wants_page(request: Request) -> bool:
 async def _backfill_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BackfillError)
     if isinstance(exc, Unauthorized) and _wants_page(request):
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        # Quoted: a "+" of a date's offset would come back from the query as a space.
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     code = status_of(exc)
     if code == 500:
         return await _bug(request, exc)

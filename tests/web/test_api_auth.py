@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -82,6 +83,13 @@ def test_with_a_token_every_request_needs_it(
                 answer = client.get(page, headers=BROWSER)
                 assert answer.status_code == 303, answer.text
                 assert answer.headers["location"] == f"/login?next={page}"
+            # A TI page's date keeps its "+" through the login's query string.
+            ti_page = f"/backfills/{backfill_id}/tasks/t/2016-01-01T00:00:00+00:00"
+            answer = client.get(ti_page, headers=BROWSER)
+            assert answer.headers["location"] == (
+                f"/login?next=/backfills/{backfill_id}/tasks/t/2016-01-01T00%3A00%3A00%2B00%3A00"
+            )
+            assert parse_qs(urlsplit(answer.headers["location"]).query)["next"] == [ti_page]
     assert every_row(db) == before
     with web.client(token=TOKEN) as client:
         assert client.get("/api/v1/backfills").json()[0]["id"] == backfill_id
