@@ -59,18 +59,20 @@
     });
     ctx.fillStyle = "#6b7280";
     ctx.fillText(layout.short ? "logical date" : "logical date (UTC)", 4, headH - 4);
-    for (const group of data.groups) {  // task groups: a labelled band over their columns
+    data.groups.forEach((group, i) => {  // task groups: a labelled band over their columns
       const x = labelW + group.start * cell, w = (group.end - group.start) * cell - 2;
+      const next = data.groups[i + 1];  // a label may run on over ungrouped columns
+      const room = (next ? labelW + next.start * cell : width) - x - 4;
       ctx.fillStyle = "#e0e7ff";
       ctx.fillRect(x, 1, w, BAND - 4);
       ctx.save();
       ctx.beginPath();
-      ctx.rect(x, 0, w, BAND);
+      ctx.rect(x, 0, Math.max(w, room), BAND);
       ctx.clip();
       ctx.fillStyle = "#3730a3";
       ctx.fillText(group.group, x + 3, BAND - 7);
       ctx.restore();
-    }
+    });
   }
 
   function draw() {

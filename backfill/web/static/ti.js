@@ -48,7 +48,8 @@
     title.textContent = `try ${number}` + (log.claimed_by ? `, ${log.claimed_by}` : "") + (following ? " (following)" : "");
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
     const cut = log.cut_bytes ? `[... ${log.cut_bytes} bytes cut: a try's log keeps its last BACKFILL_LOG_MAX_BYTES ...]\n` : "";
-    pre.textContent = cut + (log.log || (log.started ? "(nothing logged yet)" : "(not started yet)"));
+    const empty = log.ended ? "(this try logged nothing)" : log.started ? "(nothing logged yet)" : "(not started yet)";
+    pre.textContent = cut + (log.log || empty);
     if (atEnd) pre.scrollTop = pre.scrollHeight;
   }
 
