@@ -45,6 +45,7 @@ from backfill.client.options import SWITCHES, options_from_flags
 from backfill.client.shapes import cleared_json, plan_json, task_json_text
 from backfill.client.story import outcome_json, read_story, status_json
 from backfill.client.tasks import page_rows, tasks_query
+from backfill.client.ti import ti_json
 from backfill.config import Settings
 from backfill.engine.coordinator import Coordinator
 from backfill.engine.create import create_backfill
@@ -73,10 +74,12 @@ class Client:
         dags_folder: str | Path | None = None,
         home: str | Path | None = None,
         who: str = "client",
+        settings: Settings | None = None,
     ) -> None:
         """What is not given comes from the environment (DESIGN section 4), as for the CLI;
         the embedded database and broker are under `home`, as `BACKFILL_HOME` says. `who`
-        names the writer in the journals (`who:host:pid`; the CLI's is `cli`)."""
+        names the writer in the journals (`who:host:pid`; the CLI's is `cli`). `settings`,
+        if given, are used as they are (`backfill web` passes its own)."""
         given = {
             "BACKFILL_HOME": home,
             "BACKFILL_DATABASE_URL": database_url,
@@ -84,12 +87,12 @@ class Client:
             "BACKFILL_DAGS_FOLDER": dags_folder,
         }
         env = {**os.environ, **{k: str(v) for k, v in given.items() if v is not None}}
-        self.settings = Settings.from_env(env)
-        self._db = Database(self.settings)
+        self.settings = settings or Settings.from_env(env)
+        self.database = Database(self.settings)  # shared: the web reads its grid through it
         self._actor = f"{who}:{socket.gethostname()}:{os.getpid()}"  # the journals' who
 
     def close(self) -> None:
-        self._db.close()
+        self.database.close()
 
     def __enter__(self) -> Self:
         return self
@@ -109,12 +112,12 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Every backfill, newest first (`backfill list -o json`)."""
         wanted = _backfill_state(state)
-        with self._db.reading() as conn:
+        with self.database.reading() as conn:
             return [] if conn is None else listing(conn, wanted, limit=limit, offset=offset)
 
     def status(self, backfill_id: int) -> dict[str, Any]:
         """One backfill's progress and story (`backfill status ID -o json`)."""
-        with self._db.reading_about(backfill_id) as conn:
+        with self.database.reading_about(backfill_id) as conn:
             found = status.summary(conn, backfill_id)
             if found is None:
                 raise BackfillNotFound(backfill_id)
@@ -148,11 +151,16 @@ class Client:
             limit=limit or None,
             offset=offset,
         )
-        with self._db.reading_about(backfill_id) as conn:
+        with self.database.reading_about(backfill_id) as conn:
             if not status.exists(conn, backfill_id):
                 raise BackfillNotFound(backfill_id)
             for row in page_rows(conn, query):
                 yield json.loads(task_json_text(row))
+
+    def task_instance(self, backfill_id: int, task_id: str, date: str) -> dict[str, Any]:
+        """One TI, as a `tasks` row, with its tries (who claimed each, when, how it ended)."""
+        with self.database.reading_about(backfill_id) as conn:
+            return ti_json(conn, backfill_id, task_id, date)
 
     def logs(
         self,
@@ -163,7 +171,7 @@ class Client:
         try_number: int | None = None,
     ) -> dict[str, Any]:
         """One try's log (`backfill logs ID TASK_ID [-d DATE] [--try N] -o json`)."""
-        with self._db.reading_about(backfill_id) as conn:
+        with self.database.reading_about(backfill_id) as conn:
             target = find_ti(conn, backfill_id, task_id, date)
             number = pick_try(target, try_number, follow=False)
             return logs_json(conn, backfill_id, target, number)
@@ -220,18 +228,18 @@ class Client:
 
     def pause(self, backfill_id: int) -> dict[str, Any]:
         """Stop dispatching (`backfill pause ID`)."""
-        with self._db.writing_about(backfill_id) as conn:
+        with self.database.writing_about(backfill_id) as conn:
             return control.pause(conn, backfill_id)
 
     def resume(self, backfill_id: int) -> dict[str, Any]:
         """Dispatch again: a `backfill coordinator` drives it (`backfill resume ID` also
         drives it in the foreground; this never does)."""
-        with self._db.writing_about(backfill_id) as conn:
+        with self.database.writing_about(backfill_id) as conn:
             return control.unpause(conn, backfill_id)
 
     def cancel(self, backfill_id: int, *, abort: bool = False) -> dict[str, Any]:
         """Cancel for good: drain, or with `abort` stop running tries (`backfill cancel`)."""
-        with self._db.writing_about(backfill_id) as conn:
+        with self.database.writing_about(backfill_id) as conn:
             done = control.cancel(conn, backfill_id, abort=abort, actor=self._actor)
         if abort:
             done["revoke_warning"] = control.revoke(self.settings, backfill_id)
@@ -250,7 +258,7 @@ class Client:
     ) -> dict[str, Any]:
         """Make the matching TIs run again (`backfill clear ID --yes -o json`), with the
         reason they will not run, if they will not (`warning`)."""
-        engine = self._db.engine_about(backfill_id)
+        engine = self.database.engine_about(backfill_id)
         dag, options = clearing.backfill_dag(engine, self.settings, backfill_id)
         asked = clearing.selection(
             dag, task_regex=task_regex, states=states, start=start, end=end, downstream=downstream
@@ -270,7 +278,7 @@ class Client:
         return planned(self.settings, dag_id, start, end, _run_options(options))
 
     def _writer(self) -> Engine:
-        engine = self._db.engine(create=True)
+        engine = self.database.engine(create=True)
         assert engine is not None  # create=True always gives one
         return engine
 

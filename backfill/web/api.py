@@ -9,15 +9,14 @@ Invariants:
 - a body is validated by pydantic for its types (422, naming the field),
   then by the client for its meaning (400, the CLI's own message): nothing
   is written before both pass;
-- reads are one snapshot each (`router`); every write is one transaction and
-  needs a writer (`writes`: `auth.Auth.check_write`, which checks the reader too).
+- each operation is the app's `backfill.Client`'s (`who="web"` in the journals),
+  the one Python programs use; reads are one snapshot each (`router`); every
+  write is one transaction and needs a writer (`writes`: `auth.Auth.check_write`,
+  which checks the reader too).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -27,19 +26,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from sqlalchemy.engine import Connection
 
-from backfill.client import clear as clearing
-from backfill.client import control
-from backfill.client.create import planned
+from backfill.client.client import Client
 from backfill.client.database import Database
 from backfill.client.grid import grid_json
 from backfill.client.listing import listing
-from backfill.client.logs import find_ti, logs_json, pick_try
-from backfill.client.options import options_from_flags
-from backfill.client.shapes import cleared_json, plan_json, task_json_text
+from backfill.client.shapes import task_json_text
 from backfill.client.story import read_story, status_json
 from backfill.client.tasks import page_rows, tasks_query
-from backfill.client.ti import ti_json
-from backfill.engine.create import create_backfill
 from backfill.model.states import BackfillState, TIState
 from backfill.store import status
 from backfill.store.errors import BackfillNotFound
@@ -51,8 +44,13 @@ TASKS_PAGE = 100  # TIs a listing gives unless `limit` says otherwise (0: all), 
 
 
 def _store(request: Request) -> Database:
-    store: Database = request.app.state.store
+    store: Database = request.app.state.client.database
     return store
+
+
+def _client(request: Request) -> Client:
+    client: Client = request.app.state.client
+    return client
 
 
 def reader(request: Request) -> None:
@@ -68,6 +66,7 @@ def writer(request: Request) -> None:
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(reader)], tags=["backfills"])
 writes = APIRouter(prefix="/api/v1", dependencies=[Depends(writer)], tags=["backfills"])
 Store = Annotated[Database, Depends(_store)]
+Backfills = Annotated[Client, Depends(_client)]  # the operations, as `backfill.Client`
 
 
 def _summary(conn: Connection, backfill_id: int) -> Summary:
@@ -75,12 +74,6 @@ def _summary(conn: Connection, backfill_id: int) -> Summary:
     if found is None:
         raise BackfillNotFound(backfill_id)
     return found
-
-
-def _actor(request: Request) -> str:
-    """The journal's record of who wrote: the web process and the client's address."""
-    client = request.client.host if request.client else "?"
-    return f"web:{socket.gethostname()}:{os.getpid()} for {client}"
 
 
 class CreateBody(BaseModel):
@@ -141,26 +134,19 @@ def list_backfills(
     status_code=201,
     summary="Create a backfill for a `backfill coordinator` (as `backfill create -o json`)",
 )
-def create(body: CreateBody, store: Store, response: Response) -> dict[str, Any]:
-    flags = body.model_dump(exclude={"dag_id", "start", "end", "conf", "dry_run"})
-    conf = None if body.conf is None else json.dumps(body.conf)
-    options = options_from_flags(conf=conf, **flags)
-    dag, plan = planned(store.settings, body.dag_id, body.start, body.end, options)
+def create(body: CreateBody, client: Backfills, response: Response) -> dict[str, Any]:
+    options = body.model_dump(exclude={"dag_id", "start", "end", "dry_run"}, exclude_none=True)
     if body.dry_run:
         response.status_code = 200
-        return plan_json(plan, dag)
-    engine = store.engine(create=True)
-    assert engine is not None
-    backfill_id = create_backfill(engine, dag, plan, now=pendulum.now("UTC"))
+        return client.plan(body.dag_id, body.start, body.end, **options)
+    backfill_id = client.create(body.dag_id, body.start, body.end, **options)
     response.headers["Location"] = f"/api/v1/backfills/{backfill_id}"
     return {"id": backfill_id}
 
 
 @router.get("/backfills/{backfill_id}", summary="One backfill (as `backfill status ID -o json`)")
-def get_backfill(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.reading_about(backfill_id) as conn:
-        found = _summary(conn, backfill_id)
-        return status_json(found, read_story(conn, found, now=pendulum.now("UTC")))
+def get_backfill(backfill_id: BackfillId, client: Backfills) -> dict[str, Any]:
+    return client.status(backfill_id)
 
 
 @router.get(
@@ -220,10 +206,9 @@ def list_task_instances(
     summary="One TI with its tries",
 )
 def get_task_instance(
-    backfill_id: BackfillId, task_id: str, logical_date: str, store: Store
+    backfill_id: BackfillId, task_id: str, logical_date: str, client: Backfills
 ) -> dict[str, Any]:
-    with store.reading_about(backfill_id) as conn:
-        return ti_json(conn, backfill_id, task_id, logical_date)
+    return client.task_instance(backfill_id, task_id, logical_date)
 
 
 @router.get(
@@ -234,24 +219,20 @@ def get_logs(
     backfill_id: BackfillId,
     task_id: str,
     logical_date: str,
-    store: Store,
+    client: Backfills,
     try_number: Annotated[int | None, Query(ge=1, description="Default: the latest.")] = None,
 ) -> dict[str, Any]:
-    with store.reading_about(backfill_id) as conn:
-        target = find_ti(conn, backfill_id, task_id, logical_date)
-        return logs_json(conn, backfill_id, target, pick_try(target, try_number, follow=False))
+    return client.logs(backfill_id, task_id, date=logical_date, try_number=try_number)
 
 
 @writes.post("/backfills/{backfill_id}/pause", summary="Stop dispatching (as `backfill pause ID`)")
-def pause(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.writing_about(backfill_id) as conn:
-        return control.pause(conn, backfill_id)
+def pause(backfill_id: BackfillId, client: Backfills) -> dict[str, Any]:
+    return client.pause(backfill_id)
 
 
 @writes.post("/backfills/{backfill_id}/resume", summary="Dispatch again: a coordinator drives it")
-def resume(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
-    with store.writing_about(backfill_id) as conn:
-        return control.unpause(conn, backfill_id)
+def resume(backfill_id: BackfillId, client: Backfills) -> dict[str, Any]:
+    return client.resume(backfill_id)
 
 
 @writes.post(
@@ -259,36 +240,14 @@ def resume(backfill_id: BackfillId, store: Store) -> dict[str, Any]:
     summary="Cancel for good: drain, or with `abort` stop running tries (as `backfill cancel`)",
 )
 def cancel(
-    backfill_id: BackfillId, store: Store, request: Request, body: CancelBody | None = None
+    backfill_id: BackfillId, client: Backfills, body: CancelBody | None = None
 ) -> dict[str, Any]:
-    abort = body is not None and body.abort
-    with store.writing_about(backfill_id) as conn:
-        done = control.cancel(conn, backfill_id, abort=abort, actor=_actor(request))
-    if abort:
-        done["revoke_warning"] = control.revoke(store.settings, backfill_id)
-    return done
+    return client.cancel(backfill_id, abort=body is not None and body.abort)
 
 
 @writes.post(
     "/backfills/{backfill_id}/clear",
     summary="Make matching TIs run again (as `backfill clear ID --yes -o json`)",
 )
-def clear(
-    backfill_id: BackfillId, body: ClearBody, store: Store, request: Request
-) -> dict[str, Any]:
-    engine = store.engine_about(backfill_id)
-    dag, options = clearing.backfill_dag(engine, store.settings, backfill_id)
-    asked = clearing.selection(
-        dag,
-        task_regex=body.task_regex,
-        states=body.states,
-        start=body.start,
-        end=body.end,
-        downstream=body.downstream,
-    )
-    found = clearing.targets(engine, backfill_id, dag, asked)
-    if body.dry_run:
-        return cleared_json(backfill_id, found, None)
-    cleared = clearing.clear(engine, backfill_id, dag, found, actor=_actor(request))
-    warning = clearing.stalled_warning(engine, backfill_id, options)
-    return {**cleared_json(backfill_id, found, cleared), "warning": warning}
+def clear(backfill_id: BackfillId, body: ClearBody, client: Backfills) -> dict[str, Any]:
+    return client.clear(backfill_id, **body.model_dump())

@@ -1,7 +1,8 @@
 """The ASGI application of `backfill web`: the pages, the JSON API and `/metrics`.
 
 Invariants:
-- one engine for the process (`client.database.Database`), disposed at shutdown;
+- one `backfill.Client` for the process (its operations, and the one engine its
+  `Database` opens), closed at shutdown;
 - every error is answered as JSON `{"error": ...}` with the status of its
   class (`errors.status_of`), or, for a page that needs a login, a redirect
   to the login form; a bug is a 500 with a generic message, its traceback
@@ -26,7 +27,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from backfill.client.database import Database
+from backfill.client.client import Client
 from backfill.config import Settings
 from backfill.errors import BackfillError
 from backfill.web import api, metrics, pages
@@ -39,12 +40,12 @@ _FOR_PROGRAMS = ("/api/", "/metrics")  # paths read by programs, not browsers
 
 
 def make_app(settings: Settings) -> FastAPI:
-    store = Database(settings)
+    client = Client(settings=settings, who="web")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        store.close()
+        client.close()
 
     app = FastAPI(
         title="Backfill",
@@ -55,7 +56,7 @@ def make_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.store = store
+    app.state.client = client
     app.state.auth = Auth(settings.api_token)
     app.include_router(api.router)
     app.include_router(api.writes)

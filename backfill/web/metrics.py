@@ -30,7 +30,7 @@ def _registry(request: Request) -> CollectorRegistry | None:
     with _lock:
         registry: CollectorRegistry | None = getattr(request.app.state, "registry", None)
         if registry is None:
-            store: Database = request.app.state.store
+            store: Database = request.app.state.client.database
             engine = store.engine(create=False)
             if engine is None:
                 return None
