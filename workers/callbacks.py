@@ -24,6 +24,8 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from backfill.callbacks import invoke
 from backfill.model.callbacks import callback_context
 from backfill.model.context import Context
@@ -37,12 +39,20 @@ _EVENTS = {
 }
 
 
-def after_outcome(task: Task, ctx: Context, state: TIState, *, error: str | None, key: str) -> None:
-    """Run `task`'s callbacks for the recorded outcome `state` of the try `ctx` is of."""
+def after_outcome(
+    task: Task,
+    context: Callable[[], Context],
+    state: TIState,
+    *,
+    error: str | None,
+    key: str,
+) -> None:
+    """Run `task`'s callbacks for the recorded outcome `state` of the try whose Context
+    `context()` builds (only when there is a callback to run: most tasks have none)."""
     event = _EVENTS.get(state)
     if event is None:
         return
     callbacks = getattr(task.options, event)
     if callbacks:
         exception = None if state is TIState.SUCCESS else error
-        invoke(callbacks, callback_context(ctx, exception=exception), event=event, key=key)
+        invoke(callbacks, callback_context(context(), exception=exception), event=event, key=key)

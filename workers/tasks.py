@@ -168,8 +168,12 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
         return Report(Verdict.NOOP, f"{key}: claim lost; outcome {outcome.state} discarded")
     log.info("%s: %s", key, outcome.state)
     if outcome.task is not None:  # recorded: only now may its callbacks run (fenced)
-        ctx = replace(_context(outcome.task.dag, claim), results=results.reader(proc, claim))
-        callbacks.after_outcome(outcome.task, ctx, outcome.state, error=outcome.error, key=key)
+        task = outcome.task
+
+        def context() -> Context:
+            return replace(_context(task.dag, claim), results=results.reader(proc, claim))
+
+        callbacks.after_outcome(task, context, outcome.state, error=outcome.error, key=key)
     if outcome.state in (TIState.FAILED, TIState.UP_FOR_RETRY):
         return Report(Verdict.FAILED, f"{key}: {outcome.state}: {outcome.error}")
     return Report(Verdict.DONE, f"{key}: {outcome.state}")

@@ -183,7 +183,7 @@ def test_the_worker_runs_the_one_callback_of_the_recorded_outcome(
         on_retry_callback=seen("retry"),
     )
     error = None if state is TIState.SUCCESS else "ValueError: bad"
-    after_outcome(task, ctx_of(dag), state, error=error, key="cb/a try 1")
+    after_outcome(task, lambda: ctx_of(dag), state, error=error, key="cb/a try 1")
     assert [name for name, _ in seen.calls] == called
     for _, ctx in seen.calls:
         assert ctx.exception == exception
