@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import pendulum
 from sqlalchemy.engine import Engine
 
+from backfill.client.tasks import check_regex
 from backfill.config import Settings
 from backfill.engine import clear as engine_clear
 from backfill.engine.clear import Selection
@@ -83,10 +84,8 @@ def targets(engine: Engine, backfill_id: int, dag: DAG, asked: Selection) -> lis
 def _tasks_matching(dag: DAG, regex: str | None) -> list[str] | None:
     if regex is None:
         return None
-    try:
-        pattern = re.compile(regex)
-    except re.error as exc:
-        raise UserError(f"--task-regex: {regex!r} is not a regular expression: {exc}") from None
+    check_regex(regex)  # a bad one is refused, as `tasks` refuses it
+    pattern = re.compile(regex)
     matching = [tid for tid in dag.tasks if pattern.search(tid)]
     if not matching:
         raise UserError(

@@ -68,14 +68,6 @@ class Database:
         with self.engine_about(backfill_id).begin() as conn:
             yield conn
 
-    @contextmanager
-    def writing(self) -> Iterator[Connection]:
-        """One transaction, committed if the block succeeds."""
-        engine = self.engine(create=True)
-        assert engine is not None  # create=True always gives one
-        with engine.begin() as conn:
-            yield conn
-
     def close(self) -> None:
         with self._lock:
             if self._engine is not None:

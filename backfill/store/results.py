@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -89,15 +88,3 @@ def upstream(conn: Connection, ti_id: int, task_id: str) -> Upstream:
     if row is None:
         return Upstream(found=False, state=None, value=None)
     return Upstream(found=True, state=TIState(row.state), value=row.value)
-
-
-def values_of(conn: Connection, ti_ids: list[int]) -> dict[int, Any]:
-    """The visible results of TIs `ti_ids` (those `success` with a value), as JSON text."""
-    if not ti_ids:
-        return {}
-    stmt = (
-        sa.select(ti.c.id, res.c.value)
-        .join(res, sa.and_(res.c.task_instance_id == ti.c.id, res.c.try_number == ti.c.try_number))
-        .where(ti.c.id.in_(ti_ids), ti.c.state == _S.SUCCESS.value)
-    )
-    return {row.id: row.value for row in conn.execute(stmt)}
