@@ -23,6 +23,8 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,7 @@ if TYPE_CHECKING:  # Alembic is imported where it is used: every command checks 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration's revision: what `require_current_schema` expects, read without
 # Alembic. A test holds it equal to the head of `migrations/`.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 VERSION_TABLE = "alembic_version"
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for the lock before failing
 PG_CONNECT_TIMEOUT = 10  # seconds
@@ -206,7 +208,7 @@ def migrate(engine: Engine) -> None:
     `BEGIN IMMEDIATE` and a PostgreSQL advisory lock serialize them, and each
     later one finds the schema current and does nothing.
     """
-    with engine.begin() as connection:
+    with engine.connect() as connection, _foreign_keys_off(connection), connection.begin():
         if connection.dialect.name == "postgresql":
             connection.execute(
                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATE_LOCK}
@@ -222,6 +224,31 @@ def migrate(engine: Engine) -> None:
                 f"cannot migrate {describe(engine)}: {exc}; is this backfill older than "
                 "the one that last migrated it?"
             ) from None
+        _check_foreign_keys(connection)
+
+
+@contextlib.contextmanager
+def _foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while migrating, as SQLite's recipe for rebuilding a table
+    requires (revision 0006); `_check_foreign_keys` checks them before commit. The PRAGMA
+    is a no-op inside a transaction: it is set on the driver's connection before one."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
+        if broken is not None:
+            raise RuntimeError(f"migration left a dangling foreign key: {tuple(broken)}")
 
 
 def require_current_schema(engine: Engine) -> None:

@@ -3,7 +3,9 @@
 Invariants:
 - every `state` column has a CHECK constraint generated from its enum in
   `backfill.model.states`, so the database refuses a state the code does not know;
-- one DAG run per (dag_id, logical_date) and one TI per (run, task);
+- one DAG run per (dag_id, logical_date) and one TI per (run, task, map_index):
+  `map_index` is -1 for a task that is not mapped, and for a mapped task's
+  placeholder until its TIs are made (`store.mapping`), then 0, 1, ...;
 - timestamps are stored in UTC and read back timezone-aware (`UTCDateTime`);
 - `ti_transitions` is append-only and written by a trigger on
   `task_instances` (`JOURNAL_TRIGGER`), so every state change is journaled in
@@ -149,10 +151,13 @@ task_instances = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # Who made the last change; the journal trigger copies it as the actor.
     sa.Column("updated_by", sa.String(250)),
+    # Which element of a mapped task (`task.expand`) the TI runs; -1: not mapped (migration
+    # 0006, hence last).
+    sa.Column("map_index", sa.Integer, nullable=False, server_default="-1"),
     state_check(TIState),
     sa.CheckConstraint("try_number >= 0", name="try_number_non_negative"),
     sa.CheckConstraint("pool_slots >= 1", name="pool_slots_positive"),
-    sa.UniqueConstraint("dag_run_id", "task_id"),
+    sa.UniqueConstraint("dag_run_id", "task_id", "map_index"),
     # Partial: their size follows the work in flight (or failed), not the work done.
     _partial_index("active", ["pool", "dag_id", "task_id"], "state IN ('queued', 'running')"),
     _partial_index("failed", ["dag_run_id"], "state IN ('failed', 'upstream_failed')"),
