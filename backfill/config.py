@@ -19,6 +19,7 @@ from backfill.errors import ConfigError
 
 LOG_MAX_BYTES = 1024 * 1024
 RESULT_MAX_BYTES = 64 * 1024  # of a try's return value, as JSON
+MAX_MAP_LENGTH = 1024  # TIs one mapped task makes in a run: Airflow's [core] max_map_length
 MIN_LOG_BYTES = 1024  # room for a traceback's last lines
 
 
@@ -33,6 +34,7 @@ class Settings:
     queued_timeout: float = 120.0
     log_max_bytes: int = LOG_MAX_BYTES  # of each try's log kept (its tail)
     result_max_bytes: int = RESULT_MAX_BYTES  # a larger return value fails its try
+    max_map_length: int = MAX_MAP_LENGTH  # more elements fail a mapped task's placeholder
     # Signs task messages; a worker holding it refuses unsigned ones (`backfill.signing`).
     message_key: str | None = field(default=None, repr=False)
     # Guards `backfill web`: every request needs it, and no write is taken without it.
@@ -52,6 +54,7 @@ class Settings:
             queued_timeout=_seconds(env, "BACKFILL_QUEUED_TIMEOUT", 120.0),
             log_max_bytes=_bytes(env, "BACKFILL_LOG_MAX_BYTES", LOG_MAX_BYTES),
             result_max_bytes=_bytes(env, "BACKFILL_RESULT_MAX_BYTES", RESULT_MAX_BYTES),
+            max_map_length=_count(env, "BACKFILL_MAX_MAP_LENGTH", MAX_MAP_LENGTH),
             message_key=env.get("BACKFILL_MESSAGE_KEY") or None,
             api_token=env.get("BACKFILL_API_TOKEN") or None,
         )
@@ -97,6 +100,19 @@ def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number of bytes, got {raw!r}") from None
     if value < MIN_LOG_BYTES:
         raise ConfigError(f"{name} must be at least {MIN_LOG_BYTES}, got {raw!r}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
     return value
 
 

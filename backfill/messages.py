@@ -17,6 +17,7 @@ TASK_NAME = "backfill.run_task_instance"
 # A Celery stamp (header) on every message: `cancel --abort` revokes a backfill's
 # messages still in the broker by it (`revoke_by_stamped_headers`).
 BACKFILL_STAMP = "backfill_id"
+_LEAST = {"ti_id": 0, "try_number": 0, "backfill_id": 0, "map_index": -1}  # integer fields
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,13 +28,16 @@ class TaskMessage:
     dag_id: str
     task_id: str
     logical_date: str  # ISO 8601, UTC; for people reading Flower and logs
+    map_index: int = -1  # a mapped task's element; -1: not mapped
 
     def kwargs(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
-        """How Flower and the logs show this task: `dag/task/2016-01-01T00:00:00+00:00 try 1`."""
-        return f"{self.dag_id}/{self.task_id}/{self.logical_date} try {self.try_number}"
+        """How Flower and the logs show this task: `dag/task/2016-01-01T00:00:00+00:00 try 1`,
+        a mapped one's task as `task[3]`."""
+        task = self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
+        return f"{self.dag_id}/{task}/{self.logical_date} try {self.try_number}"
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> TaskMessage:
@@ -45,6 +49,6 @@ class TaskMessage:
             if kind == "str":
                 if not isinstance(value, str):
                     raise BadMessage(f"{name} must be a string, got {value!r}")
-            elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise BadMessage(f"{name} must be an integer >= 0, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < _LEAST[name]:
+                raise BadMessage(f"{name} must be an integer >= {_LEAST[name]}, got {value!r}")
         return cls(**kwargs)

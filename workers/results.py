@@ -9,7 +9,8 @@ Invariants:
   its outcome is refused anyway;
 - `ctx.result(task_id)` reads the value the task's current try stored, only
   while that TI is `success` (`store.results.upstream`); otherwise the
-  reading try fails with `ResultMissing`, naming the task and its state.
+  reading try fails with `ResultMissing`, naming the task and its state. Of a
+  mapped task it reads the list of its TIs' results.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from backfill.model.context import ResultMissing
-from backfill.model.states import TIState
+from backfill.model.dag import DAG
 from backfill.store import claims, results
 from workers.process import Process
 
@@ -57,22 +58,23 @@ def record(proc: Process, claim: claims.Claim, text: str, *, now: datetime) -> b
     return proc.db.run(once)
 
 
-def reader(proc: Process, claim: claims.Claim) -> Callable[[str], Any]:
-    """`ctx.result` of the try `claim`: a task's result in the same run."""
+def reader(proc: Process, claim: claims.Claim, dag: DAG) -> Callable[[str], Any]:
+    """`ctx.result` of the try `claim`: a task's result in the same run (of a mapped task,
+    the list of its TIs' results: `store.results.read_value`)."""
 
     def read(task_id: str) -> Any:
-        def once() -> results.Upstream:
+        def once() -> list[results.TaskResult]:
             with proc.engine.connect() as conn:
                 return results.upstream(conn, claim.ti_id, task_id)
 
-        found = proc.db.run(once)
-        if not found.found:
-            raise ResultMissing(f"run {claim.run_id} has no task {task_id!r}")
-        if found.state is not TIState.SUCCESS:
+        task = dag.tasks.get(task_id)
+        mapped = task is not None and task.expansion is not None
+        found = results.read_value(proc.db.run(once), mapped=mapped)
+        if found.missing is not None:
             raise ResultMissing(
-                f"task {task_id!r} has not succeeded in run {claim.run_id} (it is "
-                f"{found.state}): a task reads the results of its upstreams, which it runs after"
+                f"task {task_id!r} has no result in run {claim.run_id}: {found.missing}; a "
+                "task reads the results of its upstreams, which it runs after"
             )
-        return None if found.value is None else json.loads(found.value)
+        return found.value
 
     return read

@@ -171,7 +171,7 @@ def _run(proc: Process, settings: Settings, message: TaskMessage, key: str) -> R
         task = outcome.task
 
         def context() -> Context:
-            return replace(_context(task.dag, claim), results=results.reader(proc, claim))
+            return replace(_context(task.dag, claim), results=results.reader(proc, claim, task.dag))
 
         callbacks.after_outcome(task, context, outcome.state, error=outcome.error, key=key)
     if outcome.state in (TIState.FAILED, TIState.UP_FOR_RETRY):
@@ -228,7 +228,9 @@ def _attempt(
     with capturing(try_log_of(proc.engine, claim, settings.log_max_bytes)) as try_log:
         result = execute(
             task.run,
-            dataclasses.replace(_context(dag, claim), results=results.reader(proc, claim)),
+            dataclasses.replace(
+                _context(dag, claim), results=results.reader(proc, claim, task.dag)
+            ),
             timeout=None if timeout is None else timeout.total_seconds(),
             beat=partial(_beat, proc, claim, db_clock),
             interval=settings.heartbeat_interval,
@@ -280,6 +282,7 @@ def _context(dag: DAG, claim: claims.Claim) -> Context:
         data_interval_start=claim.data_interval_start,
         data_interval_end=claim.data_interval_end,
         try_number=claim.try_number,
+        map_index=claim.map_index,
         conf=claim.conf,
     )
 

@@ -10,7 +10,11 @@ Invariants:
   a clear takes each TI's retries from the DAG, and a coordinator would
   refuse to drive a changed DAG anyway (`DagChanged`, nothing written);
 - clearing is one transaction (`store.clear.clear`); a coordinator (or
-  `backfill resume ID`) then drives the reopened backfill.
+  `backfill resume ID`) then drives the reopened backfill;
+- a mapped task cleared with a source it maps over, in the same run, is
+  folded back into its placeholder, to map again over the new result
+  (`backfill.model.mapping.foldable`); cleared alone, each of its TIs (each
+  map index selected) runs again with the element it had.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from typing import TYPE_CHECKING
 from backfill.engine.create import task_specs
 from backfill.engine.errors import DagChanged
 from backfill.model.dag import DAG
+from backfill.model.mapping import foldable
 from backfill.model.states import TIState
 from backfill.planning.run_options import RunOptions
 from backfill.store import clear as store_clear
-from backfill.store import runs
+from backfill.store import mapping, runs
 from backfill.store.clear import Cleared, Selected
 from backfill.store.errors import BackfillNotFound
 
@@ -84,7 +89,7 @@ def select(conn: Connection, backfill_id: int, dag: DAG, asked: Selection) -> li
     )
     chosen = {t.ti_id: t for t in found}
     chosen.update({t.ti_id: t for t in more if t.task_id in wanted[t.dag_run_id]})
-    return sorted(chosen.values(), key=lambda t: (t.logical_date, t.task_id))
+    return sorted(chosen.values(), key=lambda t: (t.logical_date, t.task_id, t.map_index))
 
 
 def downstream_closure(dag: DAG, task_ids: Iterable[str]) -> set[str]:
@@ -112,4 +117,6 @@ def clear(
     caller's transaction (the DAG checked first, see `check_dag`)."""
     row = check_dag(conn, backfill_id, dag)
     specs = task_specs(dag, pool=RunOptions.from_json(row.options).pool)
-    return store_clear.clear(conn, row, targets, specs, actor=actor, now=now)
+    cleared = store_clear.clear(conn, row, targets, specs, actor=actor, now=now)
+    mapping.fold(conn, foldable(dag, cleared.reset), actor=actor, now=now)
+    return cleared

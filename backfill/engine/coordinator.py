@@ -134,6 +134,7 @@ class Coordinator:
             actor=f"coordinator:{self.owner}",
             heartbeat_timeout=self._heartbeat_timeout,
             exclusive=exclusive,
+            max_map_length=settings.max_map_length,
         )
         notice = self._notice = on_notice or (lambda text: log.warning("%s", text))
         self._target = describe(engine)

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING
 
 from backfill.engine.errors import RunChangedMeanwhile
 from backfill.model.dag import DAG
+from backfill.model.mapping import foldable
 from backfill.model.states import FAILED_STATES, BackfillState
 from backfill.planning.backfill_plan import Action, BackfillPlan, PlannedRun
-from backfill.store import adopt, reads, runs
+from backfill.store import adopt, mapping, reads, runs
 from backfill.store.errors import RunConflict
 from backfill.store.runs import NewRun, TaskSpec
 
@@ -141,7 +142,7 @@ def _adopt(
         if run_id not in adopted:  # no longer finished: another backfill took it
             raise RunConflict(planned.logical_date)
     specs = task_specs(dag, pool=plan.options.pool)
-    targets, reset = _reset(conn, wanted.values(), adopted, specs=specs, now=now)
+    targets, reset = _reset(conn, dag, wanted.values(), adopted, specs=specs, now=now)
     dates = {adopted[rid]: r.logical_date for rid, r in wanted.items()}
     missing = [t for t in targets if t not in reset]
     _insert_missing(conn, dag, missing, specs=specs, dates=dates, now=now)
@@ -152,6 +153,7 @@ def _adopt(
 
 def _reset(
     conn: Connection,
+    dag: DAG,
     planned: Iterable[PlannedRun],
     adopted: Mapping[str, int],
     *,
@@ -160,7 +162,8 @@ def _reset(
 ) -> tuple[list[tuple[int, str]], set[tuple[int, str]]]:
     """Clear the TIs the plan runs again: (every target, those cleared).
 
-    A `--rerun-failed-tasks` target is cleared only from failed/upstream_failed.
+    A `--rerun-failed-tasks` target is cleared only from failed/upstream_failed. A
+    mapped task reset with its source is folded back into its placeholder.
     """
     by_kind: dict[bool, list[tuple[int, str]]] = {False: [], True: []}
     for r in planned:
@@ -168,7 +171,7 @@ def _reset(
         by_kind[r.only_failed].extend((adopted[r.run_id], tid) for tid in r.task_ids)
     reset: set[tuple[int, str]] = set()
     for only_failed, targets in by_kind.items():
-        reset |= adopt.reset_tis(
+        done = adopt.reset_tis(
             conn,
             targets=targets,
             specs=specs,
@@ -176,6 +179,8 @@ def _reset(
             now=now,
             from_states=FAILED_STATES if only_failed else None,
         )
+        reset |= {(pk, task_id) for pk, task_id, _ in done}
+    mapping.fold(conn, foldable(dag, reset), actor=CREATOR, now=now)
     return [*by_kind[False], *by_kind[True]], reset
 
 

@@ -44,7 +44,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from backfill.config import MAX_MAP_LENGTH
 from backfill.engine.errors import DagChanged
+from backfill.engine.expand import expand_mapped
 from backfill.errors import UserError
 from backfill.messages import TaskMessage
 from backfill.model.dag import DAG
@@ -75,6 +77,7 @@ class PassConfig:
     # Plan and dispatch only while holding the lease: a driver that lost it (its host
     # cut off past the lease's time to live) leaves the backfill to its successor.
     exclusive: bool = False
+    max_map_length: int = MAX_MAP_LENGTH  # TIs one mapped task may make in a run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,6 +221,9 @@ def _run(
     snapshot = _with_past(conn, snapshot, cfg.dag, policy)
     decisions = pass_planner.plan(snapshot, cfg.dag, policy, now)
     ended = _apply_terminal(conn, decisions, actor=cfg.actor, now=now)
+    ended += expand_mapped(
+        conn, decisions.to_expand, cfg.dag, cap=cfg.max_map_length, actor=cfg.actor, now=now
+    )
     # The planner admitted these under `counts`, read under the limit locks still held.
     queued = tis.queue(conn, decisions.to_queue, actor=cfg.actor, now=now)
     outcomes = [(run.id, state) for run, state in decisions.finished_runs]
@@ -386,6 +392,7 @@ def _messages(
             dag_id=row.dag_id,
             task_id=q.task_id,
             logical_date=dates[run_of[q.id]].isoformat(),
+            map_index=q.map_index,
         )
         out.append((message, q.queue))
     return tuple(out)

@@ -35,6 +35,7 @@ class Context:
     data_interval_start: pendulum.DateTime  # in the DAG's timezone
     data_interval_end: pendulum.DateTime  # in the DAG's timezone
     try_number: int
+    map_index: int = -1  # a mapped TI's element (`task.expand`); -1: the task is not mapped
     conf: dict[str, Any] = field(default_factory=dict)  # the run's conf, `{}` when none
     params: dict[str, Any] = field(default_factory=dict)  # the DAG's params, conf on top
     # Reads a task's result in this run (given by the worker: the model does no I/O).
@@ -43,7 +44,8 @@ class Context:
     def result(self, task_id: str) -> Any:
         """The return value of task `task_id` in this run (None if it returned nothing);
         `ResultMissing` while that task has not succeeded (a cleared one has not, until
-        its new try succeeds)."""
+        its new try succeeds). Of a mapped task: the list of its TIs' results, in map
+        index order, of those that succeeded (`[]` when it mapped over nothing)."""
         if self.results is None:
             raise ResultMissing(
                 f"{task_id!r}: results are read by a worker running the task; this Context "

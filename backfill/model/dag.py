@@ -275,13 +275,16 @@ class DAG:
         }
         if task.arguments is not None:  # only then: a DAG without TaskFlow keeps its hash
             described["arguments"] = task.arguments.describe()
+        if task.expansion is not None:  # likewise: a DAG without mapping keeps its hash
+            described["expand"] = task.expansion.describe()
         return described
 
     def check_bound(self) -> None:
         """Refuse a task whose parameters after the Context nothing passes (TaskFlow);
         called once the DAG file has declared everything (`discovery`)."""
         for task in self.tasks.values():
-            check_bound(task, task.arguments)
+            mapped = () if task.expansion is None else tuple(task.expansion.kwargs)
+            check_bound(task, task.arguments, mapped)
 
     @property
     def fingerprint(self) -> str:

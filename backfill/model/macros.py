@@ -47,6 +47,7 @@ def context_for(
     data_interval_start: datetime,
     data_interval_end: datetime,
     try_number: int,
+    map_index: int = -1,
     conf: dict[str, Any] | None = None,
 ) -> Context:
     """The Context of try `try_number` of `task_id` in the run at `logical_date` (aware)."""
@@ -66,6 +67,7 @@ def context_for(
         data_interval_start=pendulum.instance(data_interval_start).in_timezone(dag.timezone),
         data_interval_end=end,
         try_number=try_number,
+        map_index=map_index,
         conf=dict(conf or {}),
         params=merge(dag.params, conf or {}),
     )

@@ -4,7 +4,9 @@ Invariants:
 - `a >> b` makes b depend on a and returns b; either side may be a task, a task
   group (`backfill.model.groups`: its roots on the right of `>>`, its leaves on
   the left) or a list of them; the DAG (`DAG.add_edge`) refuses a cycle and a
-  task of another DAG.
+  task of another DAG;
+- a task is bound once: called (TaskFlow) or mapped (`expand`,
+  `backfill.model.mapping`), never both, never twice.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from backfill.model.context import Context
 from backfill.model.errors import DagDefinitionError
 from backfill.model.groups import TaskGroup
+from backfill.model.mapping import Expansion, expansion_of
 from backfill.model.task_options import TaskOptions
 from backfill.model.taskflow import Arguments, Output, bind
 
@@ -37,6 +40,7 @@ class Task:
         self.upstream_ids: set[str] = set()
         self.downstream_ids: set[str] = set()
         self.arguments: Arguments | None = None  # TaskFlow: what its parameters get
+        self.expansion: Expansion | None = None  # mapped: the parameters mapped over
 
     def __repr__(self) -> str:
         return f"<Task {self.dag.dag_id}.{self.task_id}>"
@@ -47,21 +51,38 @@ class Task:
         answer is this task's `Output` (`backfill.model.taskflow`)."""
         if len(args) == 1 and not kwargs and isinstance(args[0], Context):
             return self.run(args[0])
-        if self.arguments is not None:
-            raise DagDefinitionError(
-                f"task {self.task_id!r} of DAG {self.dag.dag_id!r} is called twice in the "
-                "DAG file; each call would be a task of its own: declare another task"
-            )
+        self._check_unbound("called")
         self.arguments = bind(self, args, kwargs)
         for output in self.arguments.outputs():
             self.dag.add_edge(output.task, self)
         return Output(self)
 
+    def partial(self, **kwargs: Any) -> Partial:
+        """Bind the parameters every mapped TI shares: `task.partial(y=1).expand(x=[...])`."""
+        return Partial(self, kwargs)
+
+    def expand(self, **mapped: Any) -> Output:
+        """Map the task: one TI per element of each list (their product), each called with
+        its own values (`backfill.model.mapping`); the answer, as a downstream's
+        argument, is the list of their results."""
+        return Partial(self, {}).expand(**mapped)
+
+    def _check_unbound(self, how: str) -> None:
+        if self.arguments is not None:
+            raise DagDefinitionError(
+                f"task {self.task_id!r} of DAG {self.dag.dag_id!r} is {how} twice in the "
+                "DAG file (a task is called or mapped once); each call would be a task of "
+                "its own: declare another task"
+            )
+
     def run(self, ctx: Context) -> object:
-        """Run the task's function for `ctx`, its bound arguments read in `ctx`'s run."""
+        """Run the task's function for `ctx`, its bound arguments read in `ctx`'s run (a
+        mapped TI's own elements by its map index)."""
         if self.arguments is None:
             return self.fn(ctx)
         args, kwargs = self.arguments.resolve(ctx)
+        if self.expansion is not None:
+            kwargs.update(self.expansion.element(ctx.map_index, ctx.result))
         return self.fn(ctx, *args, **kwargs)
 
     def __rshift__(self, other: _Linked) -> _Linked:
@@ -81,6 +102,26 @@ class Task:
     def __rlshift__(self, other: Sequence[Task]) -> Task:  # [a, b] << self
         self >> other
         return self
+
+
+class Partial:
+    """`task.partial(...)`: the shared parameters of a task about to be mapped."""
+
+    def __init__(self, task: Task, kwargs: dict[str, Any]) -> None:
+        self.task, self.kwargs = task, kwargs
+
+    def expand(self, **mapped: Any) -> Output:
+        task = self.task
+        task._check_unbound("mapped")
+        expansion = expansion_of(task, mapped, self.kwargs)
+        whole = {
+            name: v if isinstance(v, Output) else list(v) for name, v in expansion.kwargs.items()
+        }
+        bound = bind(task, (), {**self.kwargs, **whole})  # the values and the signature
+        task.arguments, task.expansion = Arguments((), dict(self.kwargs)), expansion
+        for output in bound.outputs():
+            task.dag.add_edge(output.task, task)
+        return Output(task)
 
 
 def _as_tasks(other: object, *, ends: str) -> list[Task]:

@@ -105,11 +105,12 @@ def bind(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Argument
     return Arguments(tuple(args), dict(kwargs))
 
 
-def check_bound(task: Task, arguments: Arguments | None) -> None:
-    """Refuse a task whose function has parameters after the Context left unbound."""
+def check_bound(task: Task, arguments: Arguments | None, mapped: Sequence[str] = ()) -> None:
+    """Refuse a task whose function has parameters after the Context left unbound
+    (`mapped`: the parameters `expand` gives)."""
     bound = arguments or Arguments((), {})
     try:
-        inspect.signature(task.fn).bind(None, *bound.args, **bound.kwargs)
+        inspect.signature(task.fn).bind(None, *bound.args, **bound.kwargs, **dict.fromkeys(mapped))
     except TypeError:
         raise DagDefinitionError(
             f"task {task.task_id!r} of DAG {task.dag.dag_id!r} takes parameters after its "

@@ -14,7 +14,11 @@ Policies (`Policy`, built from the backfill's `RunOptions`):
   needs its task's TI at the previous logical date to have ended success or
   skipped, except on `past_ignored_on` (`--ignore-first-depends-on-past`);
 - ready TIs go by priority weight, then logical date (newest first with
-  `order` BACKWARD), then topological order.
+  `order` BACKWARD), then topological order, then map index;
+- mapped tasks (`backfill.model.mapping`): a run holds one placeholder TI (map
+  index -1) of a mapped task until its rule says run; then it is to be
+  expanded (`Decisions.to_expand`) into its TIs, which the next pass plans. A
+  task's upstreams are all the TIs of its upstream tasks, every map index.
 
 Invariant (DESIGN guarantee 4): `Decisions.deadlock` is set only when the
 snapshot shows no TI queued, running or waiting for a due time, nothing is
@@ -67,6 +71,7 @@ class Policy:
 @dataclass(frozen=True, kw_only=True)
 class Decisions:
     to_queue: tuple[TIRow, ...] = ()  # admitted under the limits, in dispatch order
+    to_expand: tuple[TIRow, ...] = ()  # placeholders of mapped tasks, to make their TIs
     upstream_failed: tuple[TIRow, ...] = ()  # upstreams first
     skipped: tuple[TIRow, ...] = ()
     retries_exhausted: tuple[TIRow, ...] = ()  # up_for_retry TIs to fail (retries disabled)
@@ -79,6 +84,7 @@ class Decisions:
     def changes_anything(self) -> bool:
         return bool(
             self.to_queue
+            or self.to_expand
             or self.upstream_failed
             or self.skipped
             or self.retries_exhausted
@@ -96,18 +102,25 @@ def plan(snapshot: Snapshot, dag: DAG, policy: Policy, now: datetime) -> Decisio
     for run in runs:  # oldest first: a date's past is decided before the date
         run_tis = verdicts.by_run[run.id]
         for task_id in sorted(run_tis, key=order.__getitem__):
-            verdicts.decide(run_tis[task_id], run)
+            for ti in run_tis[task_id]:
+                verdicts.decide(ti, run)
 
     rank = {run.id: i for i, run in enumerate(runs)}
     newest_first = -1 if policy.order is Order.BACKWARD else 1
     ready = sorted(
         verdicts.ready,
-        key=lambda t: (-t.priority_weight, newest_first * rank[t.dag_run_id], order[t.task_id]),
+        key=lambda t: (
+            -t.priority_weight,
+            newest_first * rank[t.dag_run_id],
+            order[t.task_id],
+            t.map_index,
+        ),
     )
     admission = admit(ready, dag, snapshot.limits)
     finished = _finished_runs(runs, verdicts.by_run, verdicts.effective, dag)
     decisions = Decisions(
         to_queue=tuple(admission.admitted),
+        to_expand=tuple(verdicts.to_expand),
         upstream_failed=tuple(verdicts.upstream_failed),
         skipped=tuple(verdicts.skipped),
         retries_exhausted=tuple(verdicts.exhausted),
@@ -131,11 +144,13 @@ class _Verdicts:
     ) -> None:
         self.dag, self.policy, self.snapshot, self.now = dag, policy, snapshot, now
         self.effective: dict[int, TIState] = {ti.id: ti.state for ti in tis}
-        self.by_run: dict[int, dict[str, TIRow]] = defaultdict(dict)
-        for ti in tis:
-            self.by_run[ti.dag_run_id][ti.task_id] = ti
+        # run -> task -> its TIs (several for a mapped task), by map index
+        self.by_run: dict[int, dict[str, list[TIRow]]] = defaultdict(lambda: defaultdict(list))
+        for ti in sorted(tis, key=lambda t: t.map_index):
+            self.by_run[ti.dag_run_id][ti.task_id].append(ti)
         self.run_at = {run.logical_date: run for run in snapshot.runs}
         self.ready: list[TIRow] = []
+        self.to_expand: list[TIRow] = []
         self.upstream_failed: list[TIRow] = []
         self.skipped: list[TIRow] = []
         self.exhausted: list[TIRow] = []
@@ -156,7 +171,8 @@ class _Verdicts:
             return
         verdict = self._upstream_verdict(ti)
         if verdict is Verdict.RUN and self._past_allows(ti, run):
-            self.ready.append(ti)
+            placeholder = ti.map_index < 0 and self.dag.tasks[ti.task_id].expansion is not None
+            (self.to_expand if placeholder else self.ready).append(ti)
         elif verdict is Verdict.UPSTREAM_FAILED:
             self.upstream_failed.append(ti)
             self.effective[ti.id] = TIState.UPSTREAM_FAILED
@@ -169,7 +185,7 @@ class _Verdicts:
             return Verdict.RUN
         task = self.dag.tasks[ti.task_id]
         run_tis = self.by_run[ti.dag_run_id]
-        upstream = [self.effective[run_tis[up].id] for up in task.upstream_ids if up in run_tis]
+        upstream = [self.effective[t.id] for up in task.upstream_ids for t in run_tis.get(up, ())]
         return evaluate(task.options.trigger_rule, upstream)
 
     def _past_allows(self, ti: TIRow, run: RunRow) -> bool:
@@ -184,8 +200,9 @@ class _Verdicts:
         if earlier is None:
             found = self.snapshot.past_states.get((ti.task_id, previous))
         else:
-            twin = self.by_run[earlier.id].get(ti.task_id)
-            found = None if twin is None else PastTI(self.effective[twin.id], earlier.state)
+            twins = self.by_run[earlier.id].get(ti.task_id)
+            states = [self.effective[t.id] for t in twins or ()]
+            found = PastTI.of(states, earlier.state) if states else None
         verdict = judge(ti.task_id, previous, found, self.dag)
         if verdict.past is Past.BLOCKED:
             self.past_blocked[verdict.reason].append(ti)
@@ -209,7 +226,7 @@ def _grouped(*groups: Mapping[str, Sequence[TIRow]]) -> dict[str, tuple[TIRow, .
 
 def _finished_runs(
     runs: Sequence[RunRow],
-    by_run: Mapping[int, Mapping[str, TIRow]],
+    by_run: Mapping[int, Mapping[str, Sequence[TIRow]]],
     effective: Mapping[int, TIState],
     dag: DAG,
 ) -> list[tuple[RunRow, RunState]]:
@@ -217,11 +234,16 @@ def _finished_runs(
     out = []
     for run in runs:
         tis = by_run.get(run.id, {})
-        if not all(effective[ti.id] in FINISHED for ti in tis.values()):
+        if not all(effective[ti.id] in FINISHED for group in tis.values() for ti in group):
             continue
         # Leaves of the TIs the run has: with a task subset (--task-regex) a task
         # whose downstream tasks were left out decides the run's outcome too.
-        leaves = [ti for tid, ti in tis.items() if not dag.tasks[tid].downstream_ids & tis.keys()]
+        leaves = [
+            ti
+            for tid, group in tis.items()
+            if not dag.tasks[tid].downstream_ids & tis.keys()
+            for ti in group
+        ]
         failed = any(effective[ti.id] in FAILED_STATES for ti in leaves)
         out.append((run, RunState.FAILED if failed else RunState.SUCCESS))
     return out

@@ -10,11 +10,11 @@ wait for a past outside the snapshot is never taken for a deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from backfill.model.states import RunState, TIState
+from backfill.model.states import FAILED_STATES, SUCCEEDED, RunState, TIState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +29,7 @@ class TIRow:
     pool_slots: int
     priority_weight: int
     next_try_at: datetime | None = None
+    map_index: int = -1  # a mapped task's element; -1: not mapped, or its placeholder
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +64,9 @@ class Snapshot:
     # upstream_failed: with stop-on-failure no new run may start.
     earlier_failures: bool = False
     # For depends_on_past: (task_id, logical_date) -> the TI of a depends_on_past task
-    # at the previous date of a running run, in any run of the DAG (`store.past`); a
-    # date without a run, or a run without that task's TI, is absent.
+    # at the previous date of a running run, in any run of the DAG (`store.past`; a
+    # mapped task's TIs summed up by `PastTI.of`); a date without a run, or a run
+    # without that task's TI, is absent.
     past_states: Mapping[tuple[str, datetime], PastTI] = field(default_factory=dict)
 
 
@@ -74,6 +76,17 @@ class PastTI:
 
     state: TIState
     run_state: RunState
+
+    @classmethod
+    def of(cls, states: Iterable[TIState], run_state: RunState) -> PastTI:
+        """A task's TIs at one date as one: a mapped task's every TI must have succeeded
+        (AIRFLOW_SEMANTICS 3), so the first failed one, else one not ended, stands for
+        them; its removed map indexes count only if nothing else is left."""
+        every = list(states)
+        live = [s for s in every if s is not TIState.REMOVED] or every
+        failed = [s for s in live if s in FAILED_STATES]
+        not_ended_well = [s for s in live if s not in SUCCEEDED]
+        return cls((failed or not_ended_well or live)[0], run_state)
 
 
 @dataclass(frozen=True)

@@ -96,13 +96,15 @@ def adopt_runs(
 def reset_tis(
     conn: Connection,
     *,
-    targets: Sequence[tuple[int, str]],
+    targets: Sequence[tuple[int, str]] | Sequence[tuple[int, str, int]],
     specs: Mapping[str, TaskSpec],
     actor: str,
     now: datetime,
     from_states: Iterable[TIState] | None = None,
-) -> set[tuple[int, str]]:
-    """Clear the finished TIs (dag_run pk, task_id) to `none` for another try; those reset.
+) -> set[tuple[int, str, int]]:
+    """Clear the finished TIs (dag_run pk, task_id), every map index, or (dag_run pk,
+    task_id, map_index), to `none` for another try; the (run pk, task, map index) of
+    those reset.
 
     Each gets its task's current options and `max_tries = try_number +
     retries` (`specs[task_id].max_tries` holds the retries). One statement
@@ -110,16 +112,17 @@ def reset_tis(
     narrows the states a TI is cleared from (every finished state by default).
     """
     sources = _RESETTABLE if from_states is None else _resettable(from_states)
-    done: set[tuple[int, str]] = set()
+    done: set[tuple[int, str, int]] = set()
     for chunk in _chunks(targets):
-        task_ids = sorted({task_id for _, task_id in chunk})
+        task_ids = sorted({str(target[1]) for target in chunk})
+        keyed = (ti.c.dag_run_id, ti.c.task_id, ti.c.map_index)[: len(chunk[0])]
 
         def per_task(value: str, ids: list[str] = task_ids) -> Any:
             return sa.case({t: getattr(specs[t], value) for t in ids}, value=ti.c.task_id)
 
         stmt = (
             sa.update(ti)
-            .where(sa.tuple_(ti.c.dag_run_id, ti.c.task_id).in_(chunk))
+            .where(sa.tuple_(*keyed).in_(chunk))
             .where(ti.c.state.in_(sources))
             .values(
                 state=_S.NONE.value,
@@ -135,9 +138,9 @@ def reset_tis(
                 updated_at=now,
                 updated_by=actor,
             )
-            .returning(ti.c.dag_run_id, ti.c.task_id)
+            .returning(ti.c.dag_run_id, ti.c.task_id, ti.c.map_index)
         )
-        done.update((row.dag_run_id, row.task_id) for row in conn.execute(stmt))
+        done.update((r.dag_run_id, r.task_id, r.map_index) for r in conn.execute(stmt))
     return done
 
 

@@ -50,6 +50,7 @@ class Claim:
     token: str
     dag_id: str
     task_id: str
+    map_index: int  # -1: not a mapped task's TI
     run_id: str
     logical_date: datetime
     data_interval_start: datetime
@@ -104,6 +105,7 @@ def claim(
         token=token,
         dag_id=row.dag_id,
         task_id=row.task_id,
+        map_index=row.map_index,
         run_id=row.run_id,
         logical_date=row.logical_date,
         data_interval_start=row.data_interval_start,
@@ -115,7 +117,7 @@ def claim(
     )
 
 
-_CLAIMED = (ti.c.max_tries, ti.c.task_id, ti.c.dag_run_id, ti.c.start_date)
+_CLAIMED = (ti.c.max_tries, ti.c.task_id, ti.c.map_index, ti.c.dag_run_id, ti.c.start_date)
 
 
 def _context(claimed: sa.FromClause) -> sa.Select[Any]:
@@ -126,6 +128,7 @@ def _context(claimed: sa.FromClause) -> sa.Select[Any]:
         claimed.c.start_date,
         run.c.dag_id,
         claimed.c.task_id,
+        claimed.c.map_index,
         run.c.run_id,
         run.c.logical_date,
         run.c.data_interval_start,

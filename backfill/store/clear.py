@@ -36,6 +36,8 @@ from backfill.store.schema import backfills, dag_runs, task_instances
 ti, run, bf = task_instances, dag_runs, backfills
 _B = BackfillState
 CLEARABLE: frozenset[TIState] = sources_of(TIState.NONE)
+# Not `removed`: their task left the DAG, or their map index its mapped task (`store.mapping`).
+_SELECTABLE = CLEARABLE - {TIState.REMOVED}
 _REOPENABLE = sorted(s.value for s in sources_of(RunState.QUEUED))  # success, failed
 
 
@@ -47,6 +49,7 @@ class Selected:
     logical_date: datetime
     state: TIState
     try_number: int
+    map_index: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +58,7 @@ class Cleared:
     fenced: int  # of them, tries that were running
     runs: int  # finished runs reopened
     reopened: bool  # the backfill had ended and runs again
+    reset: frozenset[tuple[int, str]] = frozenset()  # (run pk, task) of the TIs reset
 
 
 def select(
@@ -68,7 +72,7 @@ def select(
     run_ids: Sequence[int] | None = None,
 ) -> list[Selected]:
     """The backfill's clearable TIs matching every filter given, by date then task."""
-    wanted = CLEARABLE if states is None else CLEARABLE & set(states)
+    wanted = _SELECTABLE if states is None else _SELECTABLE & set(states)
     stmt = (
         sa.select(
             ti.c.id.label("ti_id"),
@@ -77,10 +81,11 @@ def select(
             run.c.logical_date,
             ti.c.state,
             ti.c.try_number,
+            ti.c.map_index,
         )
         .select_from(ti.join(run, run.c.id == ti.c.dag_run_id))
         .where(run.c.backfill_id == backfill_id, ti.c.state.in_(sorted(s.value for s in wanted)))
-        .order_by(run.c.logical_date, ti.c.task_id)
+        .order_by(run.c.logical_date, ti.c.task_id, ti.c.map_index)
     )
     if task_ids is not None:
         stmt = stmt.where(ti.c.task_id.in_(list(task_ids)))
@@ -113,13 +118,21 @@ def clear(
     reopened = row.state in (_B.SUCCESS, _B.FAILED)
     if reopened:  # cannot miss: read under the row's lock, held till commit
         runs.set_backfill_state(conn, backfill_id, _B.RUNNING, seen=row.state, now=now)
-    pairs = [(t.dag_run_id, t.task_id) for t in targets]
-    done = adopt.reset_tis(conn, targets=pairs, specs=specs, actor=actor, now=now)
+    keys = [(t.dag_run_id, t.task_id, t.map_index) for t in targets]
+    done = adopt.reset_tis(conn, targets=keys, specs=specs, actor=actor, now=now)
     fenced = sum(
-        1 for t in targets if t.state is TIState.RUNNING and (t.dag_run_id, t.task_id) in done
+        1
+        for t in targets
+        if t.state is TIState.RUNNING and (t.dag_run_id, t.task_id, t.map_index) in done
     )
-    reopened_runs = _reopen_runs(conn, backfill_id, sorted({pk for pk, _ in done}), now=now)
-    return Cleared(task_instances=len(done), fenced=fenced, runs=reopened_runs, reopened=reopened)
+    reopened_runs = _reopen_runs(conn, backfill_id, sorted({pk for pk, _, _ in done}), now=now)
+    return Cleared(
+        task_instances=len(done),
+        fenced=fenced,
+        runs=reopened_runs,
+        reopened=reopened,
+        reset=frozenset((pk, task_id) for pk, task_id, _ in done),
+    )
 
 
 def _reopen_runs(conn: Connection, backfill_id: int, run_ids: list[int], *, now: datetime) -> int:

@@ -34,7 +34,8 @@ def read_snapshot(
     (the backlog rides on every row as two uncorrelated subqueries, evaluated once;
     a second statement reads it only when no run is running).
 
-    `removed` TIs are left out: their task is no longer in the DAG the planner has.
+    `removed` TIs are left out: their task is no longer in the DAG the planner has, or
+    their map index is no longer one of their mapped task's (`store.mapping`).
     `task_ids` (`--task-regex`; None: all) limits which TIs' failures count as
     `earlier_failures`; the TIs of other tasks are still read (the planner ignores them).
     `backlog_cap`: count the runs not started yet no further (a pass starts at most
@@ -52,7 +53,7 @@ def read_snapshot(
             runs[run_pk] = RunRow(
                 id=run_pk, run_id=run_id, logical_date=logical_date, state=_RUN_STATES[run_state]
             )
-        try_number, max_tries, pool, pool_slots, priority_weight, next_try_at = rest[:6]
+        try_number, max_tries, pool, pool_slots, priority_weight, next_try_at, index = rest[:7]
         tis.append(
             TIRow(
                 id=ti_id,
@@ -65,6 +66,7 @@ def read_snapshot(
                 pool_slots=pool_slots,
                 priority_weight=priority_weight,
                 next_try_at=next_try_at,
+                map_index=index,
             )
         )
     queued_runs, earlier_failures = (
@@ -110,6 +112,7 @@ def _snapshot(selects: bool, capped: bool) -> sa.Select[Any]:
             ti.c.pool_slots,
             ti.c.priority_weight,
             ti.c.next_try_at,
+            ti.c.map_index,
             *_backlog(selects, capped).selected_columns,
         )
         .select_from(run.join(ti, ti.c.dag_run_id == run.c.id))

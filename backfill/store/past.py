@@ -6,7 +6,7 @@ Invariants:
   to: the past a TI depends on is the DAG's, not the backfill's;
 - a date without a run, or a run without a TI of the task, is absent from
   the result (the planner reads that as a gap); `removed` TIs are returned
-  as such.
+  as such; a mapped task's TIs at one date come back as one (`PastTI.of`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def past_states(
             ti.c.task_id.in_(sorted(set(task_ids))),
         )
     )
-    return {
-        (r.task_id, r.logical_date): PastTI(TIState(r.state), RunState(r.run_state))
-        for r in conn.execute(stmt)
-    }
+    found: dict[tuple[str, datetime], tuple[list[TIState], RunState]] = {}
+    for r in conn.execute(stmt):  # a mapped task has several TIs at one date
+        states, _ = found.setdefault((r.task_id, r.logical_date), ([], RunState(r.run_state)))
+        states.append(TIState(r.state))
+    return {key: PastTI.of(states, run_state) for key, (states, run_state) in found.items()}

@@ -42,6 +42,7 @@ class Queued:
     try_number: int
     task_id: str
     queue: str
+    map_index: int = -1
 
 
 def set_state(
@@ -81,7 +82,14 @@ def queue(conn: Connection, tis: Sequence[TIRow], *, actor: str, now: datetime) 
     rank = {t.id: i for i, t in enumerate(tis)}
     rows = sorted(conn.execute(_QUEUE, params), key=lambda r: rank[r.id])
     return [
-        Queued(id=r.id, try_number=r.try_number, task_id=r.task_id, queue=r.queue) for r in rows
+        Queued(
+            id=r.id,
+            try_number=r.try_number,
+            task_id=r.task_id,
+            queue=r.queue,
+            map_index=r.map_index,
+        )
+        for r in rows
     ]
 
 
@@ -106,7 +114,7 @@ _QUEUE = (
         updated_at=sa.bindparam("p_now", type_=_NOW),
         updated_by=sa.bindparam("p_actor"),
     )
-    .returning(ti.c.id, ti.c.try_number, ti.c.task_id, ti.c.queue)
+    .returning(ti.c.id, ti.c.try_number, ti.c.task_id, ti.c.queue, ti.c.map_index)
 )
 
 
@@ -256,9 +264,15 @@ def redispatch_lost(
         sa.update(ti)
         .where(ti.c.state == _S.QUEUED.value, ti.c.queued_at < cutoff, ti.c.dag_run_id.in_(runs))
         .values(queued_at=now)
-        .returning(ti.c.id, ti.c.try_number, ti.c.task_id, ti.c.queue)
+        .returning(ti.c.id, ti.c.try_number, ti.c.task_id, ti.c.queue, ti.c.map_index)
     )
     return [
-        Queued(id=r.id, try_number=r.try_number, task_id=r.task_id, queue=r.queue)
+        Queued(
+            id=r.id,
+            try_number=r.try_number,
+            task_id=r.task_id,
+            queue=r.queue,
+            map_index=r.map_index,
+        )
         for r in conn.execute(stmt)
     ]

@@ -4,6 +4,7 @@ rows kept, and every read and write of today works on it (each backend)."""
 from __future__ import annotations
 
 import pendulum
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -15,7 +16,10 @@ from backfill.store.db import (
     migrate,
     schema_revision,
 )
-from backfill.store.schema import UTCDateTime
+from backfill.model.states import TIState
+from backfill.store.schema import UTCDateTime, task_instances, ti_transitions
+
+ti = task_instances
 
 T0 = pendulum.datetime(2016, 1, 1, tz="UTC")
 
@@ -32,6 +36,15 @@ _ROWS_0001 = [
        VALUES (1, 1, 'old', 'extract', 'success', 1, 0, 'default_pool', 'default', :t0),
               (2, 1, 'old', 'load', 'failed', 1, 0, 'default_pool', 'default', :t0)""",
 ]
+
+
+_MAPPED = {
+    "dag_run_id": 1,
+    "dag_id": "old",
+    "task_id": "fan",
+    "pool": "default_pool",
+    "queue": "default",
+}
 
 
 def test_a_populated_0001_database_upgrades_in_place(empty_db_url: str) -> None:
@@ -57,7 +70,33 @@ def test_a_populated_0001_database_upgrades_in_place(empty_db_url: str) -> None:
                 ("load", "failed", None),
             ]
             # A result from before the upgrade is simply absent: the TI reads as None.
-            up = results.upstream(conn, 2, "extract")
-            assert (up.found, up.value) == (True, None)
+            [up] = results.upstream(conn, 2, "extract")
+            assert (up.map_index, up.state, up.value) == (-1, TIState.SUCCESS, None)
+            assert results.read_value([up], mapped=False).value is None
+            # 0006: the old TIs are not mapped; a mapped task's TIs fit beside them.
+            key = conn.execute(sa.select(ti.c.id, ti.c.map_index).order_by(ti.c.id)).all()
+            assert [tuple(r) for r in key] == [(1, -1), (2, -1)]
+            conn.execute(
+                sa.insert(ti),
+                [{**_MAPPED, "id": 3 + i, "map_index": i, "updated_at": T0} for i in (0, 1)],
+            )
+            with pytest.raises(sa.exc.IntegrityError):
+                with conn.begin_nested():
+                    conn.execute(
+                        sa.insert(ti), {**_MAPPED, "id": 5, "map_index": 1, "updated_at": T0}
+                    )
+            # The journal trigger survived SQLite's table rebuild; foreign keys hold.
+            conn.execute(sa.update(ti).where(ti.c.id == 2).values(state="none", updated_by="test"))
+            moved = conn.execute(
+                sa.select(ti_transitions.c.from_state, ti_transitions.c.to_state).where(
+                    ti_transitions.c.task_instance_id == 2
+                )
+            ).all()
+            assert [tuple(r) for r in moved] == [("failed", "none")]
+            with pytest.raises(sa.exc.IntegrityError):
+                with conn.begin_nested():
+                    conn.execute(
+                        sa.insert(ti), {**_MAPPED, "id": 6, "dag_run_id": 99, "updated_at": T0}
+                    )
     finally:
         engine.dispose()

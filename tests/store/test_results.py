@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import uuid
 
 import pendulum
@@ -38,9 +39,21 @@ def _finish(engine: Engine, claim: claims.Claim, outcome: TIState) -> None:
         assert claims.finish(conn, claim, outcome, actor="worker:test", now=NOW)
 
 
-def _upstream(engine: Engine, reader: int, task_id: str) -> results.Upstream:
+@dataclass(frozen=True)
+class _Seen:
+    found: bool
+    state: TIState | None
+    value: str | None
+
+
+def _upstream(engine: Engine, reader: int, task_id: str) -> _Seen:
+    """What the reader's run holds of an unmapped task."""
     with engine.begin() as conn:
-        return results.upstream(conn, reader, task_id)
+        rows = results.upstream(conn, reader, task_id)
+    if not rows:
+        return _Seen(False, None, None)
+    [row] = rows
+    return _Seen(True, row.state, row.value)
 
 
 def test_a_result_is_fenced_and_read_only_while_its_ti_is_success(engine: Engine) -> None:
