@@ -198,7 +198,7 @@ def _print_tis(rows: Iterator[TaskRow]) -> int:
         for row in chunk:
             tbl.add_row(
                 when(row.logical_date),
-                row.task_id,
+                row.task_id if row.map_index < 0 else f"{row.task_id}[{row.map_index}]",
                 row.state.value,
                 f"{row.try_number}/{row.max_tries + 1}",
                 row.hostname or "-",

@@ -214,6 +214,7 @@ class TaskRow(NamedTuple):
     end_date: datetime | None
     last_error: str | None
     result: str | None  # its return value as JSON text, while it is success at that try
+    map_index: int  # a mapped task's element; -1: not mapped (or its placeholder)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +284,7 @@ _TASK_COLUMNS = (
     ti.c.end_date,
     ti.c.last_error,
     ti_results.c.value,
+    ti.c.map_index,
 )  # TaskRow's fields, in its order
 # A TI's visible result: the value its current try wrote, while it is success (`results`).
 _WITH_RESULTS = _RUN_TIS.outerjoin(
@@ -323,7 +325,7 @@ def task_rows(
         sa.select(*_TASK_COLUMNS)
         .select_from(_WITH_RESULTS)
         .where(run.c.dag_id == dag_id, *_ti_conditions(backfill_id, where))
-        .order_by(run.c.logical_date, ti.c.id)
+        .order_by(run.c.logical_date, ti.c.id)  # a mapped task's TIs: placeholder, then 0, 1...
         .limit(limit)
         .offset(offset or None)
         .execution_options(yield_per=STREAM_BATCH)

@@ -50,6 +50,4 @@ def test_results_pass_between_tasks_and_bad_ones_fail_their_try(
     assert rows["2024-01-01", "too_big"]["result"] is None
     missing = rows["2024-01-01", "reads_failed"]
     assert missing["state"] == "failed"
-    assert missing["last_error"].startswith(
-        "ResultMissing: task 'not_json' has not succeeded in run"
-    )
+    assert missing["last_error"].startswith("ResultMissing: task 'not_json' has no result in run")

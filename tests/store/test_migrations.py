@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from backfill.model.states import TIState
 from backfill.store import results, status
 from backfill.store.db import (
     alembic_config,
@@ -16,7 +17,6 @@ from backfill.store.db import (
     migrate,
     schema_revision,
 )
-from backfill.model.states import TIState
 from backfill.store.schema import UTCDateTime, task_instances, ti_transitions
 
 ti = task_instances
@@ -80,11 +80,8 @@ def test_a_populated_0001_database_upgrades_in_place(empty_db_url: str) -> None:
                 sa.insert(ti),
                 [{**_MAPPED, "id": 3 + i, "map_index": i, "updated_at": T0} for i in (0, 1)],
             )
-            with pytest.raises(sa.exc.IntegrityError):
-                with conn.begin_nested():
-                    conn.execute(
-                        sa.insert(ti), {**_MAPPED, "id": 5, "map_index": 1, "updated_at": T0}
-                    )
+            with pytest.raises(sa.exc.IntegrityError), conn.begin_nested():
+                conn.execute(sa.insert(ti), {**_MAPPED, "id": 5, "map_index": 1, "updated_at": T0})
             # The journal trigger survived SQLite's table rebuild; foreign keys hold.
             conn.execute(sa.update(ti).where(ti.c.id == 2).values(state="none", updated_by="test"))
             moved = conn.execute(
@@ -93,10 +90,9 @@ def test_a_populated_0001_database_upgrades_in_place(empty_db_url: str) -> None:
                 )
             ).all()
             assert [tuple(r) for r in moved] == [("failed", "none")]
-            with pytest.raises(sa.exc.IntegrityError):
-                with conn.begin_nested():
-                    conn.execute(
-                        sa.insert(ti), {**_MAPPED, "id": 6, "dag_run_id": 99, "updated_at": T0}
-                    )
+            with pytest.raises(sa.exc.IntegrityError), conn.begin_nested():
+                conn.execute(
+                    sa.insert(ti), {**_MAPPED, "id": 6, "dag_run_id": 99, "updated_at": T0}
+                )
     finally:
         engine.dispose()

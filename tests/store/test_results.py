@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import uuid
+from dataclasses import dataclass
 
 import pendulum
 import sqlalchemy as sa
