@@ -54,7 +54,14 @@ from backfill.model.states import BackfillState, RunState, TIState
 from backfill.planning import pass_planner
 from backfill.planning.depends import wanted_past
 from backfill.planning.pass_planner import Decisions, Policy
-from backfill.planning.run_options import DependsOnPast, FailurePolicy, Order, Retries, RunOptions
+from backfill.planning.run_options import (
+    DependsOnPast,
+    Execution,
+    FailurePolicy,
+    Order,
+    Retries,
+    RunOptions,
+)
 from backfill.planning.snapshot import Snapshot
 from backfill.store import adopt, lease, pass_reads, past, runs, tis
 from backfill.store.errors import BackfillNotFound
@@ -177,6 +184,7 @@ def policy_for(row: BackfillRow, dag: DAG, options: RunOptions) -> Policy:
         dependencies=options.dependencies,
         selected=selected,
         past_ignored_on=row.start if ignore_first else None,  # the first logical date
+        maps=options.execution is not Execution.MARK_SUCCESS,
     )
 
 

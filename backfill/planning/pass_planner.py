@@ -19,6 +19,8 @@ Policies (`Policy`, built from the backfill's `RunOptions`):
   index -1) of a mapped task until its rule says run; then it is to be
   expanded (`Decisions.to_expand`) into its TIs, which the next pass plans. A
   task's upstreams are all the TIs of its upstream tasks, every map index.
+  With `maps` off (`--mark-success`: nothing runs, so nothing returned a list)
+  the placeholder is queued like any TI, to be marked success alone.
 
 Invariant (DESIGN guarantee 4): `Decisions.deadlock` is set only when the
 snapshot shows no TI queued, running or waiting for a due time, nothing is
@@ -63,6 +65,8 @@ class Policy:
     dependencies: Dependencies = Dependencies.ENFORCE
     selected: frozenset[str] | None = None  # the tasks the backfill runs; None: all
     past_ignored_on: datetime | None = None  # the logical date depends_on_past is ignored on
+    # Make a mapped task's TIs; False (--mark-success): its placeholder is marked alone.
+    maps: bool = True
 
     def selects(self, task_id: str) -> bool:
         return self.selected is None or task_id in self.selected
@@ -171,7 +175,8 @@ class _Verdicts:
             return
         verdict = self._upstream_verdict(ti)
         if verdict is Verdict.RUN and self._past_allows(ti, run):
-            placeholder = ti.map_index < 0 and self.dag.tasks[ti.task_id].expansion is not None
+            mapped = self.dag.tasks[ti.task_id].expansion is not None and self.policy.maps
+            placeholder = mapped and ti.map_index < 0
             (self.to_expand if placeholder else self.ready).append(ti)
         elif verdict is Verdict.UPSTREAM_FAILED:
             self.upstream_failed.append(ti)

@@ -301,3 +301,11 @@ def test_the_past_of_a_mapped_task_is_every_one_of_its_tis() -> None:
     assert PastTI.of([_S.SUCCESS, _S.FAILED, _S.RUNNING], RunState.RUNNING).state is _S.FAILED
     assert PastTI.of([_S.SUCCESS, _S.RUNNING], RunState.RUNNING).state is _S.RUNNING
     assert PastTI.of([_S.REMOVED], RunState.SUCCESS).state is _S.REMOVED
+
+
+def test_with_mark_success_the_placeholder_is_queued_alone() -> None:
+    dag = _flow()
+    rows = [("numbers", -1, _S.SUCCESS), ("double", -1, _S.NONE), ("total", -1, _S.NONE)]
+    decided = plan(_snapshot(dag, rows), dag, Policy(max_active_runs=4, maps=False), NOW)
+    assert [(t.task_id, t.map_index) for t in decided.to_queue] == [("double", -1)]
+    assert not decided.to_expand
