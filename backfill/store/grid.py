@@ -173,7 +173,7 @@ def window(conn: Connection, backfill_id: int, *, offset: int, limit: int) -> Wi
     cells: dict[int, dict[str, Cell]] = {row.id: {} for row in page}
     if page:  # one id per date shown: a screenful at most
         shown = _counted(ti.c.dag_run_id.in_(list(cells)))
-        for (dag_run_id, task_id), cell in fold(conn.execute(shown).tuples()).items():
+        for (dag_run_id, task_id), cell in fold(conn.execute(shown)).items():
             cells[dag_run_id][task_id] = cell
     rows = tuple(
         GridRow(
@@ -252,6 +252,6 @@ def every_cell(conn: Connection, backfill_id: int) -> Iterator[tuple[int, str, C
     TIs' (dag_run_id, task_id, map_index) key; plain columns, no date to decode, since a
     backfill of 1,000 dates x 50 tasks is 50k cells and the grid is polled."""
     stmt = _counted(run.c.backfill_id == backfill_id)
-    counted = conn.execution_options(yield_per=5000).execute(stmt).tuples()
+    counted = conn.execution_options(yield_per=5000).execute(stmt)
     for (dag_run_id, task_id), cell in fold(counted).items():
         yield dag_run_id, task_id, cell

@@ -151,7 +151,7 @@ def map_states(conn: Connection, dag_run_id: int, task_id: str) -> dict[int, str
         .where(ti.c.dag_run_id == dag_run_id, ti.c.task_id == task_id, ti.c.map_index >= 0)
         .order_by(ti.c.map_index)
     )
-    return dict(conn.execute(stmt).tuples())
+    return {row.map_index: row.state for row in conn.execute(stmt)}
 
 
 class Current(NamedTuple):

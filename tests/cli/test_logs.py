@@ -224,3 +224,49 @@ def test_follow_streams_a_running_try_and_a_killed_worker_keeps_what_it_flushed(
     after = ok(h, "1", "doomed")
     assert "[stdout] before the kill" in after
     assert "ended failed" in after.splitlines()[0]
+
+
+MAPPED_DAG = """
+import pendulum
+from backfill import DAG, Context
+
+dag = DAG("fan", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+
+
+@dag.task
+def numbers(ctx: Context) -> list[int]:
+    return [10, 20, 30]
+
+
+@dag.task
+def each(ctx: Context, x: int) -> int:
+    print(f"element {x} at map index {ctx.map_index}")
+    return x
+
+
+each.expand(x=numbers())
+"""
+
+
+def test_a_mapped_task_s_log_is_picked_by_its_map_index(h: Harness) -> None:
+    (h.dags / "fan_dag.py").write_text(MAPPED_DAG)
+    run = h.cli("run", "fan", "-s", "2024-01-01", "-e", "2024-01-01", "--local-workers", "1")
+    assert run.returncode == 0, run.stderr
+
+    second = ok(h, "1", "each", "-m", "1")
+    assert second.splitlines()[0].startswith("fan/each[1] 2024-01-01T00:00:00+00:00 try 1, claimed")
+    assert "[stdout] element 20 at map index 1" in second
+    assert "element 10" not in second
+    as_json = json.loads(ok(h, "1", "each", "-d", "2024-01-01", "--map-index", "2", "-o", "json"))
+    assert (as_json["task_id"], as_json["map_index"], as_json["state"]) == ("each", 2, "success")
+    assert "element 30 at map index 2" in as_json["log"]
+
+    mapped = refused(h, "1", "each", "-d", "2024-01-01")
+    assert "fan/each 2024-01-01T00:00:00+00:00 is a mapped task with map indexes 0 to 2" in mapped
+    assert "--map-index N" in mapped
+    assert "has no map index 3: it has map indexes 0 to 2" in refused(h, "1", "each", "-m", "3")
+    assert "no map index 0: it has no map index (not mapped)" in refused(
+        h, "1", "numbers", "-m", "0"
+    )
+    # The placeholder, once mapped, is history: found only when asked for, and never ran.
+    assert "has not started a try yet (state removed)" in refused(h, "1", "each", "-m", "-1")

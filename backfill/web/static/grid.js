@@ -97,7 +97,7 @@
     ctx.font = "11px ui-monospace, monospace";
     ctx.textBaseline = "middle";
     const gap = cell >= 10 ? 2 : 1;
-    const mark = Math.max(3, Math.min(6, Math.floor(cell / 2)));  // a mapped cell's corner
+    const mark = Math.max(4, Math.min(8, Math.floor(cell / 2)));  // a mapped cell's corner
     for (let r = first; r < last; r++) {
       const y = (r - first) * ROW;
       ctx.fillStyle = runColours[data.runs[r]];
@@ -111,21 +111,24 @@
         ctx.fillStyle = colours[code];
         ctx.fillRect(labelW + c * cell, y + 1, cell - gap, ROW - 2);
       }
-      const mapped = mappedRows[r];
-      if (mapped) {  // few: only a mapped task's cells, drawn over their fill
-        ctx.fillStyle = "#111827";
-        for (const [, c] of mapped) {
-          const right = labelW + (c + 1) * cell - gap;
-          ctx.beginPath();
-          ctx.moveTo(right - mark, y + 1);
-          ctx.lineTo(right, y + 1);
-          ctx.lineTo(right, y + 1 + mark);
-          ctx.fill();
-        }
+      for (const [, c] of mappedRows[r] || []) {  // few: a mapped task's cells only
+        // A white corner edged in dark: seen on every state's colour.
+        const right = labelW + (c + 1) * cell - gap;
+        corner(ctx, right, y + 1, mark, "#111827");
+        corner(ctx, right, y + 1, mark - 2, "#ffffff");
       }
     }
     window.backfillGrid.lastDrawMs = performance.now() - started;
     window.backfillGrid.first = first;
+  }
+
+  function corner(ctx, right, top, size, colour) {
+    ctx.fillStyle = colour;
+    ctx.beginPath();
+    ctx.moveTo(right - size, top);
+    ctx.lineTo(right, top);
+    ctx.lineTo(right, top + size);
+    ctx.fill();
   }
 
   function render() {
