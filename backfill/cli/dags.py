@@ -22,6 +22,7 @@ from backfill.model.discovery import DagBag, load_dags, summary
 from backfill.model.task_options import TaskOptions
 
 _DEFAULTS = TaskOptions()
+LIST_SHOWN = 5  # elements of a literal list a mapped task maps over the table shows
 
 
 @click.group("dags")
@@ -79,17 +80,36 @@ def show_command(dag_id: str, output: OutputFormat) -> None:
     for name, value in _facts(dag, _file(bag, bag.files[dag.dag_id])):
         facts.add_row(name, value)
     out.print(facts)
-    tasks = table("#", "task_id", "upstream", "options (non-default)", title="Tasks")
+    mapping = any(task.expansion is not None for task in dag.tasks.values())
+    columns = ("#", "task_id", "upstream", "options (non-default)")
+    tasks = table(*columns, *(("maps over (expand)",) if mapping else ()), title="Tasks")
     for i, task_id in enumerate(dag.topological_order(), start=1):
         task = dag.tasks[task_id]
         upstream = ", ".join(sorted(task.upstream_ids)) or "-"
-        tasks.add_row(str(i), task_id, upstream, _non_default(task.options) or "-")
+        row = [str(i), task_id, upstream, _non_default(task.options) or "-"]
+        if mapping:
+            row.append("-" if task.expansion is None else _expand(task.expansion.describe()))
+        tasks.add_row(*row)
     out.print(tasks)
     if dag.groups:
         out.print(_groups_table(dag))
     out.print("Edges:" if dag.edges() else "Edges: none")
     for upstream, downstream in dag.edges():
         out.print(f"  {upstream} -> {downstream}")
+
+
+def _expand(described: dict[str, Any]) -> str:
+    """`x=result of numbers, y=[1, 2, 3]`: each mapped parameter and what it maps over (a
+    literal list cut after `LIST_SHOWN` elements, saying how many it has)."""
+    parts = []
+    for name, over in described.items():
+        if isinstance(over, dict):
+            parts.append(f"{name}=result of {over['result_of']}")
+            continue
+        shown = ", ".join(json.dumps(v) for v in over[:LIST_SHOWN])
+        more = f", ... ({len(over)} elements)" if len(over) > LIST_SHOWN else ""
+        parts.append(f"{name}=[{shown}{more}]")
+    return ", ".join(parts)
 
 
 def _groups_table(dag: DAG) -> Table:

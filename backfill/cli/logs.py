@@ -1,4 +1,4 @@
-"""`backfill logs ID TASK_ID [-d DATE] [--try N] [--follow]`: one TI try's log.
+"""`backfill logs ID TASK_ID [-d DATE] [-m N] [--try N] [--follow]`: one TI try's log.
 
 Invariants:
 - read only, through the metadata DB: any host reads any worker's logs, and
@@ -13,7 +13,10 @@ Invariants:
   printed; Ctrl-C exits 130;
 - `-d` reads a date without an offset in UTC, as `backfill tasks` does; a
   date alone also matches the one run on that UTC day, and several runs that
-  day are listed so the operator can pick one.
+  day are listed so the operator can pick one;
+- `-m/--map-index N` picks a mapped task's TI; a mapped task without it exits
+  2 naming its map indexes (`client.logs.find_ti`); the header names the TI
+  `task[N]`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ FOLLOW_POLL = 0.5  # seconds between two reads of a followed try
 @click.argument("backfill_id", metavar="ID", type=BACKFILL_ID)
 @click.argument("task_id")
 @click.option("-d", "--date", "date", metavar="DATE", help="The TI's logical date.")
+@click.option(
+    "-m",
+    "--map-index",
+    "map_index",
+    type=click.IntRange(min=-1),
+    help="A mapped task's TI, by its map index (`backfill tasks` shows task[N]).",
+)
 @click.option("--try", "try_number", type=click.IntRange(min=1), help="Default: the latest.")
 @click.option("--follow", "-f", is_flag=True, help="Stream a running try until it ends.")
 @output_option
@@ -48,6 +58,7 @@ def logs_command(
     backfill_id: int,
     task_id: str,
     date: str | None,
+    map_index: int | None,
     try_number: int | None,
     follow: bool,
     output: OutputFormat,
@@ -55,7 +66,8 @@ def logs_command(
     """The log of one try of TASK_ID in backfill ID: what it printed and logged.
 
     `-d DATE` is needed when the backfill has several dates (YYYY-MM-DD or ISO
-    8601; UTC unless it has an offset). `--follow` streams a running try.
+    8601; UTC unless it has an offset); `-m N` when TASK_ID is mapped (its TI
+    of map index N). `--follow` streams a running try.
     """
     if follow and output is OutputFormat.JSON:
         raise UserError("--follow streams text: drop --output json, or drop --follow")
@@ -64,7 +76,7 @@ def logs_command(
         raise BackfillNotFound(backfill_id)
     try:
         with reads.reading(engine) as conn:
-            target = find_ti(conn, backfill_id, task_id, date)
+            target = find_ti(conn, backfill_id, task_id, date, map_index=map_index)
             number = pick_try(target, try_number, follow=follow)
         if output is OutputFormat.JSON:
             with reads.reading(engine) as conn:

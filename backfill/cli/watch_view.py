@@ -10,6 +10,8 @@ Invariants:
 - every TI state has its own glyph and colour (`CELLS`, after Airflow's
   colours), shown with its count in the legend; the glyphs differ, so a frame
   without colour (a pipe, `NO_COLOR`) still reads;
+- a mapped task's cell is its TIs in that run folded to their most telling
+  state (`store.grid.TELLING`), its glyph underlined;
 - dates are UTC, as `backfill status` shows them.
 """
 
@@ -201,7 +203,10 @@ def _left_out(frame: Frame, layout: Layout, arrow: str) -> list[Text]:
 
 def _cell(row: GridRow, task_id: str) -> tuple[str, str]:
     state = row.cells.get(task_id)
-    return (" ", "") if state is None else CELLS[state]
+    if state is None:
+        return (" ", "")
+    glyph, style = CELLS[state]
+    return (glyph, f"{style} underline") if task_id in row.mapped else (glyph, style)
 
 
 def _header(corner: str, label: int, heads: Sequence[str], named: bool) -> Text:

@@ -45,7 +45,7 @@ from backfill.client.options import SWITCHES, options_from_flags
 from backfill.client.shapes import cleared_json, plan_json, task_json_text
 from backfill.client.story import outcome_json, read_story, status_json
 from backfill.client.tasks import page_rows, tasks_query
-from backfill.client.ti import ti_json
+from backfill.client.ti import shown_map_index, ti_json
 from backfill.config import Settings
 from backfill.engine.coordinator import Coordinator
 from backfill.engine.create import create_backfill
@@ -157,10 +157,19 @@ class Client:
             for row in page_rows(conn, query):
                 yield json.loads(task_json_text(row))
 
-    def task_instance(self, backfill_id: int, task_id: str, date: str) -> dict[str, Any]:
-        """One TI, as a `tasks` row, with its tries (who claimed each, when, how it ended)."""
+    def task_instance(
+        self, backfill_id: int, task_id: str, date: str, *, map_index: int | None = None
+    ) -> dict[str, Any]:
+        """One TI, as a `tasks` row, with its tries (who claimed each, when, how it ended)
+        and, for a mapped task's TI, its siblings' states. A mapped task needs `map_index`."""
         with self.database.reading_about(backfill_id) as conn:
-            return ti_json(conn, backfill_id, task_id, date)
+            return ti_json(conn, backfill_id, task_id, date, map_index=map_index)
+
+    def shown_map_index(self, backfill_id: int, task_id: str, date: str) -> int | None:
+        """A mapped task's TI that its grid cell shows on `date` (its most telling one);
+        None when the task is not mapped there."""
+        with self.database.reading_about(backfill_id) as conn:
+            return shown_map_index(conn, backfill_id, task_id, date)
 
     def logs(
         self,
@@ -168,11 +177,12 @@ class Client:
         task_id: str,
         *,
         date: str | None = None,
+        map_index: int | None = None,
         try_number: int | None = None,
     ) -> dict[str, Any]:
-        """One try's log (`backfill logs ID TASK_ID [-d DATE] [--try N] -o json`)."""
+        """One try's log (`backfill logs ID TASK_ID [-d DATE] [-m N] [--try N] -o json`)."""
         with self.database.reading_about(backfill_id) as conn:
-            target = find_ti(conn, backfill_id, task_id, date)
+            target = find_ti(conn, backfill_id, task_id, date, map_index=map_index)
             number = pick_try(target, try_number, follow=False)
             return logs_json(conn, backfill_id, target, number)
 

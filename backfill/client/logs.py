@@ -6,12 +6,18 @@ Invariants:
 - `date` reads a date without an offset in UTC, as `backfill tasks` does; a
   date alone also matches the one run on that UTC day, and several runs that
   day are a `UserError` listing them, so the operator can pick one;
+- a TI is keyed by its map index too (-1 unless given): a mapped task's TI
+  needs one (`map_index`), and a mapped task asked without one is a
+  `UserError` naming its map indexes; a `removed` TI (history: a mapped
+  task's placeholder, or an element dropped by a re-mapping) is found only
+  when asked for by its map index, or when nothing else is left;
 - the JSON says how many bytes the worker's cap cut from the log's head
   (`cut_bytes`), never silently skipped.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -27,10 +33,55 @@ from backfill.store import logs, status
 from backfill.store.errors import BackfillNotFound
 from backfill.store.logs import LoggedTI
 
+_INSTANT = timedelta(microseconds=1)  # [moment, moment + _INSTANT): that moment alone
+_REMOVED = TIState.REMOVED.value
+MAP_INDEX_HINT = "--map-index N (in the API: map_index=N)"
 
-def find_ti(conn: Connection, backfill_id: int, task_id: str, date: str | None) -> LoggedTI:
+
+def find_ti(
+    conn: Connection,
+    backfill_id: int,
+    task_id: str,
+    date: str | None,
+    *,
+    map_index: int | None = None,
+) -> LoggedTI:
+    """The TI of `task_id` on `date` (a date alone: the one run that UTC day) with map
+    index `map_index`; None: the task's only TI there, which a mapped task has not."""
     if not status.exists(conn, backfill_id):
         raise BackfillNotFound(backfill_id)
+    # Every (run, task) has a TI of map index -1 (a mapped task's placeholder): it
+    # finds the run, one row a date, whatever the task maps over.
+    run_ti = _the_one(conn, backfill_id, task_id, date)
+    indexes = logs.map_states(conn, run_ti.dag_run_id, task_id)
+    if map_index is None:
+        live = [i for i, state in indexes.items() if state != _REMOVED]
+        if live or (indexes and run_ti.state == _REMOVED):
+            raise UserError(
+                f"{ti_key(run_ti)} is a mapped task with map indexes "
+                f"{_indexes(live or list(indexes))}: pick one with {MAP_INDEX_HINT}"
+            )
+        return run_ti
+    if map_index == -1:
+        return run_ti
+    if map_index not in indexes:
+        has = f"map indexes {_indexes(list(indexes))}" if indexes else "no map index (not mapped)"
+        raise TINotFound(f"{ti_key(run_ti)} has no map index {map_index}: it has {has}")
+    start = run_ti.logical_date
+    (found,) = logs.find_tis(
+        conn, backfill_id, task_id, start=start, end=start + _INSTANT, map_index=map_index
+    )
+    return found
+
+
+def _indexes(indexes: list[int]) -> str:
+    """`0 to 41` when they run on without a gap, else the first ones: `0, 2, 5, ...`."""
+    if len(indexes) > 2 and indexes == list(range(indexes[0], indexes[-1] + 1)):
+        return f"{indexes[0]} to {indexes[-1]}"
+    return ", ".join(map(str, indexes[:8])) + (", ..." if len(indexes) > 8 else "")
+
+
+def _the_one(conn: Connection, backfill_id: int, task_id: str, date: str | None) -> LoggedTI:
     found = _matching(conn, backfill_id, task_id, date)
     if len(found) == 1:
         return found[0]
@@ -49,15 +100,15 @@ def find_ti(conn: Connection, backfill_id: int, task_id: str, date: str | None) 
 
 
 def _matching(conn: Connection, backfill_id: int, task_id: str, date: str | None) -> list[LoggedTI]:
+    """The TIs of map index -1 of `task_id` on `date`: one a run."""
+    find = functools.partial(logs.find_tis, conn, backfill_id, task_id, map_index=-1)
     if date is None:
-        return logs.find_tis(conn, backfill_id, task_id, limit=6)
+        return find(limit=6)
     moment = parse_cli_date(date, pendulum.UTC, option="-d/--date")
-    exact = logs.find_tis(
-        conn, backfill_id, task_id, start=moment, end=moment + timedelta(microseconds=1)
-    )
+    exact = find(start=moment, end=moment + _INSTANT)
     if exact or len(date.strip()) != len("YYYY-MM-DD"):
         return exact
-    return logs.find_tis(conn, backfill_id, task_id, start=moment, end=moment + timedelta(days=1))
+    return find(start=moment, end=moment + timedelta(days=1))
 
 
 def pick_try(target: LoggedTI, asked: int | None, *, follow: bool) -> int:
@@ -78,7 +129,9 @@ def pick_try(target: LoggedTI, asked: int | None, *, follow: bool) -> int:
 
 
 def ti_key(target: LoggedTI) -> str:
-    return f"{target.dag_id}/{target.task_id} {target.logical_date.isoformat()}"
+    """`dag/task 2024-01-01T00:00:00+00:00`; a mapped task's TI `dag/task[3] ...`."""
+    task = target.task_id if target.map_index < 0 else f"{target.task_id}[{target.map_index}]"
+    return f"{target.dag_id}/{task} {target.logical_date.isoformat()}"
 
 
 def still_running(now: logs.Current, number: int) -> bool:
@@ -97,6 +150,7 @@ def logs_json(conn: Connection, backfill_id: int, target: LoggedTI, number: int)
         "backfill_id": backfill_id,
         "dag_id": target.dag_id,
         "task_id": target.task_id,
+        "map_index": target.map_index,
         "run_id": target.run_id,
         "logical_date": target.logical_date.isoformat(),
         "try_number": number,

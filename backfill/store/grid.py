@@ -9,14 +9,21 @@ Invariants:
   (`status.reading`, `reads.reading`) with `status.summary`, so the page, the
   hidden dates and the totals agree with each other while workers finish tasks;
 - a backfill's dates are its runs' logical dates, one run per date (the unique
-  (dag_id, logical_date)), in ascending order whatever order the runs were made in.
+  (dag_id, logical_date)), in ascending order whatever order the runs were made in;
+- a cell is a (run, task): one TI, or a mapped task's TIs in that run. Those are
+  read counted by state (GROUP BY run, task, state: a mapped task of 1,000
+  elements costs a row per state, not per TI) and folded into one `Cell` showing
+  their most telling state (`TELLING`); `removed` TIs (history: a mapped task's
+  placeholder, or an element a re-mapping dropped) are shown only when nothing
+  else is left.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -27,6 +34,71 @@ from backfill.store.schema import dag_runs, task_instances
 ti, run = task_instances, dag_runs
 _RUN_TIS = run.join(ti, ti.c.dag_run_id == run.c.id)  # a backfill's TIs, through its runs
 _STATES = {s.value: s for s in TIState}
+_S = TIState
+# The state a cell of several TIs (a mapped task's, in one run) shows: the first of
+# these that one of them is in. What asks for the operator comes first (failures),
+# then work in flight (its next change is soon), then work not started, then work
+# done; `removed` rows are history, shown only when a cell has nothing else.
+TELLING: tuple[TIState, ...] = (
+    _S.FAILED,
+    _S.UPSTREAM_FAILED,
+    _S.RUNNING,
+    _S.UP_FOR_RETRY,
+    _S.UP_FOR_RESCHEDULE,
+    _S.QUEUED,
+    _S.SCHEDULED,
+    _S.NONE,
+    _S.SUCCESS,
+    _S.SKIPPED,
+    _S.REMOVED,
+)
+_RANK = {state: i for i, state in enumerate(TELLING)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """A (run, task) of the grid: its TI's state, or a mapped task's TIs folded."""
+
+    state: TIState  # the most telling of its TIs' states
+    map_index: int  # the TI showing it: the first in that state (-1: not a mapped task's)
+    counts: Mapping[TIState, int]  # a mapped task's TIs by state, in TELLING order, no
+    # `removed`; empty for a task that is not mapped (or not mapped yet) in this run
+
+    @property
+    def mapped(self) -> bool:
+        return bool(self.counts)
+
+
+# (dag_run_id, task_id, state, how many TIs, their lowest map index): a cell's TIs
+# counted by state, as `_counted` reads them.
+Counted = tuple[int, str, str, int, int]
+
+
+def fold(counted: Iterable[Counted]) -> dict[tuple[int, str], Cell]:
+    """(dag_run_id, task_id) -> its `Cell`, from its TIs counted by state. A count of map
+    indexes >= 0 is a mapped task's elements (its placeholder is then `removed`)."""
+    seen: dict[tuple[int, str], list[tuple[TIState, int, int]]] = {}
+    for dag_run_id, task_id, state, n, first in counted:
+        seen.setdefault((dag_run_id, task_id), []).append((_STATES[state], n, first))
+    return {key: _cell(groups) for key, groups in seen.items()}
+
+
+def _cell(groups: list[tuple[TIState, int, int]]) -> Cell:
+    if len(groups) == 1 and groups[0][2] < 0:  # one TI, not a mapped one: most cells
+        return Cell(state=groups[0][0], map_index=-1, counts={})
+    groups.sort(key=lambda g: _RANK[g[0]])
+    live = [g for g in groups if g[0] is not _S.REMOVED] or groups
+    state, _, first = live[0]
+    counts: dict[TIState, int] = {
+        s: n for s, n, first_index in live if first_index >= 0 and s is not _S.REMOVED
+    }
+    return Cell(state=state, map_index=first, counts=counts)
+
+
+def most_telling(states: Mapping[int, str]) -> int:
+    """Of a mapped task's TIs in one run (map index -> state, not empty), the one its
+    cell shows (`fold`): the first in the most telling state."""
+    return min(states, key=lambda index: (_RANK[_STATES[states[index]]], index))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +107,8 @@ class GridRow:
 
     logical_date: datetime
     run_state: RunState
-    cells: dict[str, TIState]  # task_id -> state; a task without a TI here is absent
+    cells: dict[str, TIState]  # task_id -> state (`Cell.state`); no TI of a task: absent
+    mapped: frozenset[str] = field(default=frozenset())  # the tasks mapped in this run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,15 +170,18 @@ def window(conn: Connection, backfill_id: int, *, offset: int, limit: int) -> Wi
         .limit(limit)
         .offset(offset)
     ).all()
-    cells: dict[int, dict[str, TIState]] = {row.id: {} for row in page}
-    if page:
-        stmt = sa.select(ti.c.dag_run_id, ti.c.task_id, ti.c.state).where(
-            ti.c.dag_run_id.in_(list(cells))  # one id per date shown: a screenful at most
-        )
-        for dag_run_id, task_id, state in conn.execute(stmt):
-            cells[dag_run_id][task_id] = _STATES[state]
+    cells: dict[int, dict[str, Cell]] = {row.id: {} for row in page}
+    if page:  # one id per date shown: a screenful at most
+        shown = _counted(ti.c.dag_run_id.in_(list(cells)))
+        for (dag_run_id, task_id), cell in fold(conn.execute(shown)).items():
+            cells[dag_run_id][task_id] = cell
     rows = tuple(
-        GridRow(logical_date=r.logical_date, run_state=RunState(r.state), cells=cells[r.id])
+        GridRow(
+            logical_date=r.logical_date,
+            run_state=RunState(r.state),
+            cells={task_id: cell.state for task_id, cell in cells[r.id].items()},
+            mapped=frozenset(task_id for task_id, cell in cells[r.id].items() if cell.mapped),
+        )
         for r in page
     )
     first, last = (page[0].logical_date, page[-1].logical_date) if page else (None, None)
@@ -157,14 +233,25 @@ def runs_of(conn: Connection, backfill_id: int) -> list[RunRow]:
     ]
 
 
-def every_cell(conn: Connection, backfill_id: int) -> Iterator[tuple[int, str, str]]:
-    """Every TI of the backfill as (dag_run_id, task_id, state), in no order: the web
-    page's grid. ONE statement over the runs' (backfill_id, ...) index and the TIs'
-    (dag_run_id, task_id) key; three plain columns, no date to decode, since a backfill
-    of 1,000 dates x 50 tasks is 50k rows and the grid is polled."""
-    stmt = (
-        sa.select(ti.c.dag_run_id, ti.c.task_id, ti.c.state)
+def _counted(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """The TIs matching `where` counted by (run, task, state), with their lowest map
+    index (`Counted`): a row a TI for a task that is not mapped."""
+    return (
+        sa.select(
+            ti.c.dag_run_id, ti.c.task_id, ti.c.state, sa.func.count(), sa.func.min(ti.c.map_index)
+        )
         .select_from(_RUN_TIS)
-        .where(run.c.backfill_id == backfill_id)
+        .where(*where)
+        .group_by(ti.c.dag_run_id, ti.c.task_id, ti.c.state)
     )
-    yield from conn.execution_options(yield_per=5000).execute(stmt).tuples()
+
+
+def every_cell(conn: Connection, backfill_id: int) -> Iterator[tuple[int, str, Cell]]:
+    """Every cell of the backfill as (dag_run_id, task_id, cell), in no order: the web
+    page's grid. ONE aggregate statement over the runs' (backfill_id, ...) index and the
+    TIs' (dag_run_id, task_id, map_index) key; plain columns, no date to decode, since a
+    backfill of 1,000 dates x 50 tasks is 50k cells and the grid is polled."""
+    stmt = _counted(run.c.backfill_id == backfill_id)
+    counted = conn.execution_options(yield_per=5000).execute(stmt)
+    for (dag_run_id, task_id), cell in fold(counted).items():
+        yield dag_run_id, task_id, cell

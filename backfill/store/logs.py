@@ -90,8 +90,10 @@ class LoggedTI:
     """A TI whose tries' logs can be read, with its latest try's state."""
 
     ti_id: int
+    dag_run_id: int
     dag_id: str
     task_id: str
+    map_index: int  # -1: not mapped, or a mapped task's placeholder
     run_id: str
     logical_date: datetime
     state: str
@@ -106,15 +108,19 @@ def find_tis(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
+    map_index: int | None = None,
     limit: int = 10,
 ) -> list[LoggedTI]:
-    """Up to `limit` TIs of `task_id` in the backfill with a logical date in [start, end)."""
+    """Up to `limit` TIs of `task_id` in the backfill with a logical date in [start, end)
+    (and map index `map_index`, if given), by date then map index."""
     ti, run = task_instances, dag_runs
     stmt = (
         sa.select(
             ti.c.id.label("ti_id"),
+            ti.c.dag_run_id,
             run.c.dag_id,
             ti.c.task_id,
+            ti.c.map_index,
             run.c.run_id,
             run.c.logical_date,
             ti.c.state,
@@ -123,14 +129,29 @@ def find_tis(
         )
         .select_from(ti.join(run, run.c.id == ti.c.dag_run_id))
         .where(run.c.backfill_id == backfill_id, ti.c.task_id == task_id)
-        .order_by(run.c.logical_date)
+        .order_by(run.c.logical_date, ti.c.map_index)
         .limit(limit)
     )
     if start is not None:
         stmt = stmt.where(run.c.logical_date >= start)
     if end is not None:
         stmt = stmt.where(run.c.logical_date < end)
+    if map_index is not None:
+        stmt = stmt.where(ti.c.map_index == map_index)
     return [LoggedTI(**row._mapping) for row in conn.execute(stmt)]
+
+
+def map_states(conn: Connection, dag_run_id: int, task_id: str) -> dict[int, str]:
+    """Map index -> state of each TI of `task_id` in run `dag_run_id` with a map index
+    (>= 0: a mapped task's elements, `removed` ones included), in map index order; empty
+    for a task that is not mapped there (yet). ONE statement over the TI key."""
+    ti = task_instances
+    stmt = (
+        sa.select(ti.c.map_index, ti.c.state)
+        .where(ti.c.dag_run_id == dag_run_id, ti.c.task_id == task_id, ti.c.map_index >= 0)
+        .order_by(ti.c.map_index)
+    )
+    return {row.map_index: row.state for row in conn.execute(stmt)}
 
 
 class Current(NamedTuple):

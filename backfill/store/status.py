@@ -225,6 +225,7 @@ class TaskFilter:
     task_ids: frozenset[str] | None = None  # None: any task; empty: none
     start: datetime | None = None  # logical dates >= start (aware)
     end: datetime | None = None  # logical dates <= end, inclusive (aware)
+    map_index: int | None = None  # None: any map index
 
 
 EVERY_TI = TaskFilter()
@@ -247,6 +248,8 @@ def _ti_conditions(backfill_id: int, where: TaskFilter) -> list[sa.ColumnElement
         conditions.append(run.c.logical_date >= where.start)
     if where.end is not None:
         conditions.append(run.c.logical_date <= where.end)
+    if where.map_index is not None:
+        conditions.append(ti.c.map_index == where.map_index)
     return conditions
 
 

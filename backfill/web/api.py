@@ -40,6 +40,10 @@ from backfill.store.status import Summary
 from backfill.web.auth import Auth
 
 BackfillId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The backfill's id.")]
+MapIndex = Annotated[
+    int | None,
+    Query(ge=-1, description="A mapped task's TI, by its map index; needed for a mapped task."),
+]
 TASKS_PAGE = 100  # TIs a listing gives unless `limit` says otherwise (0: all), as the CLI
 
 
@@ -206,23 +210,31 @@ def list_task_instances(
     summary="One TI with its tries",
 )
 def get_task_instance(
-    backfill_id: BackfillId, task_id: str, logical_date: str, client: Backfills
+    backfill_id: BackfillId,
+    task_id: str,
+    logical_date: str,
+    client: Backfills,
+    map_index: MapIndex = None,
 ) -> dict[str, Any]:
-    return client.task_instance(backfill_id, task_id, logical_date)
+    return client.task_instance(backfill_id, task_id, logical_date, map_index=map_index)
 
 
 @router.get(
     "/backfills/{backfill_id}/task_instances/{task_id}/{logical_date}/logs",
-    summary="One try's log (as `backfill logs ID TASK_ID -d DATE --try N -o json`)",
+    summary="One try's log (as `backfill logs ID TASK_ID -d DATE -m N --try N -o json`)",
 )
 def get_logs(
     backfill_id: BackfillId,
     task_id: str,
     logical_date: str,
     client: Backfills,
+    *,
+    map_index: MapIndex = None,
     try_number: Annotated[int | None, Query(ge=1, description="Default: the latest.")] = None,
 ) -> dict[str, Any]:
-    return client.logs(backfill_id, task_id, date=logical_date, try_number=try_number)
+    return client.logs(
+        backfill_id, task_id, date=logical_date, map_index=map_index, try_number=try_number
+    )
 
 
 @writes.post("/backfills/{backfill_id}/pause", summary="Stop dispatching (as `backfill pause ID`)")

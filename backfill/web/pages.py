@@ -9,7 +9,9 @@ Invariants:
   form, which takes the token and sets the session cookie (`auth`); `next`
   only ever leads to a path of this server;
 - write buttons are shown only to a session that may write: they send the
-  CSRF token the page embeds.
+  CSRF token the page embeds;
+- a TI page of a mapped task asked without `map_index` (a link from the
+  failed list, or typed) redirects to the TI its grid cell shows.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from backfill.client.client import Client
 from backfill.client.listing import listing
+from backfill.errors import UserError
 from backfill.store import status
 from backfill.store.errors import BackfillNotFound
-from backfill.web.api import BackfillId, Store
+from backfill.web.api import BackfillId, MapIndex, Store
 from backfill.web.auth import SESSION_COOKIE, Access, Auth
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -105,10 +109,19 @@ def ti_page(
     logical_date: str,
     access: Viewer,
     store: Store,
+    map_index: MapIndex = None,
 ) -> Response:
     with store.reading_about(backfill_id) as conn:
         if not status.exists(conn, backfill_id):
             raise BackfillNotFound(backfill_id)
+    if map_index is None:
+        client: Client = request.app.state.client
+        try:
+            shown = client.shown_map_index(backfill_id, task_id, logical_date)
+        except UserError:  # no such TI: the page's script says so, as for any TI
+            shown = None
+        if shown is not None:
+            return RedirectResponse(f"{request.url.path}?map_index={shown}", status_code=303)
     return _render(
         request,
         "ti.html",
@@ -116,6 +129,8 @@ def ti_page(
         backfill_id=backfill_id,
         task_id=task_id,
         logical_date=logical_date,
+        map_index=-1 if map_index is None else map_index,
+        shown_task=task_id if map_index is None or map_index < 0 else f"{task_id}[{map_index}]",
     )
 
 

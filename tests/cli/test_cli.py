@@ -213,6 +213,44 @@ def test_dags_show_lists_params_when_the_dag_has_some(home: Path, tmp_path: Path
     assert "params" not in json.loads(bare_json)
 
 
+MAPPED_DAG = """
+import pendulum
+from backfill import DAG, Context
+
+dag = DAG("fan", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+
+
+@dag.task
+def numbers(ctx: Context) -> list[int]:
+    return [1, 2]
+
+
+@dag.task
+def each(ctx: Context, x: int, y: int, word: str) -> None:
+    pass
+
+
+each.partial(y=1).expand(x=numbers(), word=[f"w{i}" for i in range(7)])
+"""
+
+
+def test_dags_show_tells_what_a_mapped_task_maps_over(home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "fan.py").write_text(MAPPED_DAG)
+    out = invoke(home, "dags", "show", "fan", dags=folder).stdout
+    rows = {r[1]: r for r in map(cells, out[out.index("Tasks") :].splitlines()) if len(r) == 5}
+    assert "maps over (expand)" in out
+    assert rows["numbers"][4] == "-"
+    expand = 'x=result of numbers, word=["w0", "w1", "w2", "w3", "w4", ... (7 elements)]'
+    assert rows["each"][4] == expand
+    as_json = json.loads(invoke(home, "dags", "show", "fan", "-o", "json", dags=folder).stdout)
+    (each,) = [t for t in as_json["tasks"] if t["task_id"] == "each"]
+    assert each["expand"] == {"x": {"result_of": "numbers"}, "word": [f"w{i}" for i in range(7)]}
+    # A DAG that maps nothing has no such column.
+    assert "maps over" not in invoke(home, "dags", "show", "example_bash_operator").stdout
+
+
 def test_dags_show_unknown_dag(home: Path) -> None:
     result = invoke(home, "dags", "show", "example_bash_operatr")
     assert_user_error(

@@ -6,7 +6,9 @@ What must hold: a try's stdout, stderr and `logging` records land in its own
 log, stamped, and not in the worker's log; each try keeps its own log; the
 cap keeps the tail and says what was cut; `--follow` streams a running try
 and ends when it ends; a worker killed mid-try leaves what it had flushed;
-the report of a failed backfill names the command for each failed try's log.
+the report of a failed backfill names the command for each failed try's log; a
+mapped task's TI is picked by its map index (`-m`), and without one the command
+names them.
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ def flaky(ctx: Context) -> None:
 def loud(ctx: Context) -> None:
     for i in range(5000):
         print(f"line {i:05d}")
+
+
+@dag.task
+def numbers(ctx: Context) -> list[int]:
+    return [10, 20, 30]
+
+
+@dag.task
+def each(ctx: Context, x: int) -> int:
+    print(f"element {x} at map index {ctx.map_index}")
+    return x
+
+
+each.expand(x=numbers())  # a mapped task: one TI per element, picked by -m
 """
 
 LIVE_DAG = """
@@ -160,6 +176,27 @@ def test_bad_requests_are_refused_with_what_to_do(h: Harness) -> None:
     assert "no backfill with id 99" in refused(h, "99", "chatty")
     assert "is not a date" in refused(h, "1", "chatty", "-d", "yesterday")
     assert "--follow" in refused(h, "1", "chatty", "-d", "2024-01-01", "-f", "-o", "json")
+
+    # A mapped task's TI, by its map index (on the same run: a run costs seconds).
+    second = ok(h, "1", "each", "-d", "2024-01-01", "-m", "1")
+    assert second.splitlines()[0].startswith("talk/each[1] 2024-01-01T00:00:00+00:00 try 1, ")
+    assert "[stdout] element 20 at map index 1" in second
+    assert "element 10" not in second
+    as_json = json.loads(ok(h, "1", "each", "-d", "2024-01-02", "--map-index", "2", "-o", "json"))
+    assert (as_json["task_id"], as_json["map_index"], as_json["state"]) == ("each", 2, "success")
+    assert "element 30 at map index 2" in as_json["log"]
+    mapped = refused(h, "1", "each", "-d", "2024-01-01")
+    assert "talk/each 2024-01-01T00:00:00+00:00 is a mapped task with map indexes 0 to 2" in mapped
+    assert "--map-index N" in mapped
+    day = ("-d", "2024-01-01")
+    assert "has no map index 3: it has map indexes 0 to 2" in refused(
+        h, "1", "each", *day, "-m", "3"
+    )
+    assert "has no map index 0: it has no map index (not mapped)" in refused(
+        h, "1", "numbers", *day, "-m", "0"
+    )
+    # The placeholder, once mapped, is history: found only when asked for; it never ran.
+    assert "has not started a try yet (state removed)" in refused(h, "1", "each", *day, "-m", "-1")
 
 
 def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:

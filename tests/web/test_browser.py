@@ -121,3 +121,60 @@ def test_an_operator_watches_a_backfill_clears_a_failed_ti_and_sees_it_run_again
     expect(page.locator("#state")).to_have_text("failed", timeout=WAIT_MS)
     shot = screenshot(page, "grid")
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_mapped_task_s_cell_counts_its_tis_and_opens_the_failed_one(
+    pg_url: str,
+    broker: PrivateRedis,
+    *,
+    tmp_path: Path,
+    workers: WorkerPool,
+    coordinators: Coordinators,
+    web_servers: WebServers,
+    page: Page,
+) -> None:
+    """`mapping_flow` without retries: `double` maps over [1, 2, 3] on the first date and
+    its x=2 fails; over [] on the second (skipped). Its cell is red, marked, and counts
+    its TIs; a click opens the failed one, whose page links to its siblings. Screenshots
+    of the grid and that page are left at `.backfill/screenshots/{grid,ti}_mapped.png`."""
+    stack = Stack.create(pg_url, broker, tmp_path).with_timeouts(**TIMEOUTS)
+    workers.start(stack, 1, concurrency=4)
+    coordinators.cli(stack, "coordinator")
+    days = ("2024-01-01", "2024-01-02")
+    options = ("--disable-retry", "--continue-on-failures")
+    created = coordinators.cli(
+        stack, "create", "mapping_flow", "-s", days[0], "-e", days[1], *options
+    )
+    done = created.finish(60)
+    assert done.code == 0, done.log
+    backfill_id = int(done.stdout)
+    server = web_servers.start(stack.env(), token=TOKEN)
+
+    page.goto(f"{server.url}/login?next=/backfills/{backfill_id}")
+    page.fill('input[name="token"]', TOKEN)
+    page.click('button[type="submit"]')
+    expect(page.locator("#state")).to_have_text("failed", timeout=WAIT_MS)
+    wait_for_cell(page, "double", days[0], "failed")
+    wait_for_cell(page, "double", days[1], "skipped")
+    where = page.evaluate(
+        "([task, date]) => window.backfillGrid.where(task, date)", ["double", iso(days[0])]
+    )
+    page.mouse.move(where["x"], where["y"])
+    expect(page.locator("#tip")).to_have_text(
+        f"double · {days[0]} 00:00:00Z · 3 mapped — 1 failed, 2 success"
+    )
+    shot = screenshot(page, "grid_mapped")
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+    page.mouse.click(where["x"], where["y"])
+    url = f"{server.url}/backfills/{backfill_id}/tasks/double/{iso(days[0])}?map_index=1"
+    expect(page).to_have_url(url)
+    expect(page.locator("h1")).to_contain_text("double[1]")
+    expect(page.locator("#ti-state")).to_have_text("failed")
+    expect(page.locator("#ti-error")).to_contain_text("the first try of x=2 fails")
+    expect(page.locator("#sibling-links a")).to_have_text(["0", "1", "2"])
+    screenshot(page, "ti_mapped")
+    page.locator("#sibling-links a", has_text="2").click()
+    expect(page.locator("h1")).to_contain_text("double[2]")
+    expect(page.locator("#ti-state")).to_have_text("success")
+    expect(page.locator("#ti-result")).to_have_text("6")  # x=3, doubled

@@ -1,5 +1,8 @@
 // A backfill's page: the grid (dates x tasks, a canvas that draws only the rows in view,
-// so 1,000 dates x 50 tasks costs what 40 do), its status, and the buttons.
+// so 1,000 dates x 50 tasks costs what 40 do), its status, and the buttons. A mapped
+// task's cell (its TIs in that run, folded by the server: the most telling state) has a
+// dark corner mark; its tooltip counts its TIs by state, and a click opens the TI that
+// shows that state.
 "use strict";
 (() => {
   const root = document.getElementById("backfill");
@@ -13,6 +16,7 @@
   const ROW = 16, MIN_CELL = 6, MAX_CELL = 22, POLL_MS = 2000, BAND = 18;
   const FINISHED = ["success", "skipped", "upstream_failed", "failed", "removed"];
   let data = null, layout = null, scrolledToFrontier = false;
+  let mappedRows = {};  // row -> its mapped cells ([row, col, map_index, counts]), per load
   window.backfillGrid = { loads: 0, lastLoadMs: null, lastDrawMs: null };  // for tests and curious eyes
 
   function dateLabel(iso, short) {
@@ -93,6 +97,7 @@
     ctx.font = "11px ui-monospace, monospace";
     ctx.textBaseline = "middle";
     const gap = cell >= 10 ? 2 : 1;
+    const mark = Math.max(4, Math.min(8, Math.floor(cell / 2)));  // a mapped cell's corner
     for (let r = first; r < last; r++) {
       const y = (r - first) * ROW;
       ctx.fillStyle = runColours[data.runs[r]];
@@ -106,9 +111,24 @@
         ctx.fillStyle = colours[code];
         ctx.fillRect(labelW + c * cell, y + 1, cell - gap, ROW - 2);
       }
+      for (const [, c] of mappedRows[r] || []) {  // few: a mapped task's cells only
+        // A white corner edged in dark: seen on every state's colour.
+        const right = labelW + (c + 1) * cell - gap;
+        corner(ctx, right, y + 1, mark, "#111827");
+        corner(ctx, right, y + 1, mark - 2, "#ffffff");
+      }
     }
     window.backfillGrid.lastDrawMs = performance.now() - started;
     window.backfillGrid.first = first;
+  }
+
+  function corner(ctx, right, top, size, colour) {
+    ctx.fillStyle = colour;
+    ctx.beginPath();
+    ctx.moveTo(right - size, top);
+    ctx.lineTo(right, top);
+    ctx.lineTo(right, top + size);
+    ctx.fill();
   }
 
   function render() {
@@ -138,13 +158,23 @@
     if (col < 0 || col >= data.tasks.length || row < 0 || row >= data.dates.length) return null;
     const code = data.cells[row].charCodeAt(col);
     if (code === 46) return null;
-    return { task: data.tasks[col], date: data.dates[row], state: data.states[data.codes.indexOf(String.fromCharCode(code))] };
+    const state = data.states[data.codes.indexOf(String.fromCharCode(code))];
+    const mapped = (mappedRows[row] || []).find((m) => m[1] === col);
+    return { task: data.tasks[col], date: data.dates[row], state, mapped: mapped && describeMapped(mapped) };
+  }
+
+  // A mapped cell: the TI a click opens, and `3 mapped — 2 success, 1 failed`.
+  function describeMapped([, , mapIndex, counts]) {
+    const pairs = counts.split(" ").map((pair) => pair.split(":"))
+      .map(([code, n]) => [data.states[data.codes.indexOf(code)], Number(n)]);
+    const total = pairs.reduce((sum, [, n]) => sum + n, 0);
+    return { mapIndex, text: `${total} mapped — ` + pairs.map(([s, n]) => `${n} ${s}`).join(", ") };
   }
 
   canvas.addEventListener("mousemove", (event) => {
     const hit = data && cellAt(event);
     if (!hit) { tip.hidden = true; return; }
-    tip.textContent = `${hit.task} · ${Backfill.when(hit.date)} · ${hit.state}`;
+    tip.textContent = `${hit.task} · ${Backfill.when(hit.date)} · ` + (hit.mapped ? hit.mapped.text : hit.state);
     tip.style.left = (event.clientX + 14) + "px";
     tip.style.top = (event.clientY + 12) + "px";
     tip.hidden = false;
@@ -152,7 +182,7 @@
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   canvas.addEventListener("click", (event) => {
     const hit = data && cellAt(event);
-    if (hit) location.href = tiUrl(hit.task, hit.date);
+    if (hit) location.href = tiUrl(hit.task, hit.date, hit.mapped ? hit.mapped.mapIndex : -1);
   });
   scroller.addEventListener("scroll", () => { if (data) requestAnimationFrame(draw); });
   window.addEventListener("resize", () => { if (data) render(); });
@@ -177,8 +207,11 @@
     return { x: box.left + layout.labelW + col * layout.cell + layout.cell / 2 - 1, y: box.top + row * ROW + ROW / 2 };
   };
 
-  const tiUrl = (task, date) =>
-    `/backfills/${id}/tasks/${Backfill.segment(task)}/${Backfill.segment(date)}`;
+  // A TI's page; a mapped task's TI by its map index (without one, the page opens the
+  // task's most telling TI in that run).
+  const tiUrl = (task, date, mapIndex) =>
+    `/backfills/${id}/tasks/${Backfill.segment(task)}/${Backfill.segment(date)}` +
+    (mapIndex >= 0 ? `?map_index=${mapIndex}` : "");
 
   function showStatus(status) {
     const state = document.getElementById("state");
@@ -245,6 +278,8 @@
     const started = performance.now();
     data = await Backfill.api("GET", `/backfills/${id}/grid`);
     window.backfillGrid.lastLoadMs = performance.now() - started;
+    mappedRows = {};
+    for (const entry of data.mapped) (mappedRows[entry[0]] ||= []).push(entry);
     render();
     showStatus(data.status);
     window.backfillGrid.loads += 1;

@@ -1,9 +1,13 @@
 // A TI's page: its state and tries, and the log of the chosen try, followed while it runs.
+// A mapped task's TI (map index >= 0) links to its siblings: the task's other TIs in that run.
 "use strict";
 (() => {
   const root = document.getElementById("ti");
   const backfill = root.dataset.backfill, task = root.dataset.task, date = root.dataset.date;
-  const base = `/backfills/${backfill}/task_instances/${Backfill.segment(task)}/${Backfill.segment(date)}`;
+  const mapIndex = Number(root.dataset.mapIndex);
+  const path = `${Backfill.segment(task)}/${Backfill.segment(date)}`;
+  const base = `/backfills/${backfill}/task_instances/${path}`;
+  const query = `map_index=${mapIndex}`;
   const ACTIVE = ["queued", "running", "scheduled", "up_for_retry", "up_for_reschedule", "none"];
   let chosen = null;  // the try whose log is shown; null: the latest
   let ti = null;
@@ -25,6 +29,7 @@
     error.textContent = ti.last_error || "";
     document.getElementById("result-section").hidden = ti.result === null;
     document.getElementById("ti-result").textContent = JSON.stringify(ti.result, null, 2);
+    showSiblings();
     const latest = chosen || ti.try_number;
     document.getElementById("tries").innerHTML = ti.tries.map((t) =>
       `<tr class="${t.try_number === latest ? "selected" : ""}"><td>${t.try_number}</td>` +
@@ -38,12 +43,22 @@
     }
   }
 
+  function showSiblings() {
+    const box = document.getElementById("siblings");
+    box.hidden = ti.siblings.length === 0;
+    const live = ti.siblings.filter((s) => s.state !== "removed").length;
+    document.getElementById("sibling-count").textContent = `${live} task instance(s), map index:`;
+    document.getElementById("sibling-links").innerHTML = ti.siblings.map((s) =>
+      `<a class="state s-${s.state}${s.map_index === ti.map_index ? " current" : ""}" title="${s.state}" ` +
+      `href="/backfills/${backfill}/tasks/${path}?map_index=${s.map_index}">${s.map_index}</a>`).join("");
+  }
+
   async function showLog() {
     const number = chosen || ti.try_number;
     const title = document.getElementById("log-title");
     const pre = document.getElementById("log");
     if (number < 1) { title.textContent = ""; pre.textContent = "No try has started yet."; return; }
-    const log = await Backfill.api("GET", `${base}/logs?try_number=${number}`);
+    const log = await Backfill.api("GET", `${base}/logs?${query}&try_number=${number}`);
     const following = !log.state && ACTIVE.includes(ti.state);
     title.textContent = `try ${number}` + (log.claimed_by ? `, ${log.claimed_by}` : "") + (following ? " (following)" : "");
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
@@ -54,7 +69,14 @@
   }
 
   async function refresh() {
-    ti = await Backfill.api("GET", base);
+    try {
+      ti = await Backfill.api("GET", `${base}?${query}`);
+    } catch (e) {  // no such TI (or map index): say so where the error goes
+      const error = document.getElementById("ti-error");
+      error.hidden = false;
+      error.textContent = e.message;
+      throw e;
+    }
     showTI();
     await showLog();
     window.tiPage.loads += 1;
@@ -66,7 +88,8 @@
   if (clearButton) {
     clearButton.addEventListener("click", async () => {
       const downstream = document.getElementById("clear-downstream").checked;
-      if (!confirm(`Clear ${task} at ${Backfill.when(ti.logical_date)}${downstream ? " and its downstream tasks" : ""}? It runs again.`)) return;
+      const every = ti.siblings.length ? ` (every map index of it: a clear takes whole tasks)` : "";
+      if (!confirm(`Clear ${task}${every} at ${Backfill.when(ti.logical_date)}${downstream ? " and its downstream tasks" : ""}? It runs again.`)) return;
       const escaped = task.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
       const body = { task_regex: `^${escaped}$`, start: ti.logical_date, end: ti.logical_date, downstream };
       try {
