@@ -370,6 +370,7 @@ def test_tasks_json_order_and_shape(home: Path, db_url: str, seeded: Seeded) -> 
         "pool": "default_pool",
         "last_error": "ValueError: boom",
         "result": None,
+        "map_index": -1,
     }
     assert data[8]["state"] == "none"
     assert data[8]["hostname"] is None
@@ -584,7 +585,7 @@ def test_tasks_json_limit_0_is_every_ti_in_order(home: Path, db_url: str, wide: 
         "dag_id": "wide", "task_id": "clean", "run_id": "backfill__2024-01-06",
         "logical_date": day(5), "state": "failed", "try_number": 1, "max_tries": 2,
         "hostname": "w1", "start_date": None, "end_date": None, "pool": "default_pool",
-        "last_error": "boom", "result": None,
+        "last_error": "boom", "result": None, "map_index": -1,
     }  # fmt: skip
 
 
