@@ -124,6 +124,8 @@ def reset_tis(
             sa.update(ti)
             .where(sa.tuple_(*keyed).in_(chunk))
             .where(ti.c.state.in_(sources))
+            # A mapped task's dropped map index stays removed (`store.mapping`).
+            .where(sa.or_(ti.c.state != _S.REMOVED.value, ti.c.map_index < 0))
             .values(
                 state=_S.NONE.value,
                 max_tries=ti.c.try_number + per_task("max_tries"),

@@ -12,7 +12,8 @@
 - `backfill tasks -o json` lists each mapped TI with its map index and result;
 - clearing `numbers` with its downstream maps `double` again over the new
   result (two elements instead of three), and a clear of `double` alone
-  (`--task-regex`) runs each of its TIs again with the element it had.
+  (`--task-regex`) runs each of its TIs again with the element it had, and so
+  does a new backfill of double alone reprocessing the date.
 """
 
 from __future__ import annotations
@@ -96,3 +97,19 @@ def test_a_mapped_task_runs_one_ti_per_element_and_maps_again_when_cleared(
     coordinators.cli(stack, "resume", str(backfill_id), "-o", "json").finish(timeout=180)
     last = [(e.extra["map_index"], e.extra["x"]) for e in stack.ledger.entries("double")][-2:]
     assert sorted(last) == [(0, 10), (1, 20)]
+
+    # A new backfill reprocessing the date, of double alone: the same two elements again,
+    # the map index the shorter list dropped still removed.
+    before = len(stack.ledger.entries("double"))
+    rerun = ["run", "mapping_flow", "-s", DAY1, "-e", DAY1, "--task-regex", "^double$"]
+    redone = coordinators.cli(stack, *rerun, "--reprocess", "completed", "-o", "json")
+    assert redone.finish(timeout=180).code == 0, redone.output()
+    rerun_doubles = stack.ledger.entries("double")[before:]
+    assert sorted((e.extra["map_index"], e.extra["x"]) for e in rerun_doubles) == [(0, 10), (1, 20)]
+    rows = _tasks(coordinators, stack, json.loads(redone.finish(1).stdout)["id"])
+    assert {k[2]: v["state"] for k, v in rows.items() if k[1] == "double"} == {
+        -1: "removed",
+        0: "success",
+        1: "success",
+        2: "removed",
+    }
