@@ -49,6 +49,14 @@ SHOWN = 20  # TIs listed before asking
 )
 @click.option("-s", "--start-date", "start", metavar="DATE", help="Only logical dates from DATE.")
 @click.option("-e", "--end-date", "end", metavar="DATE", help="Only logical dates up to DATE.")
+@click.option(
+    "--map-index",
+    "map_indexes",
+    type=int,
+    multiple=True,
+    metavar="N",
+    help="Only the TIs of mapped tasks with map index N (repeatable).",
+)
 @click.option("--downstream", is_flag=True, help="Also their downstream TIs in the same runs.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be cleared.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -60,6 +68,7 @@ def clear_command(
     states: tuple[str, ...],
     start: str | None,
     end: str | None,
+    map_indexes: tuple[int, ...],
     downstream: bool,
     dry_run: bool,
     yes: bool,
@@ -78,7 +87,13 @@ def clear_command(
     try:
         dag, options = backfill_dag(engine, settings, backfill_id)
         asked = selection(
-            dag, task_regex=task_regex, states=states, start=start, end=end, downstream=downstream
+            dag,
+            task_regex=task_regex,
+            states=states,
+            start=start,
+            end=end,
+            map_indexes=map_indexes,
+            downstream=downstream,
         )
         found = targets(engine, backfill_id, dag, asked)
         if output is OutputFormat.TABLE:
@@ -99,9 +114,8 @@ def _show(backfill_id: int, found: list[Selected]) -> None:
     for (task_id, state), n in sorted(counts.items()):
         click.echo(f"  {task_id}: {n} {state}")
     for t in found[:SHOWN]:
-        click.echo(
-            f"    {t.task_id} {t.logical_date.isoformat()} {t.state.value} try {t.try_number}"
-        )
+        task = t.task_id if t.map_index < 0 else f"{t.task_id}[{t.map_index}]"
+        click.echo(f"    {task} {t.logical_date.isoformat()} {t.state.value} try {t.try_number}")
     if len(found) > SHOWN:
         click.echo(f"    ... and {len(found) - SHOWN} more")
 

@@ -46,11 +46,15 @@ class TIKeyLike(Protocol):
     def logical_date(self) -> datetime: ...
     @property
     def try_number(self) -> int: ...
+    @property
+    def map_index(self) -> int: ...
 
 
 def describe_ti(key: TIKeyLike) -> str:
-    """`dag/task/2016-01-01T00:00:00+00:00 try 1`, as workers log it and Flower shows it."""
-    what = f"{key.dag_id}/{key.task_id}/{key.logical_date.isoformat()}"
+    """`dag/task/2016-01-01T00:00:00+00:00 try 1`, as workers log it and Flower shows it
+    (a mapped task's TI: `task[3]`)."""
+    task = key.task_id if key.map_index < 0 else f"{key.task_id}[{key.map_index}]"
+    what = f"{key.dag_id}/{task}/{key.logical_date.isoformat()}"
     return f"{what} try {key.try_number}" if key.try_number else f"{what} (never ran)"
 
 

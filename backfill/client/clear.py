@@ -42,6 +42,7 @@ def selection(
     states: Sequence[str] = (),
     start: str | None = None,
     end: str | None = None,
+    map_indexes: Sequence[int] = (),
     downstream: bool = False,
 ) -> Selection:
     """What to clear, or a `UserError` naming the filter that is wrong."""
@@ -49,11 +50,18 @@ def selection(
     if unknown:
         choices = ", ".join(sorted(_CLEARABLE))
         raise UserError(f"--state {unknown[0]!r} cannot be cleared; clearable states: {choices}")
+    negative = [i for i in map_indexes if i < 0]
+    if negative:
+        raise UserError(
+            f"--map-index {negative[0]} is not a map index: a mapped task's TIs are numbered "
+            "0, 1, ... (see `backfill tasks`)"
+        )
     return Selection(
         task_ids=_tasks_matching(dag, task_regex),
         states=[TIState(s) for s in states] or None,
         start=None if start is None else parse_cli_date(start, dag.timezone, option="-s"),
         end=None if end is None else parse_cli_date(end, dag.timezone, option="-e"),
+        map_indexes=sorted(set(map_indexes)) or None,
         downstream=downstream,
     )
 

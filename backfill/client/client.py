@@ -263,6 +263,7 @@ class Client:
         states: Sequence[str] = (),
         start: str | None = None,
         end: str | None = None,
+        map_indexes: Sequence[int] = (),
         downstream: bool = False,
         dry_run: bool = False,
     ) -> dict[str, Any]:
@@ -271,7 +272,13 @@ class Client:
         engine = self.database.engine_about(backfill_id)
         dag, options = clearing.backfill_dag(engine, self.settings, backfill_id)
         asked = clearing.selection(
-            dag, task_regex=task_regex, states=states, start=start, end=end, downstream=downstream
+            dag,
+            task_regex=task_regex,
+            states=states,
+            start=start,
+            end=end,
+            map_indexes=map_indexes,
+            downstream=downstream,
         )
         found = clearing.targets(engine, backfill_id, dag, asked)
         if dry_run:

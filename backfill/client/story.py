@@ -126,7 +126,8 @@ def log_command(backfill_id: int, key: TIKey) -> str | None:
     if key.try_number < 1:
         return None
     date = key.logical_date.isoformat()
-    return f"backfill logs {backfill_id} {key.task_id} -d {date} --try {key.try_number}"
+    mapped = "" if key.map_index < 0 else f" -m {key.map_index}"
+    return f"backfill logs {backfill_id} {key.task_id} -d {date}{mapped} --try {key.try_number}"
 
 
 def hints(deadlock: Mapping[str, object] | None) -> list[str]:

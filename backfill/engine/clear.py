@@ -47,6 +47,7 @@ class Selection:
     states: list[TIState] | None = None
     start: datetime | None = None
     end: datetime | None = None
+    map_indexes: list[int] | None = None  # of mapped tasks' TIs: only these map indexes
     downstream: bool = False
 
 
@@ -74,6 +75,7 @@ def select(conn: Connection, backfill_id: int, dag: DAG, asked: Selection) -> li
         states=asked.states,
         start=asked.start,
         end=asked.end,
+        map_indexes=asked.map_indexes,
     )
     if not asked.downstream or not found:
         return found

@@ -120,4 +120,5 @@ def failed_key(f: adopt.FailedTI) -> TIKey:
         run_id=f.run_id,
         logical_date=f.logical_date,
         try_number=f.try_number,
+        map_index=f.map_index,
     )

@@ -21,6 +21,7 @@ class TIKey:
     run_id: str
     logical_date: datetime
     try_number: int
+    map_index: int = -1  # a mapped task's element; -1: not mapped
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +77,7 @@ class Keys:
             run_id=run.run_id,
             logical_date=run.logical_date,
             try_number=ti.try_number,
+            map_index=ti.map_index,
         )
 
     def by_reason(self, groups: Mapping[str, Iterable[TIRow]]) -> dict[str, tuple[TIKey, ...]]:

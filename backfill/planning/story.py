@@ -36,6 +36,7 @@ def key_json(key: TIKey) -> dict[str, Any]:
         "run_id": key.run_id,
         "logical_date": key.logical_date.isoformat(),
         "try_number": key.try_number,
+        "map_index": key.map_index,
     }
 
 

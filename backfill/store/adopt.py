@@ -256,6 +256,7 @@ class FailedTI:
     try_number: int
     state: TIState
     last_error: str | None
+    map_index: int = -1
 
 
 def failed_tis(conn: Connection, backfill_id: int) -> list[FailedTI]:
@@ -269,10 +270,11 @@ def failed_tis(conn: Connection, backfill_id: int) -> list[FailedTI]:
             ti.c.try_number,
             ti.c.state,
             ti.c.last_error,
+            ti.c.map_index,
         )
         .select_from(ti.join(run, ti.c.dag_run_id == run.c.id))
         .where(run.c.backfill_id == backfill_id, ti.c.state.in_([s.value for s in FAILED_STATES]))
-        .order_by(run.c.logical_date, ti.c.task_id)
+        .order_by(run.c.logical_date, ti.c.task_id, ti.c.map_index)
     )
     return [
         FailedTI(
@@ -283,6 +285,7 @@ def failed_tis(conn: Connection, backfill_id: int) -> list[FailedTI]:
             try_number=r.try_number,
             state=TIState(r.state),
             last_error=r.last_error,
+            map_index=r.map_index,
         )
         for r in conn.execute(stmt)
     ]

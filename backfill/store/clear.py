@@ -70,6 +70,7 @@ def select(
     start: datetime | None = None,
     end: datetime | None = None,
     run_ids: Sequence[int] | None = None,
+    map_indexes: Sequence[int] | None = None,
 ) -> list[Selected]:
     """The backfill's clearable TIs matching every filter given, by date then task."""
     wanted = _SELECTABLE if states is None else _SELECTABLE & set(states)
@@ -95,6 +96,8 @@ def select(
         stmt = stmt.where(run.c.logical_date <= end)
     if run_ids is not None:
         stmt = stmt.where(ti.c.dag_run_id.in_(list(run_ids)))
+    if map_indexes is not None:
+        stmt = stmt.where(ti.c.map_index.in_(list(map_indexes)))
     return [Selected(**{**row._mapping, "state": TIState(row.state)}) for row in conn.execute(stmt)]
 
 

@@ -118,6 +118,7 @@ class ClearBody(BaseModel):
     states: list[str] = []
     start: str | None = None
     end: str | None = None
+    map_indexes: list[int] = []
     downstream: StrictBool = False
     dry_run: StrictBool = False
 

@@ -11,9 +11,9 @@
 - a result that is not a list fails the placeholder with `NotMappable`;
 - `backfill tasks -o json` lists each mapped TI with its map index and result;
 - clearing `numbers` with its downstream maps `double` again over the new
-  result (two elements instead of three), and a clear of `double` alone
-  (`--task-regex`) runs each of its TIs again with the element it had, and so
-  does a new backfill of double alone reprocessing the date.
+  result (two elements instead of three); a clear of one map index of `double`
+  (`--map-index 1`) runs that TI again with the element it had, and a new
+  backfill of double alone reprocessing the date runs each of its TIs again.
 """
 
 from __future__ import annotations
@@ -90,13 +90,17 @@ def test_a_mapped_task_runs_one_ti_per_element_and_maps_again_when_cleared(
     assert rows[DAY1, "total", -1]["result"] == 60
     assert stack.ledger.entries("total")[-1].extra["values"] == [20, 40]
 
-    # double alone: each TI runs again with the element it had.
+    # double[1] alone: it runs again with the element it had, and nothing else does.
+    before = len(stack.ledger.entries("double"))
     again = ["clear", str(backfill_id), "--task-regex", "^double$", "-s", DAY1, "-e", DAY1]
-    cleared = coordinators.cli(stack, *again, "--yes", "-o", "json").finish(60)
-    assert json.loads(cleared.stdout)["cleared"] == 2, cleared.output
+    refused = coordinators.cli(stack, *again, "--map-index", "-1", "--yes").finish(60)
+    assert refused.code == 2, refused.output
+    assert "--map-index -1 is not a map index" in refused.stderr
+    cleared = coordinators.cli(stack, *again, "--map-index", "1", "--yes", "-o", "json").finish(60)
+    assert json.loads(cleared.stdout)["cleared"] == 1, cleared.output
     coordinators.cli(stack, "resume", str(backfill_id), "-o", "json").finish(timeout=180)
-    last = [(e.extra["map_index"], e.extra["x"]) for e in stack.ledger.entries("double")][-2:]
-    assert sorted(last) == [(0, 10), (1, 20)]
+    rerun = [(e.extra["map_index"], e.extra["x"]) for e in stack.ledger.entries("double")]
+    assert rerun[before:] == [(1, 20)]
 
     # A new backfill reprocessing the date, of double alone: the same two elements again,
     # the map index the shorter list dropped still removed.

@@ -259,7 +259,8 @@
   function showFailed(status) {
     document.getElementById("failed-total").textContent = status.failed_total ? `(${status.failed_total})` : "";
     const rows = status.failed.map((f) =>
-      `<tr><td><a href="${tiUrl(f.task_id, f.logical_date)}">${Backfill.escape(f.task_id)}</a></td>` +
+      `<tr><td><a href="${tiUrl(f.task_id, f.logical_date, f.map_index)}">` +
+      `${Backfill.escape(f.map_index >= 0 ? `${f.task_id}[${f.map_index}]` : f.task_id)}</a></td>` +
       `<td class="mono">${Backfill.when(f.logical_date)}</td><td>${f.try_number}</td>` +
       `<td class="small">${Backfill.escape(f.last_error || "an upstream task failed")}</td></tr>`);
     document.getElementById("failed-rows").innerHTML = rows.join("") || '<tr><td colspan="4" class="muted">none</td></tr>';

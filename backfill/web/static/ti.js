@@ -88,10 +88,11 @@
   if (clearButton) {
     clearButton.addEventListener("click", async () => {
       const downstream = document.getElementById("clear-downstream").checked;
-      const every = ti.siblings.length ? ` (every map index of it: a clear takes whole tasks)` : "";
-      if (!confirm(`Clear ${task}${every} at ${Backfill.when(ti.logical_date)}${downstream ? " and its downstream tasks" : ""}? It runs again.`)) return;
+      const shown = ti.map_index >= 0 ? `${task}[${ti.map_index}]` : task;
+      if (!confirm(`Clear ${shown} at ${Backfill.when(ti.logical_date)}${downstream ? " and its downstream tasks" : ""}? It runs again.`)) return;
       const escaped = task.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
       const body = { task_regex: `^${escaped}$`, start: ti.logical_date, end: ti.logical_date, downstream };
+      if (ti.map_index >= 0) body.map_indexes = [ti.map_index];
       try {
         const done = await Backfill.api("POST", `/backfills/${backfill}/clear`, body);
         Backfill.toast(`cleared ${done.cleared} task instance(s); a coordinator runs them again`);
