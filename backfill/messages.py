@@ -8,7 +8,7 @@ be acknowledged as a no-op. Messages are JSON (pickle is never accepted);
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from backfill.errors import BadMessage
@@ -42,10 +42,12 @@ class TaskMessage:
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> TaskMessage:
         expected = {f.name: f.type for f in fields(cls)}
-        if set(kwargs) != set(expected):
+        # map_index may be absent: a coordinator older than mapping sends none (-1).
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        if not required <= set(kwargs) <= set(expected):
             raise BadMessage(f"expected keys {sorted(expected)}, got {sorted(kwargs)}")
-        for name, kind in expected.items():
-            value = kwargs[name]
+        for name, value in kwargs.items():
+            kind = expected[name]
             if kind == "str":
                 if not isinstance(value, str):
                     raise BadMessage(f"{name} must be a string, got {value!r}")

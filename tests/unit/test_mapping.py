@@ -12,6 +12,8 @@ import pendulum
 import pytest
 from support.factories import limit_counts
 
+from backfill.errors import BadMessage
+from backfill.messages import TaskMessage
 from backfill.model.context import Context
 from backfill.model.dag import DAG
 from backfill.model.errors import DagDefinitionError
@@ -309,3 +311,18 @@ def test_with_mark_success_the_placeholder_is_queued_alone() -> None:
     decided = plan(_snapshot(dag, rows), dag, Policy(max_active_runs=4, maps=False), NOW)
     assert [(t.task_id, t.map_index) for t in decided.to_queue] == [("double", -1)]
     assert not decided.to_expand
+
+
+def test_a_message_names_a_mapped_ti_and_one_without_map_index_is_still_read() -> None:
+    sent = TaskMessage(
+        ti_id=1, try_number=2, backfill_id=3, dag_id="m", task_id="double",
+        logical_date="2024-01-01T00:00:00+00:00", map_index=4,
+    )  # fmt: skip
+    assert TaskMessage.from_kwargs(sent.kwargs()) == sent
+    assert sent.describe() == "m/double[4]/2024-01-01T00:00:00+00:00 try 2"
+    older = {k: v for k, v in sent.kwargs().items() if k != "map_index"}  # before mapping
+    assert TaskMessage.from_kwargs(older).map_index == -1
+    with pytest.raises(BadMessage, match="map_index must be an integer >= -1"):
+        TaskMessage.from_kwargs({**sent.kwargs(), "map_index": -2})
+    with pytest.raises(BadMessage, match="expected keys"):
+        TaskMessage.from_kwargs({**sent.kwargs(), "extra": 1})
