@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from datetime import timedelta
 from typing import Any
@@ -50,26 +51,27 @@ def find_ti(
     index `map_index`; None: the task's only TI there, which a mapped task has not."""
     if not status.exists(conn, backfill_id):
         raise BackfillNotFound(backfill_id)
-    # Every (run, task) has a TI of map index -1 (a mapped task's placeholder): it
-    # finds the run, one row a date, whatever the task maps over.
-    run_ti = _the_one(conn, backfill_id, task_id, date)
+    # Every (run, task) has one TI of map index -1 or 0 (`store.mapping`): it finds the
+    # run, one row a date, whatever the task maps over.
+    run_ti = task_on(conn, backfill_id, task_id, date)
+    task_key = ti_key(dataclasses.replace(run_ti, map_index=-1))  # the task on that date
     indexes = logs.map_states(conn, run_ti.dag_run_id, task_id)
     if map_index is None:
         live = [i for i, state in indexes.items() if state != _REMOVED]
-        if live or (indexes and run_ti.state == _REMOVED):
+        if live:
             raise UserError(
-                f"{ti_key(run_ti)} is a mapped task with map indexes "
-                f"{_indexes(live or list(indexes))}: pick one with {MAP_INDEX_HINT}"
+                f"{task_key} is a mapped task with map indexes "
+                f"{_indexes(live)}: pick one with {MAP_INDEX_HINT}"
             )
         return run_ti
-    if map_index == -1:
+    if map_index == -1 and run_ti.map_index == -1:
         return run_ti
     if map_index not in indexes:
         has = f"map indexes {_indexes(list(indexes))}" if indexes else "no map index (not mapped)"
-        raise TINotFound(f"{ti_key(run_ti)} has no map index {map_index}: it has {has}")
+        raise TINotFound(f"{task_key} has no map index {map_index}: it has {has}")
     start = run_ti.logical_date
     (found,) = logs.find_tis(
-        conn, backfill_id, task_id, start=start, end=start + _INSTANT, map_index=map_index
+        conn, backfill_id, task_id, start=start, end=start + _INSTANT, map_indexes=[map_index]
     )
     return found
 
@@ -81,7 +83,9 @@ def _indexes(indexes: list[int]) -> str:
     return ", ".join(map(str, indexes[:8])) + (", ..." if len(indexes) > 8 else "")
 
 
-def _the_one(conn: Connection, backfill_id: int, task_id: str, date: str | None) -> LoggedTI:
+def task_on(conn: Connection, backfill_id: int, task_id: str, date: str | None) -> LoggedTI:
+    """The one TI of `task_id` on `date` of map index -1 or 0 (its run's, whether or not
+    it is mapped), or a `UserError` / `TINotFound` saying why there is not one."""
     found = _matching(conn, backfill_id, task_id, date)
     if len(found) == 1:
         return found[0]
@@ -100,8 +104,8 @@ def _the_one(conn: Connection, backfill_id: int, task_id: str, date: str | None)
 
 
 def _matching(conn: Connection, backfill_id: int, task_id: str, date: str | None) -> list[LoggedTI]:
-    """The TIs of map index -1 of `task_id` on `date`: one a run."""
-    find = functools.partial(logs.find_tis, conn, backfill_id, task_id, map_index=-1)
+    """The TIs of map index -1 or 0 of `task_id` on `date`: one a run."""
+    find = functools.partial(logs.find_tis, conn, backfill_id, task_id, map_indexes=(-1, 0))
     if date is None:
         return find(limit=6)
     moment = parse_cli_date(date, pendulum.UTC, option="-d/--date")

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from backfill.client.logs import find_ti
+from backfill.client.logs import find_ti, task_on
 from backfill.client.shapes import iso, task_json_text
 from backfill.store import grid, logs, status
 
@@ -59,6 +59,6 @@ def ti_json(
 def shown_map_index(conn: Connection, backfill_id: int, task_id: str, date: str) -> int | None:
     """The TI the grid's cell of a mapped task shows (its most telling one, as the grid's
     `store.grid.fold`), for a TI page asked without a map index; None: not mapped there."""
-    run_ti = find_ti(conn, backfill_id, task_id, date, map_index=-1)
+    run_ti = task_on(conn, backfill_id, task_id, date)
     states = logs.map_states(conn, run_ti.dag_run_id, task_id)
     return grid.most_telling(states) if states else None

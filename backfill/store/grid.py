@@ -13,8 +13,8 @@ Invariants:
 - a cell is a (run, task): one TI, or a mapped task's TIs in that run. Those are
   read counted by state (GROUP BY run, task, state: a mapped task of 1,000
   elements costs a row per state, not per TI) and folded into one `Cell` showing
-  their most telling state (`TELLING`); `removed` TIs (history: a mapped task's
-  placeholder, or an element a re-mapping dropped) are shown only when nothing
+  their most telling state (`TELLING`); `removed` TIs (history: an element a
+  re-mapping dropped, or a task gone from the DAG) are shown only when nothing
   else is left.
 """
 
@@ -76,7 +76,7 @@ Counted = tuple[int, str, str, int, int]
 
 def fold(counted: Iterable[Counted]) -> dict[tuple[int, str], Cell]:
     """(dag_run_id, task_id) -> its `Cell`, from its TIs counted by state. A count of map
-    indexes >= 0 is a mapped task's elements (its placeholder is then `removed`)."""
+    indexes >= 0 is a mapped task's elements (its placeholder became the first of them)."""
     seen: dict[tuple[int, str], list[tuple[TIState, int, int]]] = {}
     for dag_run_id, task_id, state, n, first in counted:
         seen.setdefault((dag_run_id, task_id), []).append((_STATES[state], n, first))

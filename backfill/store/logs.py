@@ -17,7 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -108,11 +108,11 @@ def find_tis(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
-    map_index: int | None = None,
+    map_indexes: Collection[int] | None = None,
     limit: int = 10,
 ) -> list[LoggedTI]:
     """Up to `limit` TIs of `task_id` in the backfill with a logical date in [start, end)
-    (and map index `map_index`, if given), by date then map index."""
+    (and one of `map_indexes`, if given), by date then map index."""
     ti, run = task_instances, dag_runs
     stmt = (
         sa.select(
@@ -136,8 +136,8 @@ def find_tis(
         stmt = stmt.where(run.c.logical_date >= start)
     if end is not None:
         stmt = stmt.where(run.c.logical_date < end)
-    if map_index is not None:
-        stmt = stmt.where(ti.c.map_index == map_index)
+    if map_indexes is not None:
+        stmt = stmt.where(ti.c.map_index.in_(sorted(map_indexes)))
     return [LoggedTI(**row._mapping) for row in conn.execute(stmt)]
 
 

@@ -5,7 +5,7 @@ Invariants:
   `backfill.model.states`, so the database refuses a state the code does not know;
 - one DAG run per (dag_id, logical_date) and one TI per (run, task, map_index):
   `map_index` is -1 for a task that is not mapped, and for a mapped task's
-  placeholder until its TIs are made (`store.mapping`), then 0, 1, ...;
+  placeholder until its TIs are made (`store.mapping`): it becomes 0, then 1, ...;
 - timestamps are stored in UTC and read back timezone-aware (`UTCDateTime`);
 - `ti_transitions` is append-only and written by a trigger on
   `task_instances` (`JOURNAL_TRIGGER`), so every state change is journaled in

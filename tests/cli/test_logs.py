@@ -195,8 +195,10 @@ def test_bad_requests_are_refused_with_what_to_do(h: Harness) -> None:
     assert "has no map index 0: it has no map index (not mapped)" in refused(
         h, "1", "numbers", *day, "-m", "0"
     )
-    # The placeholder, once mapped, is history: found only when asked for; it never ran.
-    assert "has not started a try yet (state removed)" in refused(h, "1", "each", *day, "-m", "-1")
+    # The placeholder, once mapped, is map index 0: there is no -1 any more.
+    assert "each 2024-01-01T00:00:00+00:00 has no map index -1: it has map indexes 0 to 2" in (
+        refused(h, "1", "each", *day, "-m", "-1")
+    )
 
 
 def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:

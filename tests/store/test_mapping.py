@@ -16,7 +16,7 @@ from backfill.store.schema import task_instances, ti_transitions
 
 ti = task_instances
 NOW = pendulum.datetime(2024, 6, 1, tz="UTC")
-ACTOR = "coordinator:test"
+ACTOR = "coordinator:mapper"
 _S = TIState
 
 
@@ -29,53 +29,59 @@ def _placeholder(engine: Engine) -> tuple[int, int]:
     return q.ti_ids["double"], q.dag_run_id
 
 
-def _tis(engine: Engine) -> list[tuple[int, str, int]]:
+def _tis(engine: Engine) -> list[tuple[int, str, int, int]]:
+    """(map index, state, try number, max tries) of each TI of `double`."""
     with engine.begin() as conn:
         rows = conn.execute(
-            sa.select(ti.c.map_index, ti.c.state, ti.c.max_tries)
+            sa.select(ti.c.map_index, ti.c.state, ti.c.try_number, ti.c.max_tries)
             .where(ti.c.task_id == "double")
             .order_by(ti.c.map_index)
         )
         return [tuple(r) for r in rows]
 
 
-def test_a_placeholder_becomes_its_tis_once(engine: Engine) -> None:
+def test_a_placeholder_becomes_the_first_of_its_tis_once(engine: Engine) -> None:
     placeholder, run = _placeholder(engine)
     seen = ti_row(placeholder, run, "double", state=_S.SCHEDULED)
     with engine.begin() as conn:
         assert mapping.expand(conn, seen, 3, actor=ACTOR, now=NOW)
         assert not mapping.expand(conn, seen, 3, actor=ACTOR, now=NOW), "a second mapping"
-    assert _tis(engine) == [(-1, "removed", 2), (0, "none", 2), (1, "none", 2), (2, "none", 2)]
+    # The placeholder (try 1 of 2 here) is map index 0; the others get its one retry.
+    assert _tis(engine) == [(0, "scheduled", 1, 2), (1, "none", 0, 1), (2, "none", 0, 1)]
     with engine.begin() as conn:
+        first = conn.execute(sa.select(ti.c.id).where(ti.c.map_index == 0)).scalar_one()
         journal = conn.execute(
-            sa.select(ti_transitions.c.to_state, ti_transitions.c.actor).where(
-                ti_transitions.c.task_instance_id == placeholder
-            )
-        ).all()
-    assert ("removed", ACTOR) in [tuple(r) for r in journal]
+            sa.select(ti_transitions.c.actor).where(ti_transitions.c.task_instance_id == first)
+        ).scalars()
+        assert first == placeholder
+        assert ACTOR not in list(journal)  # renumbered, not a state change
 
 
 def test_a_fold_and_a_shorter_list_keep_the_dropped_index_removed(engine: Engine) -> None:
     placeholder, run = _placeholder(engine)
+    seen = ti_row(placeholder, run, "double", state=_S.SCHEDULED)
     with engine.begin() as conn:
-        mapping.expand(
-            conn, ti_row(placeholder, run, "double", state=_S.SCHEDULED), 3, actor=ACTOR, now=NOW
-        )
-        # Not run yet, or cleared: every TI `none`.
-        assert mapping.fold(conn, [(run, "double")], actor=ACTOR, now=NOW) == 3
-    assert _tis(engine) == [
-        (-1, "none", 2),
-        (0, "removed", 2),
-        (1, "removed", 2),
-        (2, "removed", 2),
+        mapping.expand(conn, seen, 3, actor=ACTOR, now=NOW)
+        assert mapping.fold(conn, [(run, "double")], actor=ACTOR, now=NOW) == 0, "0 not cleared"
+        first = ti.c.id == placeholder
+        conn.execute(sa.update(ti).where(first).values(state=_S.NONE.value))  # as a clear does
+        assert mapping.fold(conn, [(run, "double")], actor=ACTOR, now=NOW) == 1
+    assert [(i, state) for i, state, _, _ in _tis(engine)] == [
+        (-1, "none"),
+        (1, "removed"),
+        (2, "removed"),
     ]
     with engine.begin() as conn:  # folded, the placeholder is `none`: as the pass sees it
         mapping.expand(conn, ti_row(placeholder, run, "double"), 2, actor=ACTOR, now=NOW)
-    assert _tis(engine) == [(-1, "removed", 2), (0, "none", 2), (1, "none", 2), (2, "removed", 2)]
+    assert [(i, state) for i, state, _, _ in _tis(engine)] == [
+        (0, "none"),
+        (1, "none"),
+        (2, "removed"),
+    ]
     with engine.begin() as conn:  # a longer list: the dropped index comes back, one is new
-        mapping.fold(conn, [(run, "double")], actor=ACTOR, now=NOW)
+        assert mapping.fold(conn, [(run, "double")], actor=ACTOR, now=NOW) == 1
         mapping.expand(conn, ti_row(placeholder, run, "double"), 4, actor=ACTOR, now=NOW)
-    assert [state for _, state, _ in _tis(engine)] == ["removed"] + ["none"] * 4
+    assert [(i, state) for i, state, _, _ in _tis(engine)] == [(i, "none") for i in range(4)]
 
 
 def test_a_placeholder_that_cannot_be_mapped_fails_saying_why(engine: Engine) -> None:
