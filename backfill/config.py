@@ -91,28 +91,23 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number of bytes, got {raw!r}") from None
-    if value < MIN_LOG_BYTES:
-        raise ConfigError(f"{name} must be at least {MIN_LOG_BYTES}, got {raw!r}")
-    return value
+    return _whole(env, name, default, least=MIN_LOG_BYTES, unit=" of bytes")
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    return _whole(env, name, default, least=1)
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, *, least: int, unit: str = "") -> int:
     raw = env.get(name)
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
+        raise ConfigError(f"{name} must be a whole number{unit}, got {raw!r}") from None
+    if value < least:
+        raise ConfigError(f"{name} must be at least {least}, got {raw!r}")
     return value
 
 

@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -81,16 +82,7 @@ def queue(conn: Connection, tis: Sequence[TIRow], *, actor: str, now: datetime) 
     }
     rank = {t.id: i for i, t in enumerate(tis)}
     rows = sorted(conn.execute(_QUEUE, params), key=lambda r: rank[r.id])
-    return [
-        Queued(
-            id=r.id,
-            try_number=r.try_number,
-            task_id=r.task_id,
-            queue=r.queue,
-            map_index=r.map_index,
-        )
-        for r in rows
-    ]
+    return [_queued(r) for r in rows]
 
 
 _NOW = ti.c.updated_at.type  # UTCDateTime
@@ -266,13 +258,14 @@ def redispatch_lost(
         .values(queued_at=now)
         .returning(ti.c.id, ti.c.try_number, ti.c.task_id, ti.c.queue, ti.c.map_index)
     )
-    return [
-        Queued(
-            id=r.id,
-            try_number=r.try_number,
-            task_id=r.task_id,
-            queue=r.queue,
-            map_index=r.map_index,
-        )
-        for r in conn.execute(stmt)
-    ]
+    return [_queued(r) for r in conn.execute(stmt)]
+
+
+def _queued(row: sa.Row[Any]) -> Queued:
+    return Queued(
+        id=row.id,
+        try_number=row.try_number,
+        task_id=row.task_id,
+        queue=row.queue,
+        map_index=row.map_index,
+    )

@@ -12,7 +12,8 @@ import pendulum
 import pytest
 from support.factories import limit_counts
 
-from backfill.errors import BadMessage
+from backfill.config import Settings
+from backfill.errors import BadMessage, ConfigError
 from backfill.messages import TaskMessage
 from backfill.model.context import Context
 from backfill.model.dag import DAG
@@ -326,3 +327,16 @@ def test_a_message_names_a_mapped_ti_and_one_without_map_index_is_still_read() -
         TaskMessage.from_kwargs({**sent.kwargs(), "map_index": -2})
     with pytest.raises(BadMessage, match="expected keys"):
         TaskMessage.from_kwargs({**sent.kwargs(), "extra": 1})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("", 1024), ("5", 5), ("0", "at least 1"), ("many", "a whole number, got 'many'")],
+)
+def test_the_cap_comes_from_the_environment(raw: str, expected: int | str) -> None:
+    env = {"BACKFILL_MAX_MAP_LENGTH": raw}
+    if isinstance(expected, int):
+        assert Settings.from_env(env).max_map_length == expected
+    else:
+        with pytest.raises(ConfigError, match=f"BACKFILL_MAX_MAP_LENGTH must be {expected}"):
+            Settings.from_env(env)
