@@ -49,7 +49,7 @@ def total(ctx: Context, values: list[int]) -> int:
 @mapping_flow.task(max_active_tis_per_dag=1)
 def shout(ctx: Context, word: str) -> str:
     record("shout-start", ctx, map_index=ctx.map_index)
-    time.sleep(0.3)
+    time.sleep(0.1)
     record("shout-end", ctx, map_index=ctx.map_index)
     return word.upper()
 

@@ -45,6 +45,7 @@ from support.processes import tail
 from backfill.store.db import create_engine_for
 
 START_TIMEOUT = 30  # seconds a server may take to start or stop on a loaded CI machine
+SHUTDOWN_GRACE = 2  # seconds after SHUTDOWN before a redis-server still up gets SIGTERM
 PORT_ATTEMPTS = 5  # first-start attempts, each on a freshly picked port
 STOP_MODES = ("smart", "fast", "immediate")
 
@@ -321,16 +322,22 @@ class RedisServer(_PrivateServer):
         if process.poll() is None:
             client = self._client()
             try:
+                # redis-py takes a refused SHUTDOWN (NOAUTH: a test set a password) for
+                # one that closed the connection: the wait below tells them apart.
                 client.shutdown(nosave=True)
             except redis.RedisError:
-                process.terminate()  # redis exits cleanly on SIGTERM, saving nothing here
+                pass
             finally:
                 client.close()
             try:
-                process.wait(timeout=START_TIMEOUT)
+                process.wait(timeout=SHUTDOWN_GRACE)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                process.terminate()  # redis exits cleanly on SIGTERM, saving nothing here
+                try:
+                    process.wait(timeout=START_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
         self._process = None
 
     def restart_after(self, down_for: float) -> None:

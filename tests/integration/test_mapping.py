@@ -1,6 +1,6 @@
 """Dynamic task mapping on real workers (`mapping_flow`, tests/dags_integration/mapping.py).
 
-`backfill run` over two dates with one `celery worker` on each backend, then
+`backfill run` over two dates with one `celery worker` on PostgreSQL, then
 `backfill clear` and `backfill resume`:
 - `double` maps over `numbers`' result at run time: one TI per element, each
   with its own `x` and map index, a failed first try retried per TI; `total`
@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from support.private_redis import PrivateRedis
 from support.processes import Coordinators, WorkerPool
 from support.stack import Stack
 
@@ -34,8 +36,15 @@ def _tasks(coordinators: Coordinators, stack: Stack, backfill_id: int) -> dict[A
 
 
 def test_a_mapped_task_runs_one_ti_per_element_and_maps_again_when_cleared(
-    stack: Stack, workers: WorkerPool, coordinators: Coordinators
+    pg_url: str,
+    broker: PrivateRedis,
+    tmp_path: Path,
+    workers: WorkerPool,
+    coordinators: Coordinators,
 ) -> None:
+    # PostgreSQL only: the mapping's statements run on both backends in
+    # tests/store/test_mapping.py, and a mapped task runs on SQLite in tests/cli/test_logs.py.
+    stack = Stack.create(pg_url, broker, tmp_path)
     workers.start(stack, 1, concurrency=3)
     run = ["run", "mapping_flow", "-s", DAY1, "-e", DAY2, "--output", "json"]
     finished = coordinators.cli(stack, *run, "--continue-on-failures").finish(timeout=180)
