@@ -32,6 +32,7 @@ from support.waiting import wait_until
 from .checks import backfill_row
 
 DAY = "2024-01-01"
+CALLBACK_PATIENCE = 30.0  # seconds a callback may take to be recorded after the state it follows
 
 
 def callbacks(stack: Stack, dag_id: str) -> Counter[tuple[str, str, str, int]]:
@@ -41,6 +42,18 @@ def callbacks(stack: Stack, dag_id: str) -> Counter[tuple[str, str, str, int]]:
         for e in stack.ledger.entries()
         if e.dag_id == dag_id and e.event.startswith("cb:")
     )
+
+
+def settled(stack: Stack, dag_id: str, total: int) -> Counter[tuple[str, str, str, int]]:
+    """`callbacks` once `total` of them have fired (the caller compares them whole): a
+    callback runs after the commit the test saw, in a worker or a daemon that may not
+    have been scheduled since."""
+    wait_until(
+        lambda: callbacks(stack, dag_id).total() >= total,
+        timeout=CALLBACK_PATIENCE,
+        what=f"{total} callbacks of {dag_id}",
+    )
+    return callbacks(stack, dag_id)
 
 
 def logs(workers: WorkerPool) -> str:
@@ -56,7 +69,7 @@ def test_each_callback_fires_once_per_event_and_one_that_raises_changes_nothing(
     finished = ok.finish(timeout=90)
     assert finished.code == 0, finished.output  # second's broken callback failed nothing
     days = ("2024-01-01", "2024-01-02")
-    assert callbacks(stack, "callbacks_ok") == Counter(
+    expected = Counter(
         {
             **{("cb:task_success", task, ds, 1): 1 for task in ("first", "second") for ds in days},
             **{("cb:read", "second", ds, 1): 1 for ds in days},
@@ -64,6 +77,7 @@ def test_each_callback_fires_once_per_event_and_one_that_raises_changes_nothing(
             **{("cb:run_success", "second", ds, 1): 1 for ds in days},
         }
     )
+    assert settled(stack, "callbacks_ok", expected.total()) == expected
     reads = {e.ds: e.extra["first"] for e in stack.ledger.entries("cb:read")}
     assert reads == {ds: f"first of {ds}" for ds in days}  # ctx.result works in a callback
     run_success = stack.ledger.entries("cb:run_success")
@@ -72,7 +86,7 @@ def test_each_callback_fires_once_per_event_and_one_that_raises_changes_nothing(
     fail = coordinators.cli(stack, "run", "callbacks_fail", "-s", DAY, "-e", DAY)
     finished = fail.finish(timeout=90)
     assert finished.code == 1, finished.output
-    assert callbacks(stack, "callbacks_fail") == Counter(
+    expected = Counter(
         {
             ("cb:task_retry", "flaky", DAY, 1): 1,
             ("cb:task_failure", "flaky", DAY, 2): 1,
@@ -80,6 +94,7 @@ def test_each_callback_fires_once_per_event_and_one_that_raises_changes_nothing(
             ("cb:run_failure", "downstream", DAY, 0): 1,  # after `broken` raised
         }
     )
+    assert settled(stack, "callbacks_fail", expected.total()) == expected
     (retry,) = stack.ledger.entries("cb:task_retry")
     assert retry.extra["exception"] == "ValueError: try 1 fails"
     (run_failure,) = stack.ledger.entries("cb:run_failure")
@@ -137,9 +152,10 @@ def test_a_try_cleared_while_running_runs_no_callback_and_its_rerun_does(
         timeout=30,
         what="the worker to finish the stopped try 1 and be refused",
     )
-    assert callbacks(stack, "callbacks_fenced") == Counter(
+    expected = Counter(
         {("cb:task_success", "held", DAY, 2): 1, ("cb:run_success", "held", DAY, 2): 1}
     )
+    assert settled(stack, "callbacks_fenced", expected.total()) == expected
 
 
 HA_TIMEOUTS = {"heartbeat_interval": 1.0, "heartbeat_timeout": 6.0, "queued_timeout": 5.0}
@@ -184,6 +200,8 @@ def test_run_callbacks_fire_once_each_across_daemons_and_a_killed_driver(
         what="the surviving daemon to take over and end the backfill",
         explain=survivor.tails,
     )
+    # The last run's callback fires after the commit that ended the backfill too.
+    settled(stack, "callbacks_ha", 2 * len(HA_DAYS))  # each run's and its task's
     run_callbacks = stack.ledger.entries("cb:run_success")
     assert Counter(e.ds for e in run_callbacks) == Counter(HA_DAYS)  # once each, none lost
     by = {e.ds: e.pid for e in run_callbacks}
